@@ -1,0 +1,3 @@
+//! One module per subcommand of the `voicecare` binary.
+
+pub mod distress;

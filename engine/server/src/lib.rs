@@ -1,0 +1,6 @@
+//! The `voicecare` binary's library half: CLI commands and the glue loops.
+//!
+//! Business rules live in `voicecare-core`; SQL lives in `voicecare-store`.
+//! This crate wires them to the outside world (CLI, HTTP, audio devices).
+
+pub mod cmd;
