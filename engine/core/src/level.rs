@@ -72,7 +72,9 @@ mod tests {
         assert!(Level::Urgent > Level::Watch);
         assert!(Level::Watch > Level::Ok);
         assert_eq!(
-            [Level::Watch, Level::Emergency, Level::Ok].into_iter().max(),
+            [Level::Watch, Level::Emergency, Level::Ok]
+                .into_iter()
+                .max(),
             Some(Level::Emergency)
         );
     }
