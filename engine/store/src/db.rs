@@ -1,0 +1,101 @@
+//! Connecting: an existing server from `DATABASE_URL`, or the embedded cluster.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use crate::embedded::{EmbeddedOptions, EmbeddedPostgres};
+use crate::error::Result;
+
+/// The migrations in `migrations/`, compiled into the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Where the database comes from.
+#[derive(Debug, Clone)]
+pub enum DbSource {
+    /// An existing server (the `DATABASE_URL`).
+    Url(String),
+    /// A private cluster under this directory, started and stopped by us.
+    Embedded(PathBuf),
+}
+
+impl DbSource {
+    /// `DATABASE_URL` when set and non-empty, else the embedded cluster under `data_dir/postgres`.
+    pub fn from_env(data_dir: &std::path::Path) -> Self {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.trim().is_empty() => DbSource::Url(url),
+            _ => DbSource::Embedded(data_dir.join("postgres")),
+        }
+    }
+}
+
+/// A connected, migrated database, plus the embedded server if we own one.
+pub struct Database {
+    pub pool: PgPool,
+    pub url: String,
+    embedded: Option<EmbeddedPostgres>,
+}
+
+impl Database {
+    pub async fn open(source: &DbSource, max_connections: u32) -> Result<Self> {
+        let (opts, url, embedded) = match source {
+            DbSource::Url(url) => {
+                let opts = PgConnectOptions::from_str(url)?;
+                (opts, url.clone(), None)
+            }
+            DbSource::Embedded(dir) => {
+                let pg = EmbeddedPostgres::start(EmbeddedOptions::durable(dir)).await?;
+                ensure_database(&pg, "voicecare").await?;
+                (
+                    pg.connect_options("voicecare"),
+                    pg.url("voicecare"),
+                    Some(pg),
+                )
+            }
+        };
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self {
+            pool,
+            url,
+            embedded,
+        })
+    }
+
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
+    /// Close the pool and, if we own the server, shut it down cleanly.
+    pub async fn close(mut self) -> Result<()> {
+        self.pool.close().await;
+        if let Some(pg) = self.embedded.take() {
+            pg.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) async fn ensure_database(pg: &EmbeddedPostgres, name: &str) -> Result<()> {
+    use sqlx::{ConnectOptions, Connection};
+    let mut conn = pg.connect_options("postgres").connect().await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+            .execute(&mut conn)
+            .await?;
+    }
+    conn.close().await?;
+    Ok(())
+}

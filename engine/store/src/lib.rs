@@ -1,0 +1,23 @@
+//! The only voicecare crate that speaks SQL.
+//!
+//! Repositories for elders, calls, operators and the escalation queue; the
+//! LISTEN/NOTIFY feed; and the embedded PostgreSQL launcher used when no
+//! `DATABASE_URL` is configured. Every state change writes its audit event in
+//! the same transaction (usually the same statement).
+
+pub mod audit;
+pub mod db;
+pub mod elders;
+pub mod embedded;
+pub mod error;
+pub mod import;
+pub mod operators;
+pub mod org;
+pub mod queue;
+pub mod calls;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use db::{Database, DbSource};
+pub use error::StoreError;
+pub use sqlx::PgPool;
