@@ -1,3 +1,4 @@
 //! One module per subcommand of the `voicecare` binary.
 
 pub mod distress;
+pub mod flow;

@@ -1,0 +1,20 @@
+//! Telephony for voicecare: WebRTC call legs with PCMU/Opus audio and RFC 4733
+//! DTMF, the device signalling protocol over WebSocket, bridging, and the
+//! simulated and sound-card phones.
+//!
+//! Every leg exchanges 16 kHz mono PCM in 20 ms frames ([`audio::FRAME_SAMPLES`])
+//! with the application, whatever codec runs on the wire.
+
+pub mod audio;
+pub mod codec;
+pub mod dtmf;
+pub mod error;
+pub mod leg;
+mod sdp;
+
+pub use codec::Codec;
+pub use error::TelephonyError;
+pub use leg::{
+    CallLeg, EndReason, IceServer, LegConfig, LegControl, LegEvent, LegStats, OutgoingLeg,
+    PlayOutcome, Playback,
+};
