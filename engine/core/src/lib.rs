@@ -5,6 +5,9 @@
 //! return values. That is what lets a whole call, a day of scheduling or ten
 //! thousand utterances be tested in microseconds.
 
+pub mod flow;
+pub mod intent;
 pub mod level;
+pub mod schedule;
 
 pub use level::Level;

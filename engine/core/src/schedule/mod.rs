@@ -1,0 +1,1 @@
+//! Scheduling policy (filled in below).
