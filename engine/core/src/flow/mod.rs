@@ -15,5 +15,6 @@ mod registry;
 
 pub use interp::{Action, Call, CallReport, Event, Heard, Millis, Outcome, Play, PromptId};
 pub use model::*;
+pub(crate) use parse::position;
 pub use parse::{BUILTIN_VARS, Diagnostic, FlowErrors, parse_flow, parse_template};
 pub use registry::{FlowSet, Update};
