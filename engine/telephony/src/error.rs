@@ -15,6 +15,12 @@ pub enum TelephonyError {
     CallEnded,
     #[error("timed out: {0}")]
     Timeout(&'static str),
+    #[error("the device is not registered")]
+    NotRegistered,
+    #[error("no answer")]
+    NoAnswer,
+    #[error("the call was refused: {0:?}")]
+    Declined(crate::signalling::HangupReason),
     #[error("signalling: {0}")]
     Signalling(String),
     #[error("audio file: {0}")]

@@ -11,6 +11,7 @@ pub mod dtmf;
 pub mod error;
 pub mod leg;
 mod sdp;
+pub mod signalling;
 
 pub use codec::Codec;
 pub use error::TelephonyError;

@@ -1,0 +1,12 @@
+//! Device signalling over WebSocket: JSON messages that set up, ring and end
+//! calls. The protocol is specified in docs/signalling.md.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{ClientConfig, DeviceClient, RingingCall};
+pub use protocol::{ClientMessage, DeviceToken, ErrorCode, HangupReason, ServerMessage};
+pub use server::{
+    AuthError, DeviceGateway, DeviceKind, DeviceProfile, HubConfig, IncomingCall, SignallingHub,
+};

@@ -1,0 +1,610 @@
+//! The engine's end of device signalling: an axum WebSocket endpoint that
+//! keeps registered devices reachable, rings them, and accepts their calls.
+//!
+//! Database-free: authentication and the routing of incoming calls are the
+//! [`DeviceGateway`] the server implements.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::protocol::{
+    ClientMessage, DeviceToken, ErrorCode, HangupReason, PROTOCOL_VERSION, ServerMessage,
+    parse_client,
+};
+use crate::error::TelephonyError;
+use crate::leg::{CallLeg, EndReason, LegConfig, LegControl};
+
+/// What kind of endpoint a registered device is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceKind {
+    /// A tablet, SOS button or browser page in an elder's home.
+    Elder,
+    /// An operator's browser, joining calls as the human on the other end.
+    Operator,
+}
+
+/// A device that passed authentication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceProfile {
+    pub device_id: String,
+    pub kind: DeviceKind,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("unknown device")]
+    UnknownDevice,
+    #[error("wrong token for this device")]
+    BadToken,
+    #[error("cannot check credentials right now: {0}")]
+    Unavailable(String),
+}
+
+/// A call a device placed to the engine, already answered.
+pub struct IncomingCall {
+    pub device: DeviceProfile,
+    pub call_id: String,
+    /// What the device asked to join, if anything (see `offer.target`).
+    pub target: Option<String>,
+    pub leg: CallLeg,
+}
+
+impl std::fmt::Debug for IncomingCall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IncomingCall")
+            .field("device", &self.device)
+            .field("call_id", &self.call_id)
+            .field("target", &self.target)
+            .finish()
+    }
+}
+
+/// What the server provides: credential checks and where incoming calls go.
+#[async_trait::async_trait]
+pub trait DeviceGateway: Send + Sync + 'static {
+    async fn authenticate(
+        &self,
+        device_id: &str,
+        token: &DeviceToken,
+    ) -> Result<DeviceProfile, AuthError>;
+
+    /// A device called in. Take the leg and return quickly (spawn the call's
+    /// work); an `Err` refuses the call and its text is sent to the device.
+    async fn incoming_call(&self, call: IncomingCall) -> Result<(), String>;
+}
+
+/// Timeouts and limits of the signalling endpoint.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub leg: LegConfig,
+    /// Close sockets that do not register within this time.
+    pub register_timeout: Duration,
+    /// Advertised keep-alive; the server also sends WebSocket pings this often.
+    pub keepalive: Duration,
+    /// Close sockets silent for this long (missed keep-alives).
+    pub idle_timeout: Duration,
+    /// How long an engine-initiated call rings before giving up.
+    pub ring_timeout: Duration,
+    pub max_message_bytes: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            leg: LegConfig::default(),
+            register_timeout: Duration::from_secs(10),
+            keepalive: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            ring_timeout: Duration::from_secs(45),
+            max_message_bytes: 64 * 1024,
+        }
+    }
+}
+
+enum RingReply {
+    Answer(String),
+    Hangup(HangupReason),
+}
+
+enum CallSlot {
+    /// Offer sent; the reply goes to the waiting `call_device`.
+    Ringing(Option<oneshot::Sender<RingReply>>),
+    /// Answered but not yet connected, and the device hung up meanwhile.
+    Cancelled,
+    Active(LegControl),
+}
+
+enum Outbound {
+    Msg(ServerMessage),
+    Close,
+}
+
+struct Conn {
+    serial: u64,
+    device: DeviceProfile,
+    tx: mpsc::UnboundedSender<Outbound>,
+    calls: Mutex<HashMap<String, CallSlot>>,
+}
+
+impl Conn {
+    fn send(&self, msg: ServerMessage) {
+        let _ = self.tx.send(Outbound::Msg(msg));
+    }
+
+    fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallSlot>> {
+        // A panic while holding this lock would be a bug in this file; keep serving.
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Registered devices and the calls on their connections.
+pub struct SignallingHub<G> {
+    gateway: G,
+    config: HubConfig,
+    devices: Mutex<HashMap<String, Arc<Conn>>>,
+    serial: AtomicU64,
+}
+
+impl<G: DeviceGateway> SignallingHub<G> {
+    pub fn new(gateway: G, config: HubConfig) -> Arc<Self> {
+        Arc::new(Self {
+            gateway,
+            config,
+            devices: Mutex::new(HashMap::new()),
+            serial: AtomicU64::new(1),
+        })
+    }
+
+    pub fn gateway(&self) -> &G {
+        &self.gateway
+    }
+
+    pub fn config(&self) -> &HubConfig {
+        &self.config
+    }
+
+    /// The WebSocket endpoint, at `/ws`; `.nest()` it where the server wants it.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/ws", get(upgrade::<G>))
+            .with_state(self.clone())
+    }
+
+    fn devices(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Conn>>> {
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_registered(&self, device_id: &str) -> bool {
+        self.devices().contains_key(device_id)
+    }
+
+    pub fn registered_devices(&self) -> Vec<String> {
+        self.devices().keys().cloned().collect()
+    }
+
+    /// Ring a registered device and return the connected leg once it answers.
+    pub async fn call_device(&self, device_id: &str) -> Result<CallLeg, TelephonyError> {
+        let conn = self
+            .devices()
+            .get(device_id)
+            .cloned()
+            .ok_or(TelephonyError::NotRegistered)?;
+        let outgoing = CallLeg::offer(&self.config.leg).await?;
+        let call_id = uuid::Uuid::new_v4().to_string();
+        let (reply_tx, reply_rx) = oneshot::channel();
+        conn.calls()
+            .insert(call_id.clone(), CallSlot::Ringing(Some(reply_tx)));
+        conn.send(ServerMessage::Offer {
+            call_id: call_id.clone(),
+            sdp: outgoing.sdp().to_string(),
+        });
+        info!(device = %device_id, %call_id, "ringing device");
+
+        let reply = tokio::time::timeout(self.config.ring_timeout, reply_rx).await;
+        let answer_sdp = match reply {
+            Ok(Ok(RingReply::Answer(sdp))) => sdp,
+            Ok(Ok(RingReply::Hangup(reason))) => {
+                conn.calls().remove(&call_id);
+                outgoing.cancel().await;
+                return Err(TelephonyError::Declined(reason));
+            }
+            Ok(Err(_)) => {
+                conn.calls().remove(&call_id);
+                outgoing.cancel().await;
+                return Err(TelephonyError::NotRegistered);
+            }
+            Err(_) => {
+                conn.calls().remove(&call_id);
+                conn.send(ServerMessage::Hangup {
+                    call_id,
+                    reason: HangupReason::NoAnswer,
+                });
+                outgoing.cancel().await;
+                return Err(TelephonyError::NoAnswer);
+            }
+        };
+        let leg = match outgoing.accept_answer(&answer_sdp).await {
+            Ok(leg) => leg,
+            Err(e) => {
+                warn!(device = %device_id, %call_id, error = %e, "device answer rejected");
+                conn.calls().remove(&call_id);
+                conn.send(ServerMessage::error(
+                    Some(&call_id),
+                    error_code(&e),
+                    e.to_string(),
+                ));
+                conn.send(ServerMessage::Hangup {
+                    call_id,
+                    reason: HangupReason::MediaFailed,
+                });
+                return Err(e);
+            }
+        };
+        activate(&conn, &call_id, leg.control());
+        Ok(leg)
+    }
+}
+
+fn error_code(e: &TelephonyError) -> ErrorCode {
+    match e {
+        TelephonyError::BadSdp(_) => ErrorCode::BadSdp,
+        TelephonyError::NoCommonCodec => ErrorCode::NoCommonCodec,
+        _ => ErrorCode::MediaFailed,
+    }
+}
+
+fn hangup_reason(r: EndReason) -> HangupReason {
+    match r {
+        EndReason::ConnectionFailed => HangupReason::MediaFailed,
+        _ => HangupReason::Normal,
+    }
+}
+
+/// Track an answered call on its connection and tell the device when it ends
+/// on our side.
+fn activate(conn: &Arc<Conn>, call_id: &str, control: LegControl) {
+    let cancelled = {
+        let mut calls = conn.calls();
+        let cancelled = matches!(calls.get(call_id), Some(CallSlot::Cancelled));
+        calls.insert(call_id.to_string(), CallSlot::Active(control.clone()));
+        cancelled
+    };
+    if cancelled {
+        control.remote_hung_up();
+    }
+    let conn = conn.clone();
+    let call_id = call_id.to_string();
+    tokio::spawn(async move {
+        let reason = control.ended().await;
+        conn.calls().remove(&call_id);
+        info!(device = %conn.device.device_id, %call_id, ?reason, "call ended");
+        if reason != EndReason::RemoteHangup {
+            conn.send(ServerMessage::Hangup {
+                call_id,
+                reason: hangup_reason(reason),
+            });
+        }
+    });
+}
+
+async fn upgrade<G: DeviceGateway>(
+    State(hub): State<Arc<SignallingHub<G>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(hub.config.max_message_bytes)
+        .on_upgrade(move |socket| serve_socket(hub, socket))
+}
+
+fn to_text(msg: &ServerMessage) -> Message {
+    // Serialising our own enum cannot fail; fall back to a fixed error anyway.
+    let text = serde_json::to_string(msg).unwrap_or_else(|_| {
+        r#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_string()
+    });
+    Message::Text(text.into())
+}
+
+async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebSocket) {
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
+    let keepalive = hub.config.keepalive;
+    let writer = tokio::spawn(async move {
+        let mut ping = tokio::time::interval(keepalive);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                out = rx.recv() => match out {
+                    Some(Outbound::Msg(m)) => {
+                        if sink.send(to_text(&m)).await.is_err() { break; }
+                    }
+                    Some(Outbound::Close) | None => {
+                        let _ = sink.send(Message::Close(None)).await;
+                        break;
+                    }
+                },
+                _ = ping.tick() => {
+                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
+                }
+            }
+        }
+    });
+    let send = |m: ServerMessage| {
+        let _ = tx.send(Outbound::Msg(m));
+    };
+
+    // Registration phase.
+    let deadline = tokio::time::sleep(hub.config.register_timeout);
+    tokio::pin!(deadline);
+    let device = loop {
+        let msg = tokio::select! {
+            m = stream.next() => m,
+            _ = &mut deadline => {
+                send(ServerMessage::error(None, ErrorCode::RegisterTimeout, "no register message in time"));
+                let _ = tx.send(Outbound::Close);
+                let _ = writer.await;
+                return;
+            }
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                drop(tx);
+                let _ = writer.await;
+                return;
+            }
+            Some(Ok(_)) => continue,
+        };
+        match parse_client(text.as_str()) {
+            Err((code, message)) => {
+                debug!(%message, "bad message before registration");
+                send(ServerMessage::error(None, code, message));
+            }
+            Ok(ClientMessage::Register {
+                device_id,
+                token,
+                client,
+            }) => match hub.gateway.authenticate(&device_id, &token).await {
+                Ok(profile) => {
+                    info!(device = %device_id, client = client.as_deref().unwrap_or("-"), "device registered");
+                    break profile;
+                }
+                Err(e) => {
+                    let code = match e {
+                        AuthError::UnknownDevice => ErrorCode::UnknownDevice,
+                        AuthError::BadToken => ErrorCode::BadToken,
+                        AuthError::Unavailable(_) => ErrorCode::Internal,
+                    };
+                    info!(device = %device_id, error = %e, "registration refused");
+                    send(ServerMessage::error(None, code, e.to_string()));
+                    let _ = tx.send(Outbound::Close);
+                    let _ = writer.await;
+                    return;
+                }
+            },
+            Ok(ClientMessage::Ping) => send(ServerMessage::Pong),
+            Ok(_) => send(ServerMessage::error(
+                None,
+                ErrorCode::NotRegistered,
+                "send register first",
+            )),
+        }
+    };
+
+    let conn = Arc::new(Conn {
+        serial: hub.serial.fetch_add(1, Ordering::Relaxed),
+        device: device.clone(),
+        tx: tx.clone(),
+        calls: Mutex::new(HashMap::new()),
+    });
+    if let Some(old) = hub.devices().insert(device.device_id.clone(), conn.clone()) {
+        info!(device = %device.device_id, "device re-registered; closing its previous connection");
+        old.send(ServerMessage::error(
+            None,
+            ErrorCode::Replaced,
+            "this device registered again on another connection",
+        ));
+        let _ = old.tx.send(Outbound::Close);
+    }
+    conn.send(ServerMessage::Registered {
+        device_id: device.device_id.clone(),
+        protocol: PROTOCOL_VERSION,
+        keepalive_secs: hub.config.keepalive.as_secs(),
+    });
+
+    loop {
+        let msg = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
+            Err(_) => {
+                info!(device = %device.device_id, "signalling idle timeout");
+                break;
+            }
+            Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => break,
+            Ok(Some(Ok(Message::Text(t)))) => t,
+            Ok(Some(Ok(_))) => continue, // pings, pongs, binary: keep-alive only
+        };
+        match parse_client(text_of(&msg)) {
+            Err((code, message)) => {
+                warn!(device = %device.device_id, %message, "bad signalling message");
+                conn.send(ServerMessage::error(None, code, message));
+            }
+            Ok(m) => handle(&hub, &conn, m),
+        }
+    }
+
+    // Connection gone: forget it (unless already replaced) and end its calls.
+    {
+        let mut devices = hub.devices();
+        if devices
+            .get(&device.device_id)
+            .is_some_and(|c| c.serial == conn.serial)
+        {
+            devices.remove(&device.device_id);
+        }
+    }
+    let calls: Vec<CallSlot> = conn.calls().drain().map(|(_, s)| s).collect();
+    for slot in calls {
+        if let CallSlot::Active(control) = slot {
+            control.remote_hung_up();
+        }
+    }
+    info!(device = %device.device_id, "device disconnected");
+    let _ = tx.send(Outbound::Close);
+    drop(tx);
+    let _ = writer.await;
+}
+
+fn text_of(t: &axum::extract::ws::Utf8Bytes) -> &str {
+    t.as_str()
+}
+
+fn handle<G: DeviceGateway>(hub: &Arc<SignallingHub<G>>, conn: &Arc<Conn>, msg: ClientMessage) {
+    match msg {
+        ClientMessage::Ping => conn.send(ServerMessage::Pong),
+        ClientMessage::Register { .. } => conn.send(ServerMessage::error(
+            None,
+            ErrorCode::BadMessage,
+            "already registered on this connection",
+        )),
+        ClientMessage::Ringing { call_id } => {
+            if !conn.calls().contains_key(&call_id) {
+                conn.send(unknown_call(&call_id));
+            }
+        }
+        ClientMessage::Answer { call_id, sdp } => {
+            let reply = match conn.calls().get_mut(&call_id) {
+                Some(CallSlot::Ringing(reply)) => reply.take(),
+                _ => None,
+            };
+            match reply {
+                Some(tx) => {
+                    let _ = tx.send(RingReply::Answer(sdp));
+                }
+                None => conn.send(unknown_call(&call_id)),
+            }
+        }
+        ClientMessage::Hangup { call_id, reason } => {
+            let mut calls = conn.calls();
+            match calls.get_mut(&call_id) {
+                Some(CallSlot::Ringing(reply)) => match reply.take() {
+                    Some(tx) => {
+                        let _ = tx.send(RingReply::Hangup(reason));
+                    }
+                    None => {
+                        calls.insert(call_id, CallSlot::Cancelled);
+                    }
+                },
+                Some(CallSlot::Active(control)) => control.remote_hung_up(),
+                Some(CallSlot::Cancelled) => {}
+                None => {
+                    drop(calls);
+                    conn.send(unknown_call(&call_id));
+                }
+            }
+        }
+        ClientMessage::Candidate {
+            call_id,
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+        } => {
+            let control = match conn.calls().get(&call_id) {
+                Some(CallSlot::Active(c)) => Some(c.clone()),
+                _ => None,
+            };
+            let Some(control) = control else {
+                conn.send(unknown_call(&call_id));
+                return;
+            };
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                if let Err(e) = control
+                    .add_remote_candidate(candidate, sdp_mid, sdp_mline_index)
+                    .await
+                {
+                    conn.send(ServerMessage::error(
+                        Some(&call_id),
+                        ErrorCode::BadSdp,
+                        e.to_string(),
+                    ));
+                }
+            });
+        }
+        ClientMessage::Offer {
+            call_id,
+            sdp,
+            target,
+        } => {
+            if conn.calls().contains_key(&call_id) {
+                conn.send(ServerMessage::error(
+                    Some(&call_id),
+                    ErrorCode::BadMessage,
+                    "call_id already in use on this connection",
+                ));
+                return;
+            }
+            let hub = hub.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move { accept_call(hub, conn, call_id, sdp, target).await });
+        }
+    }
+}
+
+fn unknown_call(call_id: &str) -> ServerMessage {
+    ServerMessage::error(
+        Some(call_id),
+        ErrorCode::UnknownCall,
+        "no such call on this connection",
+    )
+}
+
+async fn accept_call<G: DeviceGateway>(
+    hub: Arc<SignallingHub<G>>,
+    conn: Arc<Conn>,
+    call_id: String,
+    sdp: String,
+    target: Option<String>,
+) {
+    let (leg, answer) = match CallLeg::answer(&hub.config.leg, &sdp).await {
+        Ok(x) => x,
+        Err(e) => {
+            warn!(device = %conn.device.device_id, %call_id, error = %e, "cannot answer device call");
+            conn.send(ServerMessage::error(
+                Some(&call_id),
+                error_code(&e),
+                e.to_string(),
+            ));
+            return;
+        }
+    };
+    let control = leg.control();
+    activate(&conn, &call_id, control.clone());
+    conn.send(ServerMessage::Answer {
+        call_id: call_id.clone(),
+        sdp: answer,
+    });
+    info!(device = %conn.device.device_id, %call_id, "device called in");
+    let call = IncomingCall {
+        device: conn.device.clone(),
+        call_id: call_id.clone(),
+        target,
+        leg,
+    };
+    if let Err(reason) = hub.gateway.incoming_call(call).await {
+        conn.send(ServerMessage::error(
+            Some(&call_id),
+            ErrorCode::Rejected,
+            reason,
+        ));
+        control.hang_up();
+    }
+}
