@@ -317,8 +317,8 @@ impl Call {
             }
             Phase::Say { step, prompt } => {
                 self.phase = Phase::Say { step, prompt };
-                let next = match &self.flow.steps[step].kind {
-                    StepKind::Say { next, barge_in, .. } => Some((*next, *barge_in)),
+                let next = match self.flow.steps.get(step).map(|s| &s.kind) {
+                    Some(StepKind::Say { next, barge_in, .. }) => Some((*next, *barge_in)),
                     _ => None,
                 };
                 let Some((next, barge_in)) = next else {
@@ -373,9 +373,9 @@ impl Call {
                 prompt,
                 deadline,
             } => {
-                let StepKind::Record {
+                let Some(StepKind::Record {
                     save, max_ms, next, ..
-                } = &self.flow.steps[step].kind
+                }) = self.flow.steps.get(step).map(|s| &s.kind)
                 else {
                     self.abort("record phase on a non-record step", &mut out);
                     return out;
@@ -418,7 +418,7 @@ impl Call {
 
     fn on_ask(&mut self, mut a: AskPhase, now: Millis, event: Event, out: &mut Vec<Action>) {
         let flow = Arc::clone(&self.flow);
-        let StepKind::Ask(ask) = &flow.steps[a.step].kind else {
+        let Some(StepKind::Ask(ask)) = flow.steps.get(a.step).map(|s| &s.kind) else {
             self.abort("ask phase on a non-ask step", out);
             return;
         };

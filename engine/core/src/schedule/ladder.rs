@@ -258,7 +258,7 @@ impl Ladder {
                     if self.elder_calls < self.policy.attempts {
                         self.elder_calls += 1;
                         Ok(LadderAction::CallElder {
-                            at: now + Duration::minutes(i64::from(wait)),
+                            at: later(now, wait),
                         })
                     } else {
                         Ok(self.next_contact_at(0, now))
@@ -276,7 +276,7 @@ impl Ladder {
                 | O::Failed
                 | O::Answered
                 | O::AnsweredSilent => {
-                    let at = now + Duration::minutes(i64::from(self.policy.contact_gap_minutes));
+                    let at = later(now, self.policy.contact_gap_minutes);
                     Ok(self.next_contact_at(index + 1, at))
                 }
             },
@@ -334,4 +334,10 @@ impl Ladder {
         };
         LadderError::Unexpected { outcome, stage }
     }
+}
+
+/// `now` plus some minutes, saturating instead of panicking at the end of time.
+fn later(now: DateTime<Utc>, minutes: u32) -> DateTime<Utc> {
+    now.checked_add_signed(Duration::minutes(i64::from(minutes)))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }

@@ -83,7 +83,9 @@ impl Schedule {
         let start = localise(tz, start_local);
         let mut end = localise(tz, end_local);
         if end <= start {
-            end = start + nominal.max(Duration::minutes(1));
+            end = start
+                .checked_add_signed(nominal.max(Duration::minutes(1)))
+                .unwrap_or(DateTime::<Utc>::MAX_UTC);
         }
         Occurrence { date, start, end }
     }
@@ -132,14 +134,16 @@ pub fn localise(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
             // In a gap: read the wall time with the offset in force before
             // the gap, which lands as far past the gap's end as it was into it.
             for hours in 1..=48 {
-                if let Some(before) = tz
-                    .from_local_datetime(&(local - Duration::hours(hours)))
-                    .earliest()
-                {
+                let Some(earlier) = local.checked_sub_signed(Duration::hours(hours)) else {
+                    break;
+                };
+                if let Some(before) = tz.from_local_datetime(&earlier).earliest() {
                     let offset = Duration::seconds(i64::from(
                         chrono::Offset::fix(before.offset()).local_minus_utc(),
                     ));
-                    return Utc.from_utc_datetime(&(local - offset));
+                    if let Some(t) = local.checked_sub_signed(offset) {
+                        return Utc.from_utc_datetime(&t);
+                    }
                 }
             }
             // No zone has a two-day gap; fall back to reading it as UTC.
