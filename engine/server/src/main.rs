@@ -13,6 +13,10 @@ struct Cli {
 enum Command {
     /// Classify what elders said: JSON lines in, assessments out; or evaluate on a labelled set.
     Distress(cmd::distress::DistressArgs),
+    /// Whisper models: install into the cache, convert CTranslate2 weights, verify.
+    Model(cmd::model::ModelArgs),
+    /// Transcribe audio files offline with whisper (WAV, FLAC, raw G.711).
+    Transcribe(cmd::transcribe::TranscribeArgs),
     /// IVR flow files: check them before deploying.
     Flow {
         #[command(subcommand)]
@@ -24,6 +28,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Distress(args) => cmd::distress::run(args),
+        Command::Model(args) => cmd::model::run(args),
+        Command::Transcribe(args) => cmd::transcribe::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),
     }
 }

@@ -2,3 +2,5 @@
 
 pub mod distress;
 pub mod flow;
+pub mod model;
+pub mod transcribe;

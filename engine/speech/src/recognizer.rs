@@ -1,0 +1,469 @@
+//! One whisper.cpp decoder, tuned for short telephone replies.
+//!
+//! whisper.cpp pads every input to 30 s, so by default a one-word "yes" costs
+//! as much as a long sentence. [`DecodeOptions::reduced_audio_ctx`] sizes the
+//! encoder's audio context to the utterance instead (3–5× faster on base).
+//! Decoding is greedy, without temperature fallback (which multiplies the
+//! time on unintelligible audio), and the language is given by the caller
+//! from the elder's record whenever it is known.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Instant;
+
+use whisper_rs::{
+    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+};
+
+use crate::SpeechError;
+use crate::gate::{self, GateConfig, GateReason};
+use crate::text;
+use voicecare_media::vad::{self, EndpointConfig};
+
+/// Sample rate whisper expects.
+pub const SAMPLE_RATE: u32 = 16_000;
+
+/// Languages of the elders we call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lang {
+    /// Mandarin, written in Simplified characters.
+    Zh,
+    En,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<Self> {
+        match code {
+            "zh" | "cmn" | "zh-cn" => Some(Lang::Zh),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+}
+
+impl std::str::FromStr for Lang {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Lang::from_code(&s.to_ascii_lowercase())
+            .ok_or_else(|| format!("unknown language {s:?} (expected zh or en)"))
+    }
+}
+
+/// Mandarin prompt: makes whisper write Simplified rather than Traditional characters.
+pub const ZH_PROMPT: &str = "以下是普通话的句子。";
+/// Mandarin prompt carrying the alarm words, to bias decoding towards them.
+pub const ZH_KEYWORD_PROMPT: &str = "以下是普通话的句子。摔倒，救命，胸口疼，喘不上气，头晕。";
+/// English prompt carrying the alarm words.
+pub const EN_KEYWORD_PROMPT: &str = "Help, I fell, my chest hurts, I can't breathe, I'm dizzy.";
+
+/// Which initial prompt to give whisper when the request carries none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// No prompt at all.
+    None,
+    /// The Simplified-characters prompt for Mandarin; nothing for English.
+    Plain,
+    /// The plain prompt plus the alarm words, in both languages.
+    Keywords,
+}
+
+impl PromptMode {
+    pub fn prompt(self, lang: Option<Lang>) -> Option<&'static str> {
+        match (self, lang) {
+            (PromptMode::None, _) => None,
+            (PromptMode::Plain, Some(Lang::Zh)) => Some(ZH_PROMPT),
+            (PromptMode::Plain, _) => None,
+            (PromptMode::Keywords, Some(Lang::Zh)) => Some(ZH_KEYWORD_PROMPT),
+            (PromptMode::Keywords, Some(Lang::En)) => Some(EN_KEYWORD_PROMPT),
+            (PromptMode::Keywords, None) => None,
+        }
+    }
+}
+
+/// How to decode. [`DecodeOptions::default`] is what the call engine uses.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecodeOptions {
+    /// whisper.cpp threads for this decode (one per worker is the default).
+    pub threads: usize,
+    /// Size the audio context to the utterance instead of 30 s.
+    pub reduced_audio_ctx: bool,
+    /// Beam width; `None` is greedy decoding.
+    pub beam_size: Option<usize>,
+    /// Retry at higher temperatures when the decode looks bad (openai-whisper's default).
+    pub temperature_fallback: bool,
+    pub prompt_mode: PromptMode,
+    pub gates: GateConfig,
+    /// Voice activity detection used to skip whisper on audio with no speech.
+    pub vad: EndpointConfig,
+}
+
+impl Default for DecodeOptions {
+    fn default() -> Self {
+        Self {
+            threads: 1,
+            reduced_audio_ctx: true,
+            beam_size: None,
+            temperature_fallback: false,
+            prompt_mode: PromptMode::Plain,
+            gates: GateConfig::default(),
+            vad: EndpointConfig {
+                min_speech_ms: 120,
+                ..EndpointConfig::for_rate(SAMPLE_RATE)
+            },
+        }
+    }
+}
+
+/// What was heard. `text` is health data: never log it above debug level.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Transcript {
+    /// The transcript; empty when nothing was said or a gate discarded the output.
+    pub text: String,
+    /// The language decoded (given by the caller, or detected).
+    pub lang: Option<Lang>,
+    /// Mean log-probability of the text tokens (0 is certain; below -0.7 is doubtful).
+    pub avg_logprob: f32,
+    /// Exp of `avg_logprob`: a 0–1 confidence figure.
+    pub confidence: f32,
+    /// The decoder's probability that the audio holds no speech.
+    pub no_speech_prob: f32,
+    pub compression_ratio: f32,
+    /// Audio duration (s).
+    pub audio_s: f64,
+    /// Time spent in whisper (s).
+    pub decode_s: f64,
+    /// Time spent waiting for a free worker (s); 0 outside the pool.
+    pub queue_wait_s: f64,
+    /// Heard with low confidence: confirm before acting on it.
+    pub low_confidence: bool,
+    /// Why the text was discarded, if it was.
+    pub gated: Option<&'static str>,
+    /// Speech found by voice activity detection (ms).
+    pub speech_ms: u32,
+}
+
+impl Transcript {
+    fn empty(audio_s: f64, lang: Option<Lang>, reason: GateReason) -> Self {
+        Transcript {
+            text: String::new(),
+            lang,
+            avg_logprob: 0.0,
+            confidence: 0.0,
+            no_speech_prob: 1.0,
+            compression_ratio: 0.0,
+            audio_s,
+            decode_s: 0.0,
+            queue_wait_s: 0.0,
+            low_confidence: false,
+            gated: Some(reason.as_str()),
+            speech_ms: 0,
+        }
+    }
+}
+
+static LOG_HOOK: Once = Once::new();
+
+/// A loaded whisper model, shared by any number of [`Recognizer`]s.
+#[derive(Clone)]
+pub struct Model {
+    ctx: Arc<WhisperContext>,
+    path: PathBuf,
+    multilingual: bool,
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("path", &self.path)
+            .field("multilingual", &self.multilingual)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Load a ggml model file.
+    pub fn load(path: &Path) -> Result<Self, SpeechError> {
+        // Send whisper.cpp's own logging to `tracing` instead of stderr.
+        LOG_HOOK.call_once(whisper_rs::install_logging_hooks);
+        let meta = std::fs::metadata(path).map_err(|e| SpeechError::io(path, e))?;
+        if meta.len() < 1024 {
+            return Err(SpeechError::BadModelFile {
+                path: path.to_path_buf(),
+                what: "too small to be a model".into(),
+            });
+        }
+        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+            .map_err(|e| SpeechError::Load {
+                path: path.to_path_buf(),
+                what: e.to_string(),
+            })?;
+        let multilingual = ctx.is_multilingual();
+        Ok(Self {
+            ctx: Arc::new(ctx),
+            path: path.to_path_buf(),
+            multilingual,
+        })
+    }
+
+    /// Load an installed model by name (`base`, `tiny.en`) from the model cache.
+    pub fn load_named(name: &str) -> Result<Self, SpeechError> {
+        Self::load(&crate::models::find_model(name)?)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_multilingual(&self) -> bool {
+        self.multilingual
+    }
+
+    /// A decoder with its own working memory.
+    pub fn recognizer(&self) -> Result<Recognizer, SpeechError> {
+        let state = self
+            .ctx
+            .create_state()
+            .map_err(|e| SpeechError::Whisper(e.to_string()))?;
+        Ok(Recognizer {
+            model: self.clone(),
+            state,
+        })
+    }
+}
+
+/// A decoder: a model plus the working memory of one decode at a time.
+pub struct Recognizer {
+    model: Model,
+    state: WhisperState,
+}
+
+impl std::fmt::Debug for Recognizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recognizer")
+            .field("model", &self.model)
+            .finish()
+    }
+}
+
+/// Audio context (in 20 ms encoder frames) that covers `samples` plus a margin,
+/// rounded up to a multiple of 64 and capped at whisper's 1500.
+pub fn audio_ctx_for(samples: usize) -> i32 {
+    let frames = samples as f64 / SAMPLE_RATE as f64 * 50.0 + 64.0;
+    ((frames / 64.0).ceil() as i32 * 64).min(1500)
+}
+
+impl Recognizer {
+    /// One whisper.cpp run: (text, sum of token log-probs, token count, no-speech probability).
+    fn run_whisper(
+        &mut self,
+        input: &[f32],
+        lang: Option<Lang>,
+        prompt: Option<&str>,
+        opts: &DecodeOptions,
+        reduced: bool,
+    ) -> Result<(String, f32, usize, f32), SpeechError> {
+        // About 12 tokens per second of audio is more than anyone speaks.
+        let max_tokens = (input.len() as f64 / SAMPLE_RATE as f64 * 12.0) as i32 + 16;
+        let strategy = match opts.beam_size {
+            Some(b) if b > 1 => SamplingStrategy::BeamSearch {
+                beam_size: b as i32,
+                patience: -1.0,
+            },
+            _ => SamplingStrategy::Greedy { best_of: 1 },
+        };
+        let mut params = FullParams::new(strategy);
+        params.set_n_threads(opts.threads.max(1) as i32);
+        params.set_translate(false);
+        params.set_no_context(true);
+        params.set_single_segment(true);
+        // Timestamp tokens let the decoder close the segment; without them short
+        // clips with a reduced audio context tend to loop.
+        params.set_no_timestamps(false);
+        params.set_max_tokens(max_tokens);
+        params.set_print_special(false);
+        params.set_print_progress(false);
+        params.set_print_realtime(false);
+        params.set_print_timestamps(false);
+        params.set_suppress_blank(true);
+        params.set_suppress_nst(true);
+        params.set_temperature(0.0);
+        params.set_temperature_inc(if opts.temperature_fallback { 0.2 } else { 0.0 });
+        params.set_language(Some(lang.map(Lang::code).unwrap_or("auto")));
+        if lang.is_none() {
+            params.set_detect_language(false);
+        }
+        if reduced {
+            params.set_audio_ctx(audio_ctx_for(input.len()));
+        }
+        if let Some(p) = prompt {
+            params.set_initial_prompt(p);
+        }
+
+        self.state
+            .full(params, input)
+            .map_err(|e| SpeechError::Whisper(e.to_string()))?;
+
+        let eot = self.model.ctx.token_eot();
+        let mut raw = String::new();
+        let mut logprob_sum = 0.0f32;
+        let mut n_tokens = 0usize;
+        let mut no_speech_prob = 0.0f32;
+        for (i, seg) in self.state.as_iter().enumerate() {
+            if i == 0 {
+                no_speech_prob = seg.no_speech_probability();
+            }
+            raw.push_str(
+                &seg.to_str_lossy()
+                    .map_err(|e| SpeechError::Whisper(e.to_string()))?,
+            );
+            for t in 0..seg.n_tokens() {
+                if let Some(tok) = seg.get_token(t) {
+                    let data = tok.token_data();
+                    if data.id < eot {
+                        logprob_sum += data.plog;
+                        n_tokens += 1;
+                    }
+                }
+            }
+        }
+        Ok((raw, logprob_sum, n_tokens, no_speech_prob))
+    }
+
+    /// Transcribe mono 16 kHz audio. `lang: None` detects the language (English
+    /// for English-only models); `prompt: None` uses `opts.prompt_mode`.
+    pub fn transcribe(
+        &mut self,
+        samples_16k: &[f32],
+        lang: Option<Lang>,
+        prompt: Option<&str>,
+        opts: &DecodeOptions,
+    ) -> Result<Transcript, SpeechError> {
+        let audio_s = samples_16k.len() as f64 / SAMPLE_RATE as f64;
+        let lang = if self.model.multilingual {
+            lang
+        } else {
+            Some(Lang::En)
+        };
+        let speech_ms = vad::speech_ms(samples_16k, &opts.vad);
+        if speech_ms == 0 {
+            return Ok(Transcript::empty(
+                audio_s,
+                lang,
+                GateReason::NoSpeechDetected,
+            ));
+        }
+        let prompt = prompt.or(opts.prompt_mode.prompt(lang));
+
+        // whisper.cpp wants at least one second; pad short replies with silence.
+        let min_len = SAMPLE_RATE as usize + SAMPLE_RATE as usize / 4;
+        let padded: Vec<f32>;
+        let input: &[f32] = if samples_16k.len() < min_len {
+            padded = samples_16k
+                .iter()
+                .copied()
+                .chain(std::iter::repeat(0.0))
+                .take(min_len)
+                .collect();
+            &padded
+        } else {
+            samples_16k
+        };
+
+        let started = Instant::now();
+        let (mut raw, mut logprob_sum, mut n_tokens, mut no_speech_prob) =
+            self.run_whisper(input, lang, prompt, opts, opts.reduced_audio_ctx)?;
+        if opts.reduced_audio_ctx
+            && text::compression_ratio(raw.trim()) > opts.gates.max_compression_ratio
+        {
+            // A loop with the short context: decode once more with the full 30 s context.
+            (raw, logprob_sum, n_tokens, no_speech_prob) =
+                self.run_whisper(input, lang, prompt, opts, false)?;
+        }
+        let decode_s = started.elapsed().as_secs_f64();
+        let avg_logprob = if n_tokens == 0 {
+            0.0
+        } else {
+            logprob_sum / n_tokens as f32
+        };
+        let detected = match lang {
+            Some(l) => Some(l),
+            None => whisper_rs::get_lang_str(self.state.full_lang_id_from_state())
+                .and_then(Lang::from_code),
+        };
+        let mut text = raw.trim().to_string();
+        if detected == Some(Lang::Zh) {
+            text = text::to_simplified(&text);
+        }
+        let compression_ratio = text::compression_ratio(&text);
+        let evidence = gate::Evidence {
+            text: &text,
+            lang: detected,
+            avg_logprob,
+            no_speech_prob,
+            compression_ratio,
+            speech_ms,
+            prompt,
+        };
+        let gated = gate::check(&evidence, &opts.gates);
+        tracing::debug!(
+            audio_s,
+            decode_s,
+            avg_logprob,
+            no_speech_prob,
+            compression_ratio,
+            gated = gated.map(GateReason::as_str),
+            "decoded utterance"
+        );
+        let low_confidence = gated.is_none()
+            && !text.is_empty()
+            && gate::is_low_confidence(avg_logprob, no_speech_prob, &opts.gates);
+        Ok(Transcript {
+            text: if gated.is_some() { String::new() } else { text },
+            lang: detected,
+            avg_logprob,
+            confidence: avg_logprob.exp(),
+            no_speech_prob,
+            compression_ratio,
+            audio_s,
+            decode_s,
+            queue_wait_s: 0.0,
+            low_confidence,
+            gated: gated.map(GateReason::as_str),
+            speech_ms,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn audio_context_covers_the_utterance() {
+        assert_eq!(audio_ctx_for(16000 * 7 + 1600), 448);
+        assert_eq!(audio_ctx_for(16000), 128);
+        assert_eq!(audio_ctx_for(16000 * 40), 1500);
+    }
+
+    #[test]
+    fn prompts_by_language() {
+        assert_eq!(PromptMode::Plain.prompt(Some(Lang::Zh)), Some(ZH_PROMPT));
+        assert_eq!(PromptMode::Plain.prompt(Some(Lang::En)), None);
+        assert!(
+            PromptMode::Keywords
+                .prompt(Some(Lang::En))
+                .unwrap()
+                .contains("fell")
+        );
+        assert_eq!("ZH".parse::<Lang>(), Ok(Lang::Zh));
+    }
+}
