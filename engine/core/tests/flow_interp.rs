@@ -668,3 +668,18 @@ fn events_before_answer_are_ignored_and_a_hang_up_ends_it() {
     assert!(s.call.is_finished());
     assert!(s.escalations().is_empty());
 }
+
+#[test]
+fn help_key_works_even_during_the_unskippable_greeting() {
+    let mut s = Sim::new(load("daily_checkin"), Lang::Zh);
+    let _ = s.send(Event::Answered);
+    assert!(!s.last_play().barge_in);
+    // Another key does not skip the recording notice...
+    s.wait(500);
+    assert!(s.send(Event::Digit('5')).is_empty());
+    // ...but help does.
+    let out = s.send(Event::Digit('1'));
+    assert_eq!(out[0], Action::StopPlayback);
+    assert_eq!(s.escalations(), vec![(Level::Emergency, true)]);
+    assert!(s.last_play().text.contains("接线员马上就来"));
+}

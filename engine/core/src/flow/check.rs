@@ -149,6 +149,11 @@ fn edges(flow: &Flow) -> Vec<Vec<StepIdx>> {
         .iter()
         .map(|s| {
             let mut e = s.kind.targets();
+            if let StepKind::Say { .. } = &s.kind
+                && flow.help_key.is_some()
+            {
+                e.extend(flow.on_help);
+            }
             if let StepKind::Ask(a) = &s.kind {
                 e.extend(flow.on_help);
                 e.extend(flow.on_not_understood);

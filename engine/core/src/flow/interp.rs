@@ -327,7 +327,19 @@ impl Call {
                 };
                 match event {
                     Event::PromptFinished { id } if id == prompt => self.enter(next, now, &mut out),
-                    // A key or real words during an announcement skip it.
+                    // The help key works even during announcements that
+                    // cannot be skipped: someone in trouble will not wait.
+                    Event::Digit(d)
+                        if Some(d) == self.flow.help_key && self.flow.on_help.is_some() =>
+                    {
+                        out.push(Action::StopPlayback);
+                        self.answers += 1;
+                        self.set_var("last_digits", d.to_string(), &mut out);
+                        if let Some(t) = self.flow.on_help {
+                            self.enter(t, now, &mut out);
+                        }
+                    }
+                    // Any other key skips an announcement that allows it.
                     Event::Digit(_) if barge_in => {
                         out.push(Action::StopPlayback);
                         self.enter(next, now, &mut out);
