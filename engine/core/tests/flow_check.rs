@@ -194,6 +194,8 @@ next = "bye"
 {GOODBYE}"#
     ));
     assert!(e.contains("unknown variable \"elder_nmae\""), "{e}");
+    // Points at the text itself (line 9, after `prompt = { en = `).
+    assert!(e.starts_with("ivr-flows/t.toml:9:17: "), "{e}");
 }
 
 #[test]

@@ -65,6 +65,7 @@ fn walk_saying_no(flow: Arc<Flow>, lang: Lang) -> (voicecare_core::flow::CallRep
     let mut now = Millis(0);
     let mut all = Vec::new();
     let mut pending = vec![Event::Answered];
+    let mut listening = false;
     for _ in 0..500 {
         let Some(ev) = pending.pop() else { break };
         now = now.plus(500);
@@ -72,6 +73,11 @@ fn walk_saying_no(flow: Arc<Flow>, lang: Lang) -> (voicecare_core::flow::CallRep
         let mut listening_after_prompt = false;
         for a in &actions {
             match a {
+                Action::StartListening { .. } => {
+                    assert!(!listening, "StartListening twice without StopListening");
+                    listening = true;
+                }
+                Action::StopListening => listening = false,
                 Action::Play(p) => {
                     assert!(
                         !p.text.is_empty() || p.audio.is_some(),

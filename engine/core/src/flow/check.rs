@@ -108,12 +108,12 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
             });
         }
     };
-    for v in prompt_vars(&flow.still_there) {
-        unknown(Pos { line: 1, col: 1 }, "`still_there`", v);
+    for (pos, v) in prompt_vars(&flow.still_there) {
+        unknown(pos, "`still_there`", v);
     }
     for s in &flow.steps {
         let who = format!("step {:?}", s.id);
-        let mut vars: Vec<&str> = Vec::new();
+        let mut vars: Vec<(Pos, &str)> = Vec::new();
         match &s.kind {
             StepKind::Say { prompt, .. } => vars.extend(prompt_vars(prompt)),
             StepKind::Ask(a) => {
@@ -123,24 +123,34 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
                 }
             }
             StepKind::Escalate { reason, prompt, .. } => {
-                vars.extend(reason.vars());
+                vars.extend(template_vars(reason));
                 vars.extend(prompt.iter().flat_map(prompt_vars));
             }
-            StepKind::Set { vars: vs, .. } => vars.extend(vs.iter().flat_map(|v| v.1.vars())),
-            StepKind::Branch { when, .. } => vars.extend(when.iter().map(|w| w.var.as_str())),
+            StepKind::Set { vars: vs, .. } => {
+                vars.extend(vs.iter().flat_map(|v| template_vars(&v.1)))
+            }
+            StepKind::Branch { when, .. } => {
+                vars.extend(when.iter().map(|w| (Pos::default(), w.var.as_str())))
+            }
             StepKind::Record { prompt, .. } | StepKind::Hangup { prompt } => {
                 vars.extend(prompt.iter().flat_map(prompt_vars))
             }
             StepKind::Assess { .. } => {}
         }
-        for v in vars {
-            unknown(s.pos, &who, v);
+        for (pos, v) in vars {
+            // Templates know where they are; otherwise point at the step.
+            let pos = if pos.line > 0 { pos } else { s.pos };
+            unknown(pos, &who, v);
         }
     }
 }
 
-fn prompt_vars(p: &Prompt) -> impl Iterator<Item = &str> {
-    p.text.zh.iter().chain(&p.text.en).flat_map(Template::vars)
+fn template_vars(t: &Template) -> impl Iterator<Item = (Pos, &str)> {
+    t.vars().map(move |v| (t.pos, v))
+}
+
+fn prompt_vars(p: &Prompt) -> impl Iterator<Item = (Pos, &str)> {
+    p.text.zh.iter().chain(&p.text.en).flat_map(template_vars)
 }
 
 /// Outgoing edges, including the flow-wide jumps every ask can take.

@@ -494,7 +494,7 @@ impl Call {
             && let Some(t) = self.flow.on_distress
         {
             self.save(ask, &transcript, out);
-            self.enter(t, now, out);
+            self.leave_ask_to(t, now, out);
             return;
         }
         let intent = if confident {
@@ -506,14 +506,14 @@ impl Call {
             && let Some(r) = ask.routes.iter().find(|r| r.on == Match::Intent(i))
         {
             self.save(ask, &transcript, out);
-            self.enter(r.next, now, out);
+            self.leave_ask_to(r.next, now, out);
             return;
         }
         match intent {
             Some(Intent::Help) if self.flow.on_help.is_some() => {
                 self.save(ask, &transcript, out);
                 if let Some(t) = self.flow.on_help {
-                    self.enter(t, now, out);
+                    self.leave_ask_to(t, now, out);
                 }
             }
             Some(Intent::Repeat) => self.repeat(a, ask, now, out),
@@ -522,7 +522,7 @@ impl Call {
                 if self.not_understood >= self.flow.settings.not_understood_limit {
                     self.ended_not_understood = true;
                     match self.flow.on_not_understood {
-                        Some(t) => self.enter(t, now, out),
+                        Some(t) => self.leave_ask_to(t, now, out),
                         None => self.finish(End::Flow, out),
                     }
                 } else {
@@ -533,7 +533,7 @@ impl Call {
             _ => match ask.next {
                 Some(n) => {
                     self.save(ask, &transcript, out);
-                    self.enter(n, now, out);
+                    self.leave_ask_to(n, now, out);
                 }
                 None => self.no_match(a, ask, now, out),
             },
@@ -552,17 +552,17 @@ impl Call {
         self.set_var("last_digits", d.to_string(), out);
         if let Some(r) = ask.routes.iter().find(|r| r.on == Match::Key(d)) {
             self.save(ask, &d.to_string(), out);
-            self.enter(r.next, now, out);
+            self.leave_ask_to(r.next, now, out);
         } else if Some(d) == self.flow.help_key
             && let Some(t) = self.flow.on_help
         {
             self.save(ask, &d.to_string(), out);
-            self.enter(t, now, out);
+            self.leave_ask_to(t, now, out);
         } else if d == '*' {
             self.repeat(a, ask, now, out);
         } else if let Some(n) = ask.next {
             self.save(ask, &d.to_string(), out);
-            self.enter(n, now, out);
+            self.leave_ask_to(n, now, out);
         } else {
             self.no_match(a, ask, now, out);
         }
@@ -592,7 +592,7 @@ impl Call {
             let p = ask.no_match.clone().unwrap_or_else(|| ask.prompt.clone());
             self.reprompt(a, ask, &p, None, out);
         } else if let Some(t) = ask.no_match_next.or(ask.next) {
-            self.enter(t, now, out);
+            self.leave_ask_to(t, now, out);
         } else {
             self.finish(End::Flow, out);
         }
@@ -648,6 +648,12 @@ impl Call {
             end_of_utterance_ms: ask.end_of_utterance_ms,
             no_input_timeout_ms: ask.timeout_ms,
         }
+    }
+
+    /// Leaves the current ask: the recogniser stops before the next step runs.
+    fn leave_ask_to(&mut self, idx: StepIdx, now: Millis, out: &mut Vec<Action>) {
+        out.push(Action::StopListening);
+        self.enter(idx, now, out);
     }
 
     /// Runs steps from `idx` until one waits for an event.

@@ -63,6 +63,8 @@ pub struct Pos {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Template {
     pub pieces: Vec<Piece>,
+    /// Where the text starts in its file, for messages (0:0 when built in code).
+    pub pos: Pos,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1055,7 +1055,10 @@ impl<'a> Cx<'a> {
 
     fn template(&mut self, t: &Spanned<String>) -> Option<Template> {
         match parse_template(t.get_ref()) {
-            Ok(tpl) => Some(tpl),
+            Ok(mut tpl) => {
+                tpl.pos = position(self.source, t.span().start);
+                Some(tpl)
+            }
             Err(msg) => {
                 self.error(t.span(), msg);
                 None
@@ -1108,6 +1111,7 @@ fn valid_name(s: &str) -> bool {
 fn default_still_there() -> Prompt {
     let lit = |s: &str| Template {
         pieces: vec![Piece::Lit(s.to_string())],
+        pos: Pos::default(),
     };
     Prompt {
         text: PerLang {
@@ -1171,5 +1175,8 @@ pub fn parse_template(s: &str) -> Result<Template, String> {
     if !lit.is_empty() {
         pieces.push(Piece::Lit(lit));
     }
-    Ok(Template { pieces })
+    Ok(Template {
+        pieces,
+        pos: Pos::default(),
+    })
 }
