@@ -23,6 +23,12 @@ pub enum TelephonyError {
     Declined(crate::signalling::HangupReason),
     #[error("signalling: {0}")]
     Signalling(String),
+    #[error("no sound card found")]
+    NoSoundCard,
+    #[error("sound card: {0}")]
+    Audio(String),
+    #[error("phone script: {0}")]
+    Script(String),
     #[error("audio file: {0}")]
     Wav(String),
     #[error("I/O: {0}")]

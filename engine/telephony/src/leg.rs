@@ -161,7 +161,12 @@ enum Command {
     },
     StopPlayback,
     Digits(Vec<u8>),
+    Live(Vec<i16>),
 }
+
+/// Live audio buffered at most this long; older samples are dropped so a
+/// source running faster than the pacer cannot build up delay.
+const LIVE_MAX_SAMPLES: usize = FRAME_SAMPLES * 10;
 
 /// Shared by the control handle and the leg's tasks.
 struct Shared {
@@ -232,6 +237,12 @@ impl LegControl {
     /// on (barge-in).
     pub fn stop_playback(&self) {
         let _ = self.commands.send(Command::StopPlayback);
+    }
+
+    /// Feed live audio (a microphone, or the other leg of a bridge): sent
+    /// whenever no playback is queued, with at most 200 ms buffered.
+    pub fn feed(&self, pcm: Vec<i16>) {
+        let _ = self.commands.send(Command::Live(pcm));
     }
 
     /// Send DTMF keys as RFC 4733 events (100 ms each, 60 ms apart). Rejects
@@ -797,6 +808,7 @@ async fn pacer(
     let codec = negotiated.codec;
     let mut queue: VecDeque<Playing> = VecDeque::new();
     let mut digits: VecDeque<u8> = VecDeque::new();
+    let mut live: VecDeque<i16> = VecDeque::with_capacity(LIVE_MAX_SAMPLES + FRAME_SAMPLES);
     let mut tone: Option<(DtmfTone, u32)> = None;
 
     let finish = |p: Playing, outcome: PlayOutcome, events: &mpsc::Sender<LegEvent>| {
@@ -844,6 +856,13 @@ async fn pacer(
                     }
                 }
                 Command::Digits(d) => digits.extend(d),
+                Command::Live(pcm) => {
+                    live.extend(pcm);
+                    if live.len() > LIVE_MAX_SAMPLES {
+                        let excess = live.len() - LIVE_MAX_SAMPLES;
+                        live.drain(..excess);
+                    }
+                }
             }
         }
         let Some(enc) = encoder.as_mut() else { break };
@@ -882,6 +901,11 @@ async fn pacer(
                         && let Some(p) = queue.pop_front()
                     {
                         finish(p, PlayOutcome::Completed, &events);
+                    }
+                } else if tone.is_none() && !live.is_empty() {
+                    let n = live.len().min(FRAME_SAMPLES);
+                    for (dst, src) in frame.iter_mut().zip(live.drain(..n)) {
+                        *dst = src;
                     }
                 }
                 match enc.encode(&frame) {

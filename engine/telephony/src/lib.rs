@@ -7,11 +7,13 @@
 
 pub mod audio;
 pub mod codec;
+pub mod device;
 pub mod dtmf;
 pub mod error;
 pub mod leg;
 mod sdp;
 pub mod signalling;
+pub mod sim;
 
 pub use codec::Codec;
 pub use error::TelephonyError;
@@ -19,3 +21,4 @@ pub use leg::{
     CallLeg, EndReason, IceServer, LegConfig, LegControl, LegEvent, LegStats, OutgoingLeg,
     PlayOutcome, Playback,
 };
+pub use sim::{SimPhone, SimReport, SimScript};
