@@ -1,0 +1,344 @@
+//! Matching a transcript against the lexicon and weighing each finding in its
+//! context: negation, time, who it happened to, and masks for idioms.
+
+use super::lexicon::{Elem, Kind, Lexicon, Pattern};
+use super::text::{self, Unit};
+use super::{Lang, Reason};
+use crate::Level;
+use std::collections::HashMap;
+
+/// How far back a negation cue reaches, in units (words or characters).
+const NEGATION_REACH: usize = 3;
+
+/// Short English words that do not anchor a sound-alike match on their own.
+const STOPWORDS: &[&str] = &["i", "my", "me", "a", "an", "the", "and", "to", "of", "in", "on", "it", "is", "im", "was", "at"];
+
+#[derive(Debug, Clone)]
+pub(crate) struct Matcher {
+    lex: Lexicon,
+    first: HashMap<String, Vec<usize>>,
+    first_sound: HashMap<u32, Vec<usize>>,
+    /// Patterns whose first word is a prefix (`hurt*`): checked everywhere.
+    always: Vec<usize>,
+    keywords: Vec<(Lang, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct M {
+    pid: usize,
+    start: usize,
+    end: usize,
+    phonetic: bool,
+}
+
+impl M {
+    fn overlaps(&self, o: &M) -> bool {
+        self.start < o.end && o.start < self.end
+    }
+    fn contains(&self, o: &M) -> bool {
+        self.start <= o.start && o.end <= self.end
+    }
+}
+
+#[derive(Default, Clone, Copy)]
+struct Tally {
+    sounds: u8,
+    misses: u8,
+    content_exact: u8,
+}
+
+impl Matcher {
+    pub fn new(lex: Lexicon) -> Self {
+        let mut first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut first_sound: HashMap<u32, Vec<usize>> = HashMap::new();
+        let mut always = Vec::new();
+        for (pid, p) in lex.patterns.iter().enumerate() {
+            let Some(Elem::Unit { alts, .. }) = p.elems.first() else { continue };
+            for a in alts {
+                if a.prefix {
+                    always.push(pid);
+                } else {
+                    first.entry(a.text.clone()).or_default().push(pid);
+                }
+                if let (true, Some(s)) = (p.phonetic, a.sound) {
+                    first_sound.entry(s).or_default().push(pid);
+                }
+            }
+        }
+        always.dedup();
+        let mut keywords = Vec::new();
+        for r in lex.rules.iter().filter(|r| r.level >= Level::Urgent) {
+            for k in &r.keywords {
+                let keys: Vec<String> = text::units(k, &[]).into_iter().filter(|u| !u.brk).map(|u| u.key).collect();
+                if !keys.is_empty() {
+                    keywords.push((r.lang, keys));
+                }
+            }
+        }
+        Matcher { lex, first, first_sound, always, keywords }
+    }
+
+    fn lang_ok(p_lang: Lang, hint: Option<Lang>) -> bool {
+        !(hint == Some(Lang::En) && p_lang == Lang::Zh)
+    }
+
+    fn all_matches(&self, us: &[Unit], hint: Option<Lang>) -> Vec<M> {
+        let mut out = Vec::new();
+        let mut cands: Vec<usize> = Vec::new();
+        for i in 0..us.len() {
+            let u = &us[i];
+            if u.brk {
+                continue;
+            }
+            cands.clear();
+            if let Some(v) = self.first.get(&u.key) {
+                cands.extend_from_slice(v);
+            }
+            cands.extend_from_slice(&self.always);
+            if let Some(s) = u.sound
+                && let Some(v) = self.first_sound.get(&s)
+            {
+                cands.extend_from_slice(v);
+            }
+            if let Some(meant) = self.lex.sounds.get(&u.key) {
+                for m in meant {
+                    if let Some(v) = self.first.get(m) {
+                        cands.extend(v.iter().filter(|&&pid| self.lex.patterns[pid].phonetic));
+                    }
+                }
+            }
+            cands.sort_unstable();
+            cands.dedup();
+            for &pid in &cands {
+                let p = &self.lex.patterns[pid];
+                if !Self::lang_ok(p.lang, hint) {
+                    continue;
+                }
+                if let Some((end, t)) = self.go(p, 0, us, i, Tally::default()) {
+                    out.push(M { pid, start: i, end, phonetic: t.sounds > 0 || t.misses > 0 });
+                }
+            }
+        }
+        out
+    }
+
+    /// Matches `p.elems[ei..]` at unit `ui`; returns the end unit and the tally.
+    fn go(&self, p: &Pattern, ei: usize, us: &[Unit], ui: usize, t: Tally) -> Option<(usize, Tally)> {
+        let Some(e) = p.elems.get(ei) else {
+            if t.sounds == 0 && t.misses == 0 {
+                return Some((ui, t));
+            }
+            // A sound-alike match needs real words around the misheard one.
+            let ok = match p.lang {
+                Lang::En => t.sounds <= 1 && t.content_exact >= 1,
+                Lang::Zh => t.misses <= 1,
+            };
+            return ok.then_some((ui, t));
+        };
+        match e {
+            Elem::Gap(n) => {
+                for k in 0..=*n {
+                    if k > 0 && us.get(ui + k - 1).is_none_or(|u| u.brk) {
+                        break;
+                    }
+                    if let Some(r) = self.go(p, ei + 1, us, ui + k, t) {
+                        return Some(r);
+                    }
+                }
+                None
+            }
+            Elem::Unit { alts, optional } => {
+                if let Some(u) = us.get(ui).filter(|u| !u.brk) {
+                    let exact = alts.iter().any(|a| if a.prefix { u.key.starts_with(&a.text) } else { u.key == a.text });
+                    if exact {
+                        let mut t2 = t;
+                        if !STOPWORDS.contains(&u.key.as_str()) {
+                            t2.content_exact += 1;
+                        }
+                        if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
+                            return Some(r);
+                        }
+                    } else if p.phonetic {
+                        let sounds = match p.lang {
+                            Lang::Zh => u.sound.is_some() && alts.iter().any(|a| a.sound == u.sound),
+                            Lang::En => self.lex.sounds.get(&u.key).is_some_and(|meant| {
+                                meant.iter().any(|m| alts.iter().any(|a| if a.prefix { m.starts_with(&a.text) } else { *m == a.text }))
+                            }),
+                        };
+                        if sounds {
+                            let t2 = Tally { sounds: t.sounds + 1, ..t };
+                            if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
+                                return Some(r);
+                            }
+                        } else if p.lang == Lang::Zh && p.units >= 4 && ei > 0 && t.misses == 0 {
+                            let t2 = Tally { misses: 1, ..t };
+                            if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
+                                return Some(r);
+                            }
+                        }
+                    }
+                }
+                if *optional { self.go(p, ei + 1, us, ui, t) } else { None }
+            }
+        }
+    }
+
+    pub fn reasons(&self, text: &str, hint: Option<Lang>) -> Vec<Reason> {
+        let us = text::units(text, &self.lex.fillers);
+        if us.is_empty() {
+            return Vec::new();
+        }
+        let ms = self.all_matches(&us, hint);
+        let kind = |m: &M| self.lex.patterns[m.pid].kind;
+        let n = us.len();
+        let mut masked = vec![false; n];
+        let mut not_negation = vec![false; n];
+        // Unit i starts a new clause / negation scope.
+        let mut clause_start = vec![false; n];
+        let mut scope_start = vec![false; n];
+        for (i, u) in us.iter().enumerate() {
+            if u.brk {
+                clause_start[i] = true;
+                scope_start[i] = true;
+            }
+        }
+        for m in &ms {
+            match kind(m) {
+                Kind::Mask => masked[m.start..m.end].iter_mut().for_each(|x| *x = true),
+                Kind::NotNegation => not_negation[m.start..m.end].iter_mut().for_each(|x| *x = true),
+                Kind::ClauseBreak => {
+                    clause_start[m.start] = true;
+                    scope_start[m.start] = true;
+                }
+                Kind::ScopeBreak => scope_start[m.start] = true,
+                _ => {}
+            }
+        }
+        let ids = |starts: &[bool]| -> Vec<usize> {
+            let mut id = 0;
+            starts.iter().map(|&s| {
+                id += usize::from(s);
+                id
+            }).collect()
+        };
+        let clause = ids(&clause_start);
+        let scope = ids(&scope_start);
+
+        // Alarm matches not hidden by a mask; the longest reading wins, so
+        // "nearly fell" (watch) hides "fell" and "not eating much" hides "not eating".
+        let mut alarms: Vec<M> = ms
+            .iter()
+            .filter(|m| matches!(kind(m), Kind::Alarm(_)) && !masked[m.start..m.end].iter().any(|&x| x))
+            .copied()
+            .collect();
+        alarms.sort_by_key(|m| (std::cmp::Reverse(m.end - m.start), m.phonetic, m.start));
+        let rule_of = |m: &M| match kind(m) {
+            Kind::Alarm(r) => r,
+            _ => unreachable!("filtered to alarms"),
+        };
+        let mut kept: Vec<M> = Vec::new();
+        for m in alarms {
+            let shadowed = kept.iter().any(|k| {
+                (rule_of(k) == rule_of(&m) && k.overlaps(&m))
+                    || (k.contains(&m) && k.end - k.start > m.end - m.start)
+            });
+            if !shadowed {
+                kept.push(m);
+            }
+        }
+        kept.sort_by_key(|m| (m.start, m.end));
+
+        let markers = |k: Kind| ms.iter().filter(move |m| self.lex.patterns[m.pid].kind == k);
+        let mut findings: Vec<(M, Level, Vec<&'static str>)> = Vec::new();
+        for m in &kept {
+            let rule = &self.lex.rules[rule_of(m)];
+            let c = clause[m.start];
+            let same_clause = |x: &&M| clause[x.start] == c && !x.overlaps(m);
+            let consumed = |x: &M| kept.iter().any(|k| k.overlaps(x));
+            let negated = rule.negatable
+                && markers(Kind::Negate).any(|x| {
+                    x.end <= m.start
+                        && m.start - x.end <= NEGATION_REACH
+                        && scope[x.start] == scope[m.start]
+                        && !not_negation[x.start..x.end].iter().any(|&b| b)
+                        && !consumed(x)
+                });
+            if negated || markers(Kind::Fiction).any(|x| same_clause(&x)) {
+                continue;
+            }
+            let mut level = rule.level;
+            let mut notes = Vec::new();
+            if m.phonetic && kept.iter().any(|k| !k.phonetic && k.overlaps(m) && rule_of(k) != rule_of(m)) {
+                // The words make sense as heard: the sound-alike is only a possibility.
+                level = lower(level, Level::Watch);
+                notes.push("may mean what was heard");
+            }
+            let other = markers(Kind::Other).find(|x| same_clause(x) && x.end <= m.start);
+            if let Some(o) = other
+                && !markers(Kind::Household).any(|h| same_clause(&h) && h.start >= o.start && h.end <= m.start)
+                && level > Level::Watch
+            {
+                level = Level::Watch;
+                notes.push("about someone else");
+            }
+            let ongoing_before = |d: &M| markers(Kind::Ongoing).any(|o| o.end == d.start || o.overlaps(d));
+            if markers(Kind::Distant).any(|d| same_clause(&d) && !ongoing_before(d)) && level > Level::Watch {
+                level = Level::Watch;
+                notes.push("in the past");
+            }
+            findings.push((*m, level, notes));
+        }
+        // "...but I'm fine now": a finding followed by a recovery, with no new
+        // finding after the recovery, is one level lower.
+        let resolved: Vec<&M> = markers(Kind::Resolved).collect();
+        let starts: Vec<usize> = findings.iter().map(|f| f.0.start).collect();
+        for (m, level, notes) in &mut findings {
+            let rule = &self.lex.rules[rule_of(m)];
+            let recovered = resolved.iter().any(|r| {
+                r.start >= m.end && !kept.iter().any(|k| k.overlaps(r)) && !starts.iter().any(|&s| s >= r.end)
+            });
+            if recovered {
+                let floor = if rule.level >= Level::Urgent { Level::Watch } else { Level::Ok };
+                *level = lower(*level, floor);
+                notes.push("now better");
+            }
+        }
+
+        findings
+            .into_iter()
+            .filter(|(_, level, _)| *level > Level::Ok)
+            .map(|(m, level, notes)| {
+                let rule = &self.lex.rules[rule_of(&m)];
+                let span = us[m.start].start..us[m.end - 1].end;
+                let evidence = text[span.clone()].to_string();
+                let mut summary = format!("{}: \u{201c}{}\u{201d}", rule.label, evidence);
+                if m.phonetic {
+                    summary.push_str(&format!(" (sounds like \u{201c}{}\u{201d}; confirm)", self.lex.patterns[m.pid].display));
+                }
+                for n in notes {
+                    summary.push_str(&format!(" ({n})"));
+                }
+                Reason { category: rule.category, level, evidence, rule: rule.id.clone(), span, phonetic: m.phonetic, summary }
+            })
+            .collect()
+    }
+
+    pub fn keyword_baseline(&self, text: &str, hint: Option<Lang>) -> Level {
+        let us = text::units(text, &[]);
+        let keys: Vec<&str> = us.iter().map(|u| u.key.as_str()).collect();
+        let hit = self.keywords.iter().any(|(lang, kw)| {
+            Self::lang_ok(*lang, hint) && keys.windows(kw.len()).any(|w| w.iter().zip(kw).all(|(a, b)| *a == b))
+        });
+        if hit { Level::Emergency } else { Level::Ok }
+    }
+}
+
+/// One level down, but not below `floor`.
+fn lower(l: Level, floor: Level) -> Level {
+    let down = match l {
+        Level::Emergency => Level::Urgent,
+        Level::Urgent => Level::Watch,
+        Level::Watch | Level::Ok => Level::Ok,
+    };
+    down.max(floor).min(l)
+}

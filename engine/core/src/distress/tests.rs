@@ -1,0 +1,213 @@
+use super::*;
+
+fn level(text: &str) -> Level {
+    Classifier::shared().assess(&Utterance::new(text)).level
+}
+
+fn assess(text: &str) -> Assessment {
+    Classifier::shared().assess(&Utterance::new(text))
+}
+
+#[test]
+fn embedded_lexicons_parse() {
+    let c = Classifier::new();
+    assert!(c.is_ok(), "{}", c.unwrap_err());
+}
+
+#[test]
+fn malformed_lexicon_names_file_and_line() {
+    let bad = "# ok\nnegate: no\nemergency fall x \"label\": fell\nurgent nonsense y \"label\": fell\n";
+    let err = Classifier::from_sources(&[("bad.rules", Lang::En, bad)]).unwrap_err();
+    assert_eq!((err.file.as_str(), err.line), ("bad.rules", 4));
+    assert!(err.to_string().contains("nonsense"), "{err}");
+    for (src, line) in [
+        ("urgent fall y: fell\n", 1),
+        ("\n\nurgent fall y \"l\": fell ..\n", 3),
+        ("urgent fall y \"l\" [loud]: fell\n", 1),
+        ("ok fall y \"l\": fell\n", 1),
+        ("sounds: cast chest\n", 1),
+        ("urgent fall y \"l\": fell\nurgent fall y \"l\": fall\n", 2),
+    ] {
+        let err = Classifier::from_sources(&[("x.rules", Lang::En, src)]).unwrap_err();
+        assert_eq!(err.line, line, "{src:?}: {err}");
+    }
+}
+
+#[test]
+fn levels_in_both_languages() {
+    assert_eq!(level("I've fallen and I can't get up"), Level::Emergency);
+    assert_eq!(level("my chest hurts"), Level::Emergency);
+    assert_eq!(level("I've had diarrhoea for three days"), Level::Urgent);
+    assert_eq!(level("I didn't sleep well"), Level::Watch);
+    assert_eq!(level("lovely day, the garden looks nice"), Level::Ok);
+    assert_eq!(level("我摔倒了起不来"), Level::Emergency);
+    assert_eq!(level("拉肚子好几天了"), Level::Urgent);
+    assert_eq!(level("晚上睡不着"), Level::Watch);
+    assert_eq!(level("挺好的，谢谢"), Level::Ok);
+}
+
+#[test]
+fn negation_and_its_scope() {
+    assert_eq!(level("I didn't fall"), Level::Ok);
+    assert_eq!(level("no chest pain today"), Level::Ok);
+    assert_eq!(level("没有摔倒"), Level::Ok);
+    assert_eq!(level("一点也不疼"), Level::Ok);
+    assert_eq!(level("我没有不舒服"), Level::Ok);
+    // The negation ends at "but": the chest pain is real.
+    assert_eq!(level("I didn't fall but my chest hurts"), Level::Emergency);
+    // A negation inside another phrase does not reach past it.
+    assert_eq!(level("睡不着头晕"), Level::Urgent);
+}
+
+#[test]
+fn time_moves_the_level() {
+    assert_eq!(level("I fell last month but I'm fine now"), Level::Watch);
+    assert_eq!(level("I fell this morning and my hip hurts"), Level::Urgent);
+    assert_eq!(level("I've been on the floor since last night"), Level::Emergency);
+    assert_eq!(level("去年摔过一次，早就好了"), Level::Watch);
+}
+
+#[test]
+fn who_it_happened_to() {
+    assert_eq!(level("my husband collapsed"), Level::Emergency);
+    assert_eq!(level("a man in the film had a heart attack"), Level::Ok);
+    assert_eq!(level("老伴晕倒了"), Level::Emergency);
+}
+
+#[test]
+fn idioms_and_lexical_traps() {
+    for t in ["I'm dying to see my grandson", "笑死我了", "I polished the chest of drawers", "the gas bill came", "my blood test came back normal"] {
+        assert!(level(t) <= Level::Watch, "{t}: {:?}", assess(t));
+    }
+}
+
+#[test]
+fn misheard_mandarin_still_flags_by_sound() {
+    let a = assess("就命");
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.reasons[0].phonetic && a.needs_confirmation, "{a:?}");
+    assert!(a.reasons[0].summary.contains("救命"), "{}", a.reasons[0].summary);
+    assert_eq!(level("我摔了起步来"), Level::Emergency);
+    assert_eq!(level("传布上次"), Level::Emergency);
+    // The exact phrase is not phonetic and needs no confirmation.
+    let a = assess("救命");
+    assert!(!a.reasons[0].phonetic && !a.needs_confirmation);
+}
+
+#[test]
+fn misheard_english_still_flags_by_sound() {
+    let a = assess("my cast hurts");
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.needs_confirmation);
+    assert!(a.score < assess("my chest hurts").score);
+    // "I feel down" makes sense as heard: noted, and the call should ask.
+    let a = assess("I feel down");
+    assert_eq!(a.level, Level::Watch);
+    assert!(a.needs_confirmation, "{a:?}");
+    // A lone sound-alike with nothing around it is not a finding.
+    assert_eq!(level("I feel fine"), Level::Ok);
+}
+
+#[test]
+fn several_statements_keep_every_reason() {
+    let t = "I can't sleep, I'm dizzy, and I fell and can't get up";
+    let a = assess(t);
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.categories.starts_with(&[Category::Fall]));
+    for c in [Category::Sleep, Category::Dizziness] {
+        assert!(a.categories.contains(&c), "{c}: {a:?}");
+    }
+    for r in &a.reasons {
+        assert_eq!(&t[r.span.clone()], r.evidence);
+    }
+}
+
+#[test]
+fn traditional_characters_and_fillers() {
+    let t = "嗯我喘不上氣啊";
+    let a = assess(t);
+    assert_eq!(a.level, Level::Emergency);
+    assert_eq!(a.reasons[0].evidence, "喘不上氣");
+    assert_eq!(&t[a.reasons[0].span.clone()], "喘不上氣");
+}
+
+#[test]
+fn low_asr_confidence_asks_for_confirmation() {
+    let c = Classifier::shared();
+    let sure = c.assess(&Utterance::new("I can't breathe").asr_confidence(0.9));
+    let unsure = c.assess(&Utterance::new("I can't breathe").asr_confidence(0.2));
+    assert_eq!(unsure.level, Level::Emergency);
+    assert!(unsure.needs_confirmation && !sure.needs_confirmation);
+    assert!(unsure.score < sure.score);
+}
+
+#[test]
+fn english_hint_skips_mandarin_rules() {
+    let c = Classifier::shared();
+    assert_eq!(c.assess(&Utterance::new("救命").lang(Lang::En)).level, Level::Ok);
+    assert_eq!(c.assess(&Utterance::new("救命").lang(Lang::Zh)).level, Level::Emergency);
+}
+
+#[test]
+fn serialises_to_the_cli_contract() {
+    let v = serde_json_like(&assess("help me"));
+    for key in ["\"level\":\"emergency\"", "\"categories\":[\"help_request\"]", "\"evidence\":\"help me\"", "\"rule\":\"en.help_request.cry_for_help\""] {
+        assert!(v.contains(key), "{key} not in {v}");
+    }
+}
+
+/// serde_json is only a dev-dependency of this crate; keep the helper local.
+fn serde_json_like(a: &Assessment) -> String {
+    serde_json::to_string(a).unwrap()
+}
+
+#[test]
+fn baseline_ignores_context() {
+    let c = Classifier::shared();
+    assert_eq!(c.keyword_baseline("I didn't fall", None), Level::Emergency);
+    assert_eq!(c.keyword_baseline("lovely day", None), Level::Ok);
+}
+
+#[test]
+fn call_signals() {
+    let quiet = assess("fine");
+    let a = assess_call(std::slice::from_ref(&quiet), &CallSignals { help_key_pressed: true, ..Default::default() });
+    assert_eq!(a.level, Level::Emergency);
+    assert_eq!(a.categories, [Category::HelpKey]);
+    let a = assess_call(&[], &CallSignals { no_answer_after_ladder: true, answered_silent: false, ..Default::default() });
+    assert_eq!(a.level, Level::Urgent);
+    let a = assess_call(&[], &CallSignals { answered_silent: true, not_understood_count: 2, ..Default::default() });
+    assert_eq!((a.level, a.reasons.len()), (Level::Watch, 2));
+    let a = assess_call(&[], &CallSignals { not_understood_count: 3, ..Default::default() });
+    assert_eq!(a.level, Level::Urgent);
+    let dizzy = assess("I feel dizzy");
+    let a = assess_call(&[dizzy, quiet], &CallSignals { dropped_after_distress: true, ..Default::default() });
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.categories.contains(&Category::Dizziness));
+    assert_eq!(assess_call(&[], &CallSignals::default()).level, Level::Ok);
+}
+
+#[test]
+fn trend_raises_repeated_watch_and_falls_in_a_week() {
+    const DAY: i64 = 86_400;
+    let now = 100 * DAY;
+    let sleep = assess("I couldn't sleep again");
+    assert_eq!(sleep.level, Level::Watch);
+    let past = |days: i64, a: &Assessment| PastCall { at_unix: now - days * DAY, assessment: a.clone() };
+    let fine = assess("all good");
+    // Three calls in a row.
+    let t = apply_trend(&sleep, now, &[past(1, &sleep), past(2, &sleep)]);
+    assert_eq!(t.level, Level::Urgent);
+    assert!(t.categories.contains(&Category::Trend));
+    // Broken streak: no raise.
+    assert_eq!(apply_trend(&sleep, now, &[past(1, &sleep), past(2, &fine), past(3, &sleep)]).level, Level::Watch);
+    // Only one earlier call: no raise.
+    assert_eq!(apply_trend(&sleep, now, &[past(1, &sleep)]).level, Level::Watch);
+    // Falls: twice in a week raises an old, recovered fall; twice a month apart does not.
+    let old_fall = assess("I had a fall last year but I'm fine now");
+    assert_eq!(old_fall.level, Level::Watch);
+    assert_eq!(apply_trend(&old_fall, now, &[past(5, &old_fall)]).level, Level::Urgent);
+    assert_eq!(apply_trend(&old_fall, now, &[past(30, &old_fall)]).level, Level::Watch);
+    // Calls from the future are ignored.
+    assert_eq!(apply_trend(&old_fall, now, &[past(-1, &old_fall)]).level, Level::Watch);
+}
