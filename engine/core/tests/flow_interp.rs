@@ -33,6 +33,7 @@ impl Sim {
             ("elder_name", "Mrs Chen"),
             ("service_name", "Sunrise Care"),
             ("callback_when", "this afternoon"),
+            ("contact_name", "David"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -682,4 +683,39 @@ fn help_key_works_even_during_the_unskippable_greeting() {
     assert_eq!(out[0], Action::StopPlayback);
     assert_eq!(s.escalations(), vec![(Level::Emergency, true)]);
     assert!(s.last_play().text.contains("接线员马上就来"));
+}
+
+#[test]
+fn emergency_contact_confirms_only_with_a_key() {
+    let confirmed = |s: &Sim| {
+        s.call
+            .report()
+            .and_then(|r| r.variables.get("contact_confirmed").cloned())
+    };
+    // Saying yes is not enough; key 1 is.
+    let mut s = Sim::new(load("contact_confirm"), Lang::En);
+    let _ = s.send(Event::Answered);
+    assert!(s.last_play().text.contains("could not reach Mrs Chen"));
+    s.finish_prompt();
+    s.finish_prompt();
+    s.say("yes sure");
+    assert_eq!(s.step(), "can_you_check");
+    s.wait(1000);
+    let _ = s.send(Event::Digit('1'));
+    s.finish_prompt();
+    assert_eq!(confirmed(&s).as_deref(), Some("yes"));
+    // Silence is not a confirmation.
+    let mut s = Sim::new(load("contact_confirm"), Lang::Zh);
+    let _ = s.send(Event::Answered);
+    s.finish_prompt();
+    s.finish_prompt();
+    for _ in 0..3 {
+        let _ = s.time_out();
+        if s.step() == "can_you_check" {
+            s.finish_prompt();
+        }
+    }
+    s.finish_prompt();
+    assert!(s.call.is_finished());
+    assert_eq!(confirmed(&s).as_deref(), Some("no"));
 }

@@ -36,6 +36,7 @@ fn inputs() -> BTreeMap<String, String> {
         ("elder_name", "Mrs Chen"),
         ("service_name", "Sunrise Care"),
         ("callback_when", "this afternoon"),
+        ("contact_name", "David"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -107,9 +108,14 @@ fn walk_saying_no(flow: Arc<Flow>, lang: Lang) -> (voicecare_core::flow::CallRep
 }
 
 #[test]
-fn the_three_flows_are_shipped() {
+fn the_product_flows_are_shipped() {
     let names: Vec<String> = shipped().into_iter().map(|(n, _)| n).collect();
-    for want in ["daily_checkin", "help_line", "operator_callback"] {
+    for want in [
+        "daily_checkin",
+        "help_line",
+        "operator_callback",
+        "contact_confirm",
+    ] {
         assert!(
             names.iter().any(|n| n.contains(want)),
             "{want} missing from {names:?}"
