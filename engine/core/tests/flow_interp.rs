@@ -719,3 +719,51 @@ fn emergency_contact_confirms_only_with_a_key() {
     assert!(s.call.is_finished());
     assert_eq!(confirmed(&s).as_deref(), Some("no"));
 }
+
+#[test]
+fn spoken_yes_to_a_confirmation_escalates_what_was_first_heard() {
+    let mut s = at_how_are_you(Lang::En);
+    s.finish_prompt();
+    let _ = s.say_with("I think I fell in the bathroom", Level::Urgent, true);
+    assert_eq!(s.step(), "confirm_distress");
+    s.finish_prompt();
+    let out = s.say("yes");
+    let (level, reasons) = out
+        .iter()
+        .find_map(|a| match a {
+            Action::Escalate { level, reasons, .. } => Some((*level, reasons.clone())),
+            _ => None,
+        })
+        .expect("escalated");
+    // The level and words of the fall, not of the "yes".
+    assert_eq!(level, Level::Urgent);
+    assert!(
+        reasons.iter().any(|r| r.contains("fell in the bathroom")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn a_key_answer_is_not_assessed_with_the_words_of_an_earlier_one() {
+    let mut s = at_how_are_you(Lang::En);
+    s.finish_prompt();
+    s.say("fine");
+    s.finish_prompt();
+    s.say("yes");
+    s.finish_prompt();
+    // A watch-level "yes" to the medication question goes on to sleep.
+    let _ = s.say_with("yes, though my knee aches a bit", Level::Watch, false);
+    assert_eq!(s.step(), "ask_sleep");
+    s.finish_prompt();
+    s.wait(1000);
+    // Answering the sleep question with a key: assess_sleep sees nothing to note.
+    let _ = s.send(Event::Digit('5'));
+    assert_eq!(s.step(), "anything_else");
+    let report_path = s.call.report().map(|r| r.path.clone());
+    assert!(report_path.is_none(), "still in the call");
+    assert!(
+        !s.log
+            .iter()
+            .any(|a| matches!(a, Action::RecordVariable { name, .. } if name == "sleep_note"))
+    );
+}

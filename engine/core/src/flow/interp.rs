@@ -229,7 +229,11 @@ pub struct Call {
     vars: BTreeMap<String, String>,
     phase: Phase,
     next_prompt: u32,
+    /// The last answer, for `assess` steps; cleared by a key answer.
     last_heard: Option<Heard>,
+    /// The last answer rated above ok and not yet escalated: what an
+    /// `assessed` escalation is about, even after a "yes" to "did you fall?".
+    concern: Option<Heard>,
     escalated: Option<Level>,
     answers: u32,
     asked: bool,
@@ -257,6 +261,7 @@ impl Call {
             phase: Phase::NotAnswered,
             next_prompt: 0,
             last_heard: None,
+            concern: None,
             escalated: None,
             answers: 0,
             asked: false,
@@ -487,6 +492,9 @@ impl Call {
         let transcript = h.transcript.clone();
         let level = h.level;
         let confident = h.asr_confidence >= MIN_ASR_CONFIDENCE;
+        if h.level > Level::Ok {
+            self.concern = Some(h.clone());
+        }
         self.last_heard = Some(h);
 
         if ask.distress_jump
@@ -549,6 +557,8 @@ impl Call {
         out: &mut Vec<Action>,
     ) {
         self.answers += 1;
+        // A key carries no words to assess; an earlier answer must not be assessed twice.
+        self.last_heard = None;
         self.set_var("last_digits", d.to_string(), out);
         if let Some(r) = ask.routes.iter().find(|r| r.on == Match::Key(d)) {
             self.save(ask, &d.to_string(), out);
@@ -716,15 +726,15 @@ impl Call {
                     prompt,
                     next,
                 } => {
+                    let about = self.concern.take().or_else(|| self.last_heard.clone());
                     let level = match level {
                         EscalateLevel::Fixed(l) => *l,
-                        EscalateLevel::Assessed => self
-                            .last_heard
+                        EscalateLevel::Assessed => about
                             .as_ref()
                             .map_or(Level::Watch, |h| h.level.max(Level::Watch)),
                     };
                     let mut reasons = vec![reason.render(|v| self.vars.get(v).cloned())];
-                    if let Some(h) = &self.last_heard {
+                    if let Some(h) = &about {
                         if !h.categories.is_empty() {
                             reasons.push(format!("categories: {}", h.categories.join(", ")));
                         }
