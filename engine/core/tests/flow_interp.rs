@@ -767,3 +767,99 @@ fn a_key_answer_is_not_assessed_with_the_words_of_an_earlier_one() {
             .any(|a| matches!(a, Action::RecordVariable { name, .. } if name == "sleep_note"))
     );
 }
+
+#[test]
+fn a_drop_after_new_distress_is_escalated_even_after_an_earlier_escalation() {
+    let src = r#"
+[flow]
+id = "t"
+languages = ["en"]
+start = "q1"
+
+[[step]]
+id = "q1"
+type = "ask"
+prompt.en = "How are you?"
+next = "note"
+
+[[step]]
+id = "note"
+type = "escalate"
+level = "watch"
+reason = "weekly note"
+next = "q2"
+
+[[step]]
+id = "q2"
+type = "ask"
+prompt.en = "Anything else?"
+next = "assess"
+
+[[step]]
+id = "assess"
+type = "assess"
+urgent = "help"
+unsure = "confirm"
+next = "bye"
+
+[[step]]
+id = "confirm"
+type = "confirm"
+prompt.en = "Did you fall? Press 1 for yes, 2 for no."
+yes = "help"
+no = "bye"
+
+[[step]]
+id = "help"
+type = "escalate"
+level = "assessed"
+reason = "fall"
+keep_on_line = true
+prompt.en = "An operator is joining you now."
+
+[[step]]
+id = "bye"
+type = "hangup"
+"#;
+    let mut s = Sim::new(flow(src), Lang::En);
+    let _ = s.send(Event::Answered);
+    s.finish_prompt();
+    s.say("fine");
+    assert_eq!(s.escalations(), vec![(Level::Watch, false)]);
+    s.finish_prompt();
+    let _ = s.say_with("I think I fell", Level::Urgent, true);
+    assert_eq!(s.step(), "confirm");
+    let _ = s.send(Event::HungUp);
+    assert_eq!(
+        s.escalations(),
+        vec![(Level::Watch, false), (Level::Urgent, false)]
+    );
+    assert_eq!(
+        s.outcome(),
+        Outcome::ElderHungUp {
+            after_distress: true
+        }
+    );
+    assert_eq!(
+        s.call.report().and_then(|r| r.escalated),
+        Some(Level::Urgent)
+    );
+}
+
+#[test]
+fn a_drop_after_denying_distress_is_an_ordinary_hang_up() {
+    let mut s = at_how_are_you(Lang::En);
+    s.finish_prompt();
+    let _ = s.say_with("I think I fell", Level::Urgent, true);
+    s.finish_prompt();
+    let _ = s.say("no no");
+    assert_eq!(s.step(), "ask_meals");
+    let _ = s.send(Event::HungUp);
+    assert_eq!(
+        s.outcome(),
+        Outcome::ElderHungUp {
+            after_distress: false
+        }
+    );
+    assert!(s.escalations().is_empty());
+}

@@ -896,39 +896,41 @@ impl Call {
     }
 
     fn finish(&mut self, end: End, out: &mut Vec<Action>) {
+        // The last thing heard was distress that no escalation has covered yet.
         let distress = self
             .last_heard
             .as_ref()
-            .filter(|h| h.level >= self.flow.settings.distress_level)
+            .filter(|h| h.level >= self.flow.settings.distress_level && self.concern.is_some())
             .map(|h| (h.level, h.transcript.clone()));
         let outcome = match end {
             End::Operator => Outcome::Escalated {
                 level: self.escalated.unwrap_or(Level::Urgent),
             },
-            End::ElderHungUp => match self.escalated {
-                Some(level) => Outcome::Escalated { level },
-                None if self.phase == Phase::NotAnswered => Outcome::ElderHungUp {
-                    after_distress: false,
-                },
-                None => {
-                    if let Some((level, transcript)) = &distress {
-                        // A line that drops right after "I fell" must still reach a person.
-                        let level = (*level).max(Level::Urgent);
-                        self.escalated = Some(level);
-                        out.push(Action::Escalate {
-                            level,
-                            reasons: vec![
-                                "call dropped right after a distress phrase".to_string(),
-                                format!("heard: {transcript:?}"),
-                            ],
-                            keep_on_line: false,
-                        });
-                    }
+            End::ElderHungUp => {
+                if let Some((level, transcript)) = &distress {
+                    // A line that drops right after "I fell" must still reach a person.
+                    let level = (*level).max(Level::Urgent);
+                    self.escalated = self.escalated.max(Some(level));
+                    self.concern = None;
+                    out.push(Action::Escalate {
+                        level,
+                        reasons: vec![
+                            "call dropped right after a distress phrase".to_string(),
+                            format!("heard: {transcript:?}"),
+                        ],
+                        keep_on_line: false,
+                    });
                     Outcome::ElderHungUp {
-                        after_distress: distress.is_some(),
+                        after_distress: true,
+                    }
+                } else if let Some(level) = self.escalated {
+                    Outcome::Escalated { level }
+                } else {
+                    Outcome::ElderHungUp {
+                        after_distress: false,
                     }
                 }
-            },
+            }
             End::Flow => {
                 out.push(Action::Hangup);
                 if let Some(level) = self.escalated {
