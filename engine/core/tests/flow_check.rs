@@ -397,3 +397,24 @@ next = "bye"
     ));
     assert!(empty.is_empty());
 }
+
+#[test]
+fn assess_must_say_where_urgent_answers_go() {
+    let e = one_error(&format!(
+        r#"
+[[step]]
+id = "hello"
+type = "ask"
+prompt = {{ en = "How are you?", zh = "你好吗？" }}
+next = "check"
+
+[[step]]
+id = "check"
+type = "assess"
+watch = "bye"
+next = "bye"
+{GOODBYE}"#
+    ));
+    assert!(e.starts_with("ivr-flows/t.toml:12:1: "), "{e}");
+    assert!(e.contains("needs `urgent`"), "{e}");
+}

@@ -693,10 +693,12 @@ impl<'a> Cx<'a> {
                         }
                     }
                 }
-                if thresholds.is_empty() {
+                // Without an `urgent` route, urgent answers would fall through
+                // to `watch` or `next`: a flow must say where they go.
+                if r.urgent.is_none() {
                     self.error(
                         step_span.clone(),
-                        format!("step {id:?} (`assess`) needs at least one of `emergency`, `urgent`, `watch`"),
+                        format!("step {id:?} (`assess`) needs `urgent` (where urgent and, unless `emergency` is given, emergency answers go)"),
                     );
                     ok = false;
                 }
