@@ -6,7 +6,7 @@ use chrono_tz::Tz;
 use voicecare_core::Level;
 use voicecare_core::schedule::{
     AttemptOutcome as O, Ladder, LadderAction, LadderError, LadderPolicy, LadderResult, Pause,
-    Schedule, SilentPolicy,
+    Schedule, ScheduleError, SilentPolicy,
 };
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -200,12 +200,30 @@ fn paused_periods_skip_whole_days_and_open_ended_pause_stops_calls() {
 }
 
 #[test]
-fn no_days_means_never_due() {
+fn no_days_means_never_due_and_does_not_validate() {
     let s = Schedule {
         days: vec![],
         ..every_day("09:00", "10:00")
     };
     assert_eq!(s.next_due(NY, &[], utc("2026-06-09T03:00:00Z")), None);
+    assert_eq!(s.validate(), Err(ScheduleError::NoDays));
+}
+
+#[test]
+fn backwards_pause_does_not_validate() {
+    let mut s = every_day("09:00", "10:00");
+    assert_eq!(s.validate(), Ok(()));
+    s.paused.push(Pause {
+        from: date("2026-06-10"),
+        until: Some(date("2026-06-01")),
+        reason: None,
+    });
+    let err = s.validate().expect_err("backwards");
+    assert!(
+        err.to_string()
+            .contains("ends (2026-06-01) before it starts (2026-06-10)"),
+        "{err}"
+    );
 }
 
 #[test]

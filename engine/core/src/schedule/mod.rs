@@ -8,4 +8,4 @@ mod window;
 pub use ladder::{
     AttemptOutcome, Ladder, LadderAction, LadderError, LadderPolicy, LadderResult, SilentPolicy,
 };
-pub use window::{Occurrence, Pause, Schedule, localise};
+pub use window::{Occurrence, Pause, Schedule, ScheduleError, localise};

@@ -69,7 +69,38 @@ impl Occurrence {
 /// How far ahead [`Schedule::next_due`] looks before deciding there is no next call.
 const HORIZON_DAYS: i64 = 400;
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("no days of the week: the elder would never be called")]
+    NoDays,
+    #[error("pause {index} ends ({until}) before it starts ({from})")]
+    PauseBackwards {
+        index: usize,
+        from: NaiveDate,
+        until: NaiveDate,
+    },
+}
+
 impl Schedule {
+    /// Rejects schedules that are almost certainly data-entry mistakes.
+    pub fn validate(&self) -> Result<(), ScheduleError> {
+        if self.days.is_empty() {
+            return Err(ScheduleError::NoDays);
+        }
+        for (index, p) in self.paused.iter().enumerate() {
+            if let Some(until) = p.until
+                && until < p.from
+            {
+                return Err(ScheduleError::PauseBackwards {
+                    index,
+                    from: p.from,
+                    until,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The window opening on local `date`, whether or not that day is scheduled or paused.
     pub fn window_on(&self, tz: Tz, date: NaiveDate) -> Occurrence {
         let start_local = date.and_time(self.window_start);
