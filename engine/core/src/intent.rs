@@ -95,8 +95,24 @@ const EN_REPEAT: &[&str] = &[
     "didnt catch",
     "what did you say",
     "one more time",
+    "slower",
+    "slowly",
+    "speak up",
+    "louder",
 ];
+// Agreement noises that would otherwise lose to "huh?" (repeat) once fillers go.
+const EN_YES_SOUNDS: &[&str] = &["uh huh", "mm hmm", "mhm", "mmhmm", "mhmm", "mm hm"];
+const EN_NO_SOUNDS: &[&str] = &["uh uh", "nuh uh"];
+const ZH_REPEAT_WHOLE: &[&str] = &["什么", "啥", "说啥", "你说啥", "你说什么"];
 const ZH_REPEAT: &[&str] = &[
+    "听不清",
+    "没听见",
+    "听不见",
+    "慢一点",
+    "慢点说",
+    "说慢点",
+    "大声点",
+    "大声一点",
     "再说一遍",
     "再说一次",
     "重复一遍",
@@ -184,6 +200,9 @@ const ZH_YES: &[&str] = &[
     "有",
     "吃了",
     "吃过了",
+    "吃药了",
+    "吃过药",
+    "已经",
     "可以",
     "当然",
     "行",
@@ -203,6 +222,18 @@ const ZH_NOT_YES: &[&str] = &[
 /// Recognises a short reply. `None` when the utterance is none of the intents
 /// (a longer answer, a complaint, a question).
 pub fn recognise(transcript: &str) -> Option<Intent> {
+    let sounds = transcript
+        .to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    if EN_YES_SOUNDS.contains(&sounds.as_str()) {
+        return Some(Intent::Yes);
+    }
+    if EN_NO_SOUNDS.contains(&sounds.as_str()) {
+        return Some(Intent::No);
+    }
     let norm = normalise(transcript);
     if norm.is_empty() {
         return None;
@@ -218,12 +249,17 @@ pub fn recognise(transcript: &str) -> Option<Intent> {
     if contains_en(EN_REPEAT)
         || contains_zh(ZH_REPEAT)
         || (words.len() == 1 && EN_REPEAT_WHOLE.contains(&words[0]))
+        || ZH_REPEAT_WHOLE.contains(&joined.as_str())
     {
         return Some(Intent::Repeat);
     }
-    if (contains_en(EN_HELP) && !contains_en(EN_NOT_HELP))
-        || (contains_zh(ZH_HELP) && !contains_zh(ZH_NOT_HELP))
-    {
+    let en_help = contains_en(EN_HELP);
+    let zh_help = contains_zh(ZH_HELP);
+    if (en_help && contains_en(EN_NOT_HELP)) || (zh_help && contains_zh(ZH_NOT_HELP)) {
+        // "I don't need help" answers the help question with a no.
+        return Some(Intent::No);
+    }
+    if en_help || zh_help {
         return Some(Intent::Help);
     }
     // Yes/no only from how the reply begins: "yes I had rice" is a yes,
@@ -334,6 +370,42 @@ mod tests {
         assert_eq!(recognise("我听不懂"), Some(Intent::DontUnderstand));
         assert_eq!(recognise("对不起"), None);
         assert_eq!(recognise("有点头晕"), None);
+    }
+
+    #[test]
+    fn table_of_everyday_replies() {
+        use Intent::*;
+        let table: &[(&str, Option<Intent>)] = &[
+            ("uh huh", Some(Yes)),
+            ("Mm-hmm.", Some(Yes)),
+            ("uh-uh", Some(No)),
+            ("huh?", Some(Repeat)),
+            ("sure did", Some(Yes)),
+            ("not yet", Some(No)),
+            ("I'm fine", None),
+            ("I need an ambulance", Some(Help)),
+            ("I don't need any help", Some(No)),
+            ("pardon?", Some(Repeat)),
+            ("please speak slower", Some(Repeat)),
+            ("I don't know", None),
+            ("what do you mean?", Some(DontUnderstand)),
+            ("什么？", Some(Repeat)),
+            ("啊？你说啥", Some(Repeat)),
+            ("听不清", Some(Repeat)),
+            ("说慢一点", Some(Repeat)),
+            ("听不明白", Some(DontUnderstand)),
+            ("快来人啊", Some(Help)),
+            ("我不需要帮助", Some(No)),
+            ("已经吃了", Some(Yes)),
+            ("吃药了", Some(Yes)),
+            ("还没有", Some(No)),
+            ("不用了", Some(No)),
+            ("有点不舒服", None),
+            ("嗯", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(recognise(text), *want, "{text:?}");
+        }
     }
 
     #[test]
