@@ -123,7 +123,7 @@ impl EmbeddedPostgres {
         stop_stale(&bin, &data, run_as_postgres).await;
 
         let mut settings = vec![
-            format!("-k {}", socket_dir.display()),
+            format!("-k {}", shell_quote(&socket_dir.display().to_string())),
             "-c listen_addresses=''".to_string(),
             format!("-p {PORT}"),
             format!("-c max_connections={}", opts.max_connections),
@@ -138,30 +138,32 @@ impl EmbeddedPostgres {
         }
         let log = opts.dir.join("postgres.log");
         let postgres = bin.join("postgres");
-        let server = format!(
-            "{} -D {} {}",
-            shell_quote(&postgres.display().to_string()),
-            shell_quote(&data.display().to_string()),
-            settings.join(" ")
-        );
-        let server = if run_as_postgres {
-            format!("runuser -u postgres -- {server}")
-        } else {
-            server
-        };
         // The watchdog: start the server, then block reading our pipe; EOF means
-        // we are gone, so request a fast shutdown (SIGINT) and wait for it.
+        // we are gone, so request a fast shutdown (SIGINT) and wait for it. The
+        // whole script runs as the cluster's owner so the signal reaches
+        // PostgreSQL itself, not a wrapper that might not forward it.
         let script = format!(
-            "{server} >>{log} 2>&1 & pid=$!; trap 'kill -INT $pid' TERM; \
+            "{postgres} -D {data} {settings} >>{log} 2>&1 </dev/null & pid=$!; \
+             trap 'kill -INT $pid' TERM; \
              while read -r _; do :; done; kill -INT $pid 2>/dev/null; wait $pid",
+            postgres = shell_quote(&postgres.display().to_string()),
+            data = shell_quote(&data.display().to_string()),
+            settings = settings.join(" "),
             log = shell_quote(&log.display().to_string()),
         );
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
+        let mut watchdog = if run_as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", "sh", "-c", &script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", &script]);
+            c
+        };
+        let watchdog = watchdog
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::null())
             .kill_on_drop(false)
             .spawn()
             .map_err(|source| EmbeddedError::Spawn {

@@ -656,7 +656,8 @@ pub async fn rollup(
          LEFT JOIN (org_units u JOIN elders el ON el.community_id = u.id
                     JOIN escalations e ON e.elder_id = el.id AND e.status <> 'resolved')
               ON u.path[$3] = g.id AND $1::bigint = ANY(u.path)
-         WHERE g.level = $4 AND ($1::bigint = ANY(g.path) OR g.id = ANY((SELECT path FROM org_units WHERE id = $1)))
+         WHERE g.level = $4
+           AND ($1::bigint = ANY(g.path) OR EXISTS (SELECT 1 FROM org_units me WHERE me.id = $1 AND g.id = ANY(me.path)))
          GROUP BY g.id, g.name ORDER BY g.name",
     )
     .bind(scope.unit_id)
