@@ -6,6 +6,7 @@
 //! with the application, whatever codec runs on the wire.
 
 pub mod audio;
+pub mod bridge;
 pub mod codec;
 pub mod device;
 pub mod dtmf;
