@@ -17,6 +17,8 @@ enum Command {
     Model(cmd::model::ModelArgs),
     /// Transcribe audio files offline with whisper (WAV, FLAC, raw G.711).
     Transcribe(cmd::transcribe::TranscribeArgs),
+    /// Be an elder's device: a scripted simulated phone (--sim), or you on the sound card.
+    Phone(cmd::phone::PhoneArgs),
     /// IVR flow files: check them before deploying.
     Flow {
         #[command(subcommand)]
@@ -30,6 +32,7 @@ fn main() -> anyhow::Result<()> {
         Command::Distress(args) => cmd::distress::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Transcribe(args) => cmd::transcribe::run(args),
+        Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),
     }
 }

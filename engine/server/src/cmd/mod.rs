@@ -3,4 +3,5 @@
 pub mod distress;
 pub mod flow;
 pub mod model;
+pub mod phone;
 pub mod transcribe;
