@@ -58,6 +58,8 @@ pub(crate) struct Rule {
     pub label: String,
     pub phonetic: bool,
     pub negatable: bool,
+    /// Applies whoever it happens to (fire, intruder, scam): no "someone else" cap.
+    pub anyone: bool,
     /// Plain literal alternatives, for the keyword baseline.
     pub keywords: Vec<String>,
 }
@@ -85,6 +87,8 @@ pub(crate) struct Pattern {
     pub units: usize,
     /// May match by sound (pinyin or a listed sound-alike).
     pub phonetic: bool,
+    /// Has no `..`: only such patterns may have a wholly misheard syllable.
+    pub gapless: bool,
     /// The pattern as written, for "sounds like ..." in reasons.
     pub display: String,
 }
@@ -101,7 +105,7 @@ pub(crate) struct Lexicon {
 /// Gap allowed by `..`, in units: words for English, characters for Mandarin.
 fn gap_len(lang: Lang) -> usize {
     match lang {
-        Lang::En => 3,
+        Lang::En => 4,
         Lang::Zh => 4,
     }
 }
@@ -221,6 +225,7 @@ impl Lexicon {
             label: label.trim().to_string(),
             phonetic: level >= Level::Urgent,
             negatable: true,
+            anyone: false,
             keywords: Vec::new(),
         };
         for flag in flags.split(|c: char| c == '[' || c == ']' || c == ',' || c.is_whitespace()) {
@@ -228,7 +233,8 @@ impl Lexicon {
                 "" => {}
                 "nophonetic" => rule.phonetic = false,
                 "nonegate" => rule.negatable = false,
-                other => return Err(format!("unknown flag {other:?} (known: nophonetic, nonegate)")),
+                "anyone" => rule.anyone = true,
+                other => return Err(format!("unknown flag {other:?} (known: nophonetic, nonegate, anyone)")),
             }
         }
         Ok(rule)
@@ -306,16 +312,29 @@ impl Lexicon {
         if let Some(Elem::Unit { optional: true, .. }) = dedup.first() {
             return Err("a pattern cannot start with an optional word".into());
         }
+        // A sound-alike of "了" or "的" proves nothing: two content syllables at least.
+        let content = dedup
+            .iter()
+            .filter(|e| matches!(e, Elem::Unit { alts, .. } if !alts.iter().all(|a| FUNCTION_CHARS.contains(&a.text.as_str()))))
+            .count();
+        let gapless = !dedup.iter().any(|e| matches!(e, Elem::Gap(_)));
         Ok(Pattern {
             kind,
             lang,
             elems: dedup,
             units,
-            phonetic: phonetic && units >= 2,
+            phonetic: phonetic && units >= 2 && (lang == Lang::En || content >= 2),
+            gapless,
             display: src.replace("..", "…"),
         })
     }
 }
+
+/// Mandarin particles and pronouns: too common to anchor a sound-alike match.
+const FUNCTION_CHARS: &[&str] = &[
+    "了", "的", "得", "地", "吗", "吧", "呢", "着", "过", "是", "在", "我", "你", "他", "她", "它", "一", "不", "没", "有", "也",
+    "都", "就", "很", "啊",
+];
 
 fn split_alts(body: &str) -> impl Iterator<Item = &str> {
     body.split('|').map(str::trim).filter(|s| !s.is_empty())

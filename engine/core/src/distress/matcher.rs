@@ -13,6 +13,9 @@ const NEGATION_REACH: usize = 3;
 /// Short English words that do not anchor a sound-alike match on their own.
 const STOPWORDS: &[&str] = &["i", "my", "me", "a", "an", "the", "and", "to", "of", "in", "on", "it", "is", "im", "was", "at"];
 
+/// Contrast words a `..` gap never spans.
+const GAP_STOPS: &[&str] = &["but", "though", "although", "however", "但", "可"];
+
 #[derive(Debug, Clone)]
 pub(crate) struct Matcher {
     lex: Lexicon,
@@ -29,6 +32,8 @@ struct M {
     start: usize,
     end: usize,
     phonetic: bool,
+    gap_mask: u64,
+    sound_mask: u64,
 }
 
 impl M {
@@ -45,6 +50,11 @@ struct Tally {
     sounds: u8,
     misses: u8,
     content_exact: u8,
+    /// Units (offsets from the match start) consumed by `..` gaps.
+    gap_mask: u64,
+    /// Units matched by sound or wholly misheard, like `gap_mask`.
+    sound_mask: u64,
+    start: usize,
 }
 
 impl Matcher {
@@ -114,8 +124,8 @@ impl Matcher {
                 if !Self::lang_ok(p.lang, hint) {
                     continue;
                 }
-                if let Some((end, t)) = self.go(p, 0, us, i, Tally::default()) {
-                    out.push(M { pid, start: i, end, phonetic: t.sounds > 0 || t.misses > 0 });
+                if let Some((end, t)) = self.go(p, 0, us, i, Tally { start: i, ..Tally::default() }) {
+                    out.push(M { pid, start: i, end, phonetic: t.sounds > 0 || t.misses > 0, gap_mask: t.gap_mask, sound_mask: t.sound_mask });
                 }
             }
         }
@@ -131,15 +141,21 @@ impl Matcher {
             // A sound-alike match needs real words around the misheard one.
             let ok = match p.lang {
                 Lang::En => t.sounds <= 1 && t.content_exact >= 1,
-                Lang::Zh => t.misses <= 1,
+                // A wholly wrong syllable only counts beside others that are misheard too.
+                Lang::Zh => t.misses == 0 || (t.misses == 1 && t.sounds >= 1),
             };
             return ok.then_some((ui, t));
         };
         match e {
             Elem::Gap(n) => {
+                let mut t = t;
                 for k in 0..=*n {
-                    if k > 0 && us.get(ui + k - 1).is_none_or(|u| u.brk) {
-                        break;
+                    if k > 0 {
+                        if us.get(ui + k - 1).is_none_or(|u| u.brk) {
+                            break;
+                        }
+                        let off = ui + k - 1 - t.start;
+                        t.gap_mask |= bit(off);
                     }
                     if let Some(r) = self.go(p, ei + 1, us, ui + k, t) {
                         return Some(r);
@@ -166,12 +182,12 @@ impl Matcher {
                             }),
                         };
                         if sounds {
-                            let t2 = Tally { sounds: t.sounds + 1, ..t };
+                            let t2 = Tally { sounds: t.sounds + 1, sound_mask: t.sound_mask | bit(ui - t.start), ..t };
                             if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
                                 return Some(r);
                             }
-                        } else if p.lang == Lang::Zh && p.units >= 4 && ei > 0 && t.misses == 0 {
-                            let t2 = Tally { misses: 1, ..t };
+                        } else if p.lang == Lang::Zh && p.gapless && p.units >= 4 && ei > 0 && t.misses == 0 {
+                            let t2 = Tally { misses: 1, sound_mask: t.sound_mask | bit(ui - t.start), ..t };
                             if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
                                 return Some(r);
                             }
@@ -226,9 +242,22 @@ impl Matcher {
 
         // Alarm matches not hidden by a mask; the longest reading wins, so
         // "nearly fell" (watch) hides "fell" and "not eating much" hides "not eating".
+        // A negation cue skipped over by `..` negates the phrase: "胸口不疼" is not "胸口..疼".
+        let mut cue = vec![false; n];
+        for m in ms.iter().filter(|m| kind(m) == Kind::Negate) {
+            if !not_negation[m.start..m.end].iter().any(|&b| b) {
+                cue[m.start..m.end].iter_mut().for_each(|x| *x = true);
+            }
+        }
+        // Nor does `..` reach across "but": "fall but my chest hurts" is two statements.
+        let gap_blocked = |m: &M| {
+            (m.start..m.end).any(|u| {
+                (cue[u] || GAP_STOPS.contains(&us[u].key.as_str())) && (m.gap_mask >> (u - m.start).min(63)) & 1 == 1
+            })
+        };
         let mut alarms: Vec<M> = ms
             .iter()
-            .filter(|m| matches!(kind(m), Kind::Alarm(_)) && !masked[m.start..m.end].iter().any(|&x| x))
+            .filter(|m| matches!(kind(m), Kind::Alarm(_)) && !masked[m.start..m.end].iter().any(|&x| x) && !gap_blocked(m))
             .copied()
             .collect();
         alarms.sort_by_key(|m| (std::cmp::Reverse(m.end - m.start), m.phonetic, m.start));
@@ -240,7 +269,7 @@ impl Matcher {
         for m in alarms {
             let shadowed = kept.iter().any(|k| {
                 (rule_of(k) == rule_of(&m) && k.overlaps(&m))
-                    || (k.contains(&m) && k.end - k.start > m.end - m.start)
+                    || (k.contains(&m) && k.end - k.start > m.end - m.start && (m.phonetic || !k.phonetic))
             });
             if !shadowed {
                 kept.push(m);
@@ -254,7 +283,9 @@ impl Matcher {
             let rule = &self.lex.rules[rule_of(m)];
             let c = clause[m.start];
             let same_clause = |x: &&M| clause[x.start] == c && !x.overlaps(m);
-            let consumed = |x: &M| kept.iter().any(|k| k.overlaps(x));
+            // A cue inside another finding belongs to it ("睡不着头晕"), unless
+            // that finding is about the same words ("差点摔了一跤").
+            let consumed = |x: &M| kept.iter().any(|k| k.overlaps(x) && !k.overlaps(m));
             let negated = rule.negatable
                 && markers(Kind::Negate).any(|x| {
                     x.end <= m.start
@@ -268,13 +299,22 @@ impl Matcher {
             }
             let mut level = rule.level;
             let mut notes = Vec::new();
-            if m.phonetic && kept.iter().any(|k| !k.phonetic && k.overlaps(m) && rule_of(k) != rule_of(m)) {
-                // The words make sense as heard: the sound-alike is only a possibility.
+            // Another finding read literally from the misheard words themselves.
+            let literal = |k: &&M| {
+                !k.phonetic && rule_of(k) != rule_of(m) && (k.start..k.end).any(|u| u >= m.start && u < m.end && m.sound_mask >> (u - m.start).min(63) & 1 == 1)
+            };
+            if m.phonetic && kept.iter().filter(literal).any(|k| k.contains(m)) {
+                // The words make sense as heard ("I feel down", "去世"): kept for the
+                // call to confirm, but not escalated on a guess.
+                level = level.min(Level::Watch);
+                notes.push("may mean what was heard");
+            } else if m.phonetic && kept.iter().any(|k| literal(&k)) {
                 level = lower(level, Level::Watch);
                 notes.push("may mean what was heard");
             }
             let other = markers(Kind::Other).find(|x| same_clause(x) && x.end <= m.start);
             if let Some(o) = other
+                && !rule.anyone
                 && !markers(Kind::Household).any(|h| same_clause(&h) && h.start >= o.start && h.end <= m.start)
                 && level > Level::Watch
             {
@@ -331,6 +371,10 @@ impl Matcher {
         });
         if hit { Level::Emergency } else { Level::Ok }
     }
+}
+
+fn bit(offset: usize) -> u64 {
+    1u64.checked_shl(offset as u32).unwrap_or(0)
 }
 
 /// One level down, but not below `floor`.

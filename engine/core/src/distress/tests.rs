@@ -211,3 +211,4 @@ fn trend_raises_repeated_watch_and_falls_in_a_week() {
     // Calls from the future are ignored.
     assert_eq!(apply_trend(&old_fall, now, &[past(-1, &old_fall)]).level, Level::Watch);
 }
+

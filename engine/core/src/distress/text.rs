@@ -47,6 +47,10 @@ pub(crate) fn fold_word(w: &str, _lang: Lang) -> String {
         .filter(|c| *c != '\'' && *c != '’')
         .flat_map(char::to_lowercase)
         .collect();
+    let s = match w.strip_suffix("'s").or_else(|| w.strip_suffix("’s")) {
+        Some(_) => s[..s.len() - 1].to_string(),
+        None => s,
+    };
     if s == "cannot" { "cant".to_string() } else { s }
 }
 
@@ -102,6 +106,9 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
     };
     let flush = |out: &mut Vec<Unit>, word: &mut Option<(usize, String)>, end: usize| {
         if let Some((start, w)) = word.take() {
+            // "heating's", "husband's": the clitic goes, as in the lexicon.
+            let raw = &text[start..end];
+            let w = if (raw.ends_with("'s") || raw.ends_with("’s")) && w.len() > 1 { w[..w.len() - 1].to_string() } else { w };
             let key = if w == "cannot" { "cant".to_string() } else { w };
             push(out, Unit { key, sound: None, start, end, brk: false });
         }
