@@ -418,3 +418,22 @@ fn ladder_state_round_trips_through_json() {
     assert_eq!(back, l);
     assert_eq!(back.record(O::NoAnswer, t0()), l.record(O::NoAnswer, t0()));
 }
+
+#[test]
+fn elder_overrides_apply_on_top_of_the_programme_policy() {
+    let programme =
+        LadderPolicy::from_toml("attempts = 4\nretry_after_minutes = 15\n").expect("valid");
+    // This elder is slow to reach the phone: more time between calls only.
+    let elder = programme
+        .with_overrides("retry_after_minutes = 20")
+        .expect("valid");
+    assert_eq!(elder.attempts, 4);
+    assert_eq!(elder.retry_after_minutes, 20);
+    assert_eq!(elder.escalate_level, Level::Urgent);
+    let err = programme.with_overrides("atempts = 2").expect_err("typo");
+    assert!(err.to_string().contains("atempts"), "{err}");
+    let err = programme
+        .with_overrides("attempts = 0")
+        .expect_err("invalid");
+    assert!(err.to_string().contains("1..=10"), "{err}");
+}

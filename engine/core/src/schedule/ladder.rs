@@ -45,6 +45,18 @@ impl Default for LadderPolicy {
     }
 }
 
+/// The keys of [`LadderPolicy`], each optional, for layering one policy on another.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyOverrides {
+    attempts: Option<u32>,
+    retry_after_minutes: Option<u32>,
+    busy_retry_after_minutes: Option<u32>,
+    answered_silent: Option<SilentPolicy>,
+    contact_gap_minutes: Option<u32>,
+    escalate_level: Option<Level>,
+}
+
 /// What an answered call in which the elder said nothing means for the ladder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -72,14 +84,23 @@ pub enum LadderError {
 impl LadderPolicy {
     /// Reads a policy from TOML; missing keys take the defaults.
     pub fn from_toml(source: &str) -> Result<LadderPolicy, LadderError> {
-        let p: LadderPolicy = toml::from_str(source).map_err(|e| {
-            let at = e
-                .span()
-                .map(|s| crate::flow::position(source, s.start))
-                .map(|p| format!("{}:{}: ", p.line, p.col))
-                .unwrap_or_default();
-            LadderError::Policy(format!("{at}{}", e.message()))
-        })?;
+        LadderPolicy::default().with_overrides(source)
+    }
+
+    /// This policy (a programme's) with some keys replaced by `source` (one
+    /// elder's overrides, e.g. `attempts = 5`), validated.
+    pub fn with_overrides(&self, source: &str) -> Result<LadderPolicy, LadderError> {
+        let o: PolicyOverrides = toml::from_str(source).map_err(|e| toml_error(source, &e))?;
+        let p = LadderPolicy {
+            attempts: o.attempts.unwrap_or(self.attempts),
+            retry_after_minutes: o.retry_after_minutes.unwrap_or(self.retry_after_minutes),
+            busy_retry_after_minutes: o
+                .busy_retry_after_minutes
+                .unwrap_or(self.busy_retry_after_minutes),
+            answered_silent: o.answered_silent.unwrap_or(self.answered_silent),
+            contact_gap_minutes: o.contact_gap_minutes.unwrap_or(self.contact_gap_minutes),
+            escalate_level: o.escalate_level.unwrap_or(self.escalate_level),
+        };
         p.validate()?;
         Ok(p)
     }
@@ -340,4 +361,13 @@ impl Ladder {
 fn later(now: DateTime<Utc>, minutes: u32) -> DateTime<Utc> {
     now.checked_add_signed(Duration::minutes(i64::from(minutes)))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+fn toml_error(source: &str, e: &toml::de::Error) -> LadderError {
+    let at = e
+        .span()
+        .map(|s| crate::flow::position(source, s.start))
+        .map(|p| format!("{}:{}: ", p.line, p.col))
+        .unwrap_or_default();
+    LadderError::Policy(format!("{at}{}", e.message()))
 }
