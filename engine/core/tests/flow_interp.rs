@@ -323,7 +323,9 @@ prompt.en = "Bye"
     let _ = s.time_out();
     assert!(s.last_play().text.starts_with("Are you still there?"));
     s.finish_prompt();
-    let out = s.time_out();
+    let _ = s.time_out();
+    assert!(s.last_play().text.starts_with("I can't hear you"));
+    let out = s.finish_prompt();
     assert!(out.contains(&Action::Hangup), "{out:?}");
     assert_eq!(s.outcome(), Outcome::AnsweredSilent);
 }

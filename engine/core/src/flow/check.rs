@@ -111,6 +111,9 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
     for (pos, v) in prompt_vars(&flow.still_there) {
         unknown(pos, "`still_there`", v);
     }
+    for (pos, v) in prompt_vars(&flow.silent_goodbye) {
+        unknown(pos, "`silent_goodbye`", v);
+    }
     for s in &flow.steps {
         let who = format!("step {:?}", s.id);
         let mut vars: Vec<(Pos, &str)> = Vec::new();

@@ -622,8 +622,11 @@ impl Call {
             match ask.no_input_next {
                 Some(t) => self.enter(t, now, out),
                 None => {
+                    // Say why the line is going quiet rather than just dropping it.
                     self.gave_up_silent = true;
-                    self.finish(End::Flow, out);
+                    let p = self.flow.silent_goodbye.clone();
+                    let id = self.play(&p, false, None, out);
+                    self.phase = Phase::Goodbye { prompt: id };
                 }
             }
         }

@@ -329,6 +329,8 @@ pub struct Flow {
     pub settings: Settings,
     /// The "are you still there?" prompt played once before giving up on silence.
     pub still_there: Prompt,
+    /// Played before hanging up on an elder who stays silent (ends as answered-silent).
+    pub silent_goodbye: Prompt,
     /// Where a help request (intent or the help key) from any ask goes.
     pub on_help: Option<StepIdx>,
     /// The keypad key meaning help anywhere in the flow.

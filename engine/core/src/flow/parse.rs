@@ -131,6 +131,7 @@ struct RawHeader {
     hold_reassure_every_ms: Option<Spanned<u64>>,
     distress_level: Option<Spanned<String>>,
     still_there: Option<Spanned<RawPrompt>>,
+    silent_goodbye: Option<Spanned<RawPrompt>>,
     on_help: Option<Spanned<String>>,
     help_key: Option<Spanned<String>>,
     on_distress: Option<Spanned<String>>,
@@ -416,6 +417,10 @@ impl<'a> Cx<'a> {
             Some(p) => self.prompt(&pcx, p, "still_there"),
             None => Some(default_still_there()),
         };
+        let silent_goodbye = match &header.silent_goodbye {
+            Some(p) => self.prompt(&pcx, p, "silent_goodbye"),
+            None => Some(default_silent_goodbye()),
+        };
 
         let start = self.target(&ids, &header.start, "the flow", "start");
         let on_help = header
@@ -479,6 +484,7 @@ impl<'a> Cx<'a> {
             steps,
             settings,
             still_there: still_there?,
+            silent_goodbye: silent_goodbye?,
             on_help,
             help_key,
             on_distress,
@@ -1110,21 +1116,33 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-fn default_still_there() -> Prompt {
+fn builtin_prompt(zh: &str, en: &str) -> Prompt {
     let lit = |s: &str| Template {
         pieces: vec![Piece::Lit(s.to_string())],
         pos: Pos::default(),
     };
     Prompt {
         text: PerLang {
-            zh: Some(lit("您还在吗？如果您在，请说句话，或者按任意键。")),
-            en: Some(lit(
-                "Are you still there? If you are, please say something or press any key.",
-            )),
+            zh: Some(lit(zh)),
+            en: Some(lit(en)),
         },
         audio: PerLang::default(),
         rate: None,
     }
+}
+
+fn default_still_there() -> Prompt {
+    builtin_prompt(
+        "您还在吗？如果您在，请说句话，或者按任意键。",
+        "Are you still there? If you are, please say something or press any key.",
+    )
+}
+
+fn default_silent_goodbye() -> Prompt {
+    builtin_prompt(
+        "我听不到您的声音，现在先挂断电话，我们稍后会再打给您。再见。",
+        "I can't hear you, so I'll end this call now. We'll call you again soon. Goodbye.",
+    )
 }
 
 /// `{name}` is a variable, `{{` and `}}` are literal braces.
