@@ -369,6 +369,14 @@ next = "bye"
         }
         other => panic!("broken flow accepted: {other:?}"),
     }
+    // Offering the good text again changes nothing.
+    assert_eq!(
+        set.update("ivr-flows/t.toml", &good),
+        Update::Unchanged {
+            id: "t".into(),
+            version: 1
+        }
+    );
     let flow = set.get("t").expect("still there");
     assert_eq!(flow.steps.len(), 2);
     assert_eq!(set.version("t"), Some(1));

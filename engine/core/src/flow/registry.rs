@@ -10,6 +10,8 @@ use std::sync::Arc;
 struct Entry {
     flow: Arc<Flow>,
     version: u32,
+    /// The text it was loaded from, so re-offering the same file is a no-op.
+    source: String,
 }
 
 /// Flows keyed by the name of their source (usually the file path).
@@ -23,6 +25,8 @@ pub struct FlowSet {
 pub enum Update {
     /// The source parsed and checked; it is now in use.
     Loaded { id: String, version: u32 },
+    /// The same text as the version in use; nothing changed.
+    Unchanged { id: String, version: u32 },
     /// The source is broken; `kept` names the version still in use, if any.
     Rejected {
         errors: FlowErrors,
@@ -37,6 +41,14 @@ impl FlowSet {
 
     /// Offers a new version of the flow in `source_name`.
     pub fn update(&mut self, source_name: &str, source: &str) -> Update {
+        if let Some(e) = self.by_source.get(source_name)
+            && e.source == source
+        {
+            return Update::Unchanged {
+                id: e.flow.id.clone(),
+                version: e.version,
+            };
+        }
         let kept = self
             .by_source
             .get(source_name)
@@ -64,6 +76,7 @@ impl FlowSet {
             Entry {
                 flow: Arc::new(flow),
                 version,
+                source: source.to_string(),
             },
         );
         Update::Loaded { id, version }
