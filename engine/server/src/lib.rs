@@ -3,4 +3,8 @@
 //! Business rules live in `voicecare-core`; SQL lives in `voicecare-store`.
 //! This crate wires them to the outside world (CLI, HTTP, audio devices).
 
+pub mod api;
 pub mod cmd;
+pub mod config;
+pub mod db;
+pub mod telemetry;

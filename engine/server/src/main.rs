@@ -5,18 +5,49 @@ use voicecare_server::cmd;
 #[derive(Debug, Parser)]
 #[command(name = "voicecare", version, about)]
 struct Cli {
+    #[command(flatten)]
+    db: voicecare_server::config::DbArgs,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the engine: operator API, live events, maintenance loops.
+    Serve(voicecare_server::config::ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Manage operators.
+    Operator {
+        #[command(subcommand)]
+        cmd: cmd::admin::OperatorCmd,
+    },
+    /// Manage the organisation tree (city / county / street / community).
+    Units {
+        #[command(subcommand)]
+        cmd: cmd::admin::UnitsCmd,
+    },
+    /// Enrol elders.
+    Elders {
+        #[command(subcommand)]
+        cmd: cmd::admin::EldersCmd,
+    },
+    /// Inspect the escalation queue.
+    Queue {
+        #[command(subcommand)]
+        cmd: cmd::admin::QueueCmd,
+    },
     /// Classify what elders said: JSON lines in, assessments out; or evaluate on a labelled set.
     Distress(cmd::distress::DistressArgs),
     /// Whisper models: install into the cache, convert CTranslate2 weights, verify.
     Model(cmd::model::ModelArgs),
     /// Transcribe audio files offline with whisper (WAV, FLAC, raw G.711).
     Transcribe(cmd::transcribe::TranscribeArgs),
+    /// Benchmarks.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCmd,
+    },
     /// Be an elder's device: a scripted simulated phone (--sim), or you on the sound card.
     Phone(cmd::phone::PhoneArgs),
     /// IVR flow files: check them before deploying.
@@ -26,12 +57,35 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Speech recognition speed, memory and accuracy over audio-fixtures/, against faster-whisper.
+    Asr(cmd::asr_bench::AsrBenchArgs),
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    voicecare_server::telemetry::init();
+    let db = cli.db;
+    let rt = || {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("start the async runtime")
+    };
     match cli.command {
+        Command::Serve(args) => rt().block_on(cmd::serve::run(db, args)),
+        Command::Migrate => rt().block_on(cmd::admin::migrate(db)),
+        Command::Operator { cmd } => rt().block_on(cmd::admin::operator(db, cmd)),
+        Command::Units { cmd } => rt().block_on(cmd::admin::units(db, cmd)),
+        Command::Elders { cmd } => rt().block_on(cmd::admin::elders(db, cmd)),
+        Command::Queue { cmd } => rt().block_on(cmd::admin::queue(db, cmd)),
         Command::Distress(args) => cmd::distress::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Transcribe(args) => cmd::transcribe::run(args),
+        Command::Bench { which } => match which {
+            BenchCmd::Asr(args) => cmd::asr_bench::run(args),
+        },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),
     }

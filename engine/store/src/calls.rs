@@ -174,7 +174,12 @@ pub async fn view<'e>(db: impl PgExecutor<'e>, call_id: i64) -> Result<CallView>
 
 /// The transcript of a call. Reading it is audited in the same transaction:
 /// elders' words are health data.
-pub async fn transcript(pool: &PgPool, scope: &Scope, call_id: i64, now: DateTime<Utc>) -> Result<Vec<UtteranceView>> {
+pub async fn transcript(
+    pool: &PgPool,
+    scope: &Scope,
+    call_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<UtteranceView>> {
     let mut tx = pool.begin().await?;
     let elder_id: Option<i64> = sqlx::query_scalar(
         "SELECT c.elder_id FROM calls c JOIN elders el ON el.id = c.elder_id JOIN org_units u ON u.id = el.community_id
@@ -184,7 +189,10 @@ pub async fn transcript(pool: &PgPool, scope: &Scope, call_id: i64, now: DateTim
     .bind(call_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let elder_id = elder_id.ok_or(StoreError::NotFound { entity: "call", id: call_id })?;
+    let elder_id = elder_id.ok_or(StoreError::NotFound {
+        entity: "call",
+        id: call_id,
+    })?;
     let rows: Vec<UtteranceView> = sqlx::query_as(
         "SELECT u.id, u.seq, u.speaker, u.flow_step, u.transcript, u.language, u.confidence,
                 (u.audio_path IS NOT NULL) AS has_audio, u.audio_ms, u.created_at,
@@ -224,7 +232,11 @@ pub struct CallHistoryItem {
     pub max_level: Option<String>,
 }
 
-pub async fn history<'e>(db: impl PgExecutor<'e>, elder_id: i64, limit: i64) -> Result<Vec<CallHistoryItem>> {
+pub async fn history<'e>(
+    db: impl PgExecutor<'e>,
+    elder_id: i64,
+    limit: i64,
+) -> Result<Vec<CallHistoryItem>> {
     Ok(sqlx::query_as(
         "SELECT c.id AS call_id, c.created_at, c.status, c.outcome,
                 (SELECT d.level FROM distress_assessments d WHERE d.call_id = c.id

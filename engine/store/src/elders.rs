@@ -20,8 +20,13 @@ impl Phone {
             .chars()
             .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
             .collect();
-        let digits = cleaned.strip_prefix('+').ok_or("must start with + and a country code (E.164)")?;
-        if !(7..=15).contains(&digits.len()) || !digits.chars().all(|c| c.is_ascii_digit()) || digits.starts_with('0') {
+        let digits = cleaned
+            .strip_prefix('+')
+            .ok_or("must start with + and a country code (E.164)")?;
+        if !(7..=15).contains(&digits.len())
+            || !digits.chars().all(|c| c.is_ascii_digit())
+            || digits.starts_with('0')
+        {
             return Err("must be + followed by 7–15 digits (E.164)".into());
         }
         Ok(Phone(cleaned))
@@ -48,7 +53,9 @@ impl TimeZoneName {
         raw.trim()
             .parse::<chrono_tz::Tz>()
             .map(|tz| TimeZoneName(tz.name().to_string()))
-            .map_err(|_| format!("unknown time zone {raw:?} (expected an IANA name such as Asia/Shanghai)"))
+            .map_err(|_| {
+                format!("unknown time zone {raw:?} (expected an IANA name such as Asia/Shanghai)")
+            })
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -186,7 +193,13 @@ const ELDER_VIEW: &str = "SELECT el.id, el.external_ref, el.full_name, el.birth_
      FROM elders el JOIN org_units u ON u.id = el.community_id";
 
 /// Read one elder in scope; the read is audited (it is health-adjacent data).
-pub async fn view(pool: &PgPool, scope: &Scope, id: i64, purpose: &str, now: DateTime<Utc>) -> Result<ElderView> {
+pub async fn view(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    purpose: &str,
+    now: DateTime<Utc>,
+) -> Result<ElderView> {
     let mut tx = pool.begin().await?;
     let e: Option<ElderView> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "{ELDER_VIEW} WHERE el.id = $3 AND $1::bigint = ANY(u.path)"
@@ -196,7 +209,10 @@ pub async fn view(pool: &PgPool, scope: &Scope, id: i64, purpose: &str, now: Dat
     .bind(id)
     .fetch_optional(&mut *tx)
     .await?;
-    let e = e.ok_or(StoreError::NotFound { entity: "elder", id })?;
+    let e = e.ok_or(StoreError::NotFound {
+        entity: "elder",
+        id,
+    })?;
     audit::record(
         &mut *tx,
         now,
@@ -215,7 +231,12 @@ pub async fn view(pool: &PgPool, scope: &Scope, id: i64, purpose: &str, now: Dat
 }
 
 /// Search elders in scope by name, reference or phone; audited with the query's shape, not its text.
-pub async fn search(pool: &PgPool, scope: &Scope, query: &str, now: DateTime<Utc>) -> Result<Vec<ElderView>> {
+pub async fn search(
+    pool: &PgPool,
+    scope: &Scope,
+    query: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<ElderView>> {
     let q = query.trim();
     if q.chars().count() < 2 || q.chars().count() > 100 {
         return Err(StoreError::invalid("q", "search for 2–100 characters"));
@@ -247,4 +268,3 @@ pub async fn search(pool: &PgPool, scope: &Scope, query: &str, now: DateTime<Utc
     tx.commit().await?;
     Ok(rows)
 }
-

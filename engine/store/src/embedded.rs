@@ -33,7 +33,9 @@ pub enum EmbeddedError {
         #[source]
         source: std::io::Error,
     },
-    #[error("running as root, but there is no `postgres` system user to run the cluster as (PostgreSQL refuses to run as root); create one with `useradd --system postgres` or run voicecare as an ordinary user")]
+    #[error(
+        "running as root, but there is no `postgres` system user to run the cluster as (PostgreSQL refuses to run as root); create one with `useradd --system postgres` or run voicecare as an ordinary user"
+    )]
     NoPostgresUser,
     #[error("`{command}` failed ({status}): {stderr}")]
     Command {
@@ -109,10 +111,14 @@ impl EmbeddedPostgres {
 
         if !data.join("PG_VERSION").exists() {
             let mut initdb = pg_command(&bin, "initdb", run_as_postgres);
-            initdb
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"]);
+            initdb.arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]);
             if !opts.durable {
                 initdb.arg("--no-sync");
             }

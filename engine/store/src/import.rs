@@ -18,11 +18,30 @@ use crate::error::{Result, StoreError};
 /// The columns a file may have. `full_name`, `language`, `time_zone`,
 /// `community` and one of `phone`/`device_id` are required.
 pub const COLUMNS: &[&str] = &[
-    "external_ref", "full_name", "birth_date", "address", "phone", "device_id", "language", "time_zone",
-    "community", "notes", "window_start", "window_end", "days", "max_attempts", "retry_minutes",
-    "contact1_name", "contact1_relation", "contact1_phone",
-    "contact2_name", "contact2_relation", "contact2_phone",
-    "contact3_name", "contact3_relation", "contact3_phone",
+    "external_ref",
+    "full_name",
+    "birth_date",
+    "address",
+    "phone",
+    "device_id",
+    "language",
+    "time_zone",
+    "community",
+    "notes",
+    "window_start",
+    "window_end",
+    "days",
+    "max_attempts",
+    "retry_minutes",
+    "contact1_name",
+    "contact1_relation",
+    "contact1_phone",
+    "contact2_name",
+    "contact2_relation",
+    "contact2_phone",
+    "contact3_name",
+    "contact3_relation",
+    "contact3_phone",
 ];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -35,7 +54,11 @@ pub struct RowError {
 
 impl std::fmt::Display for RowError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "line {}, column {}: {}", self.line, self.column, self.message)
+        write!(
+            f,
+            "line {}, column {}: {}",
+            self.line, self.column, self.message
+        )
     }
 }
 
@@ -75,19 +98,30 @@ fn parse_days(s: &str) -> std::result::Result<i16, String> {
         let i = names
             .iter()
             .position(|n| part.starts_with(n))
-            .ok_or_else(|| format!("unknown day {part:?} (use mon..sun, daily, weekdays or weekends)"))?;
+            .ok_or_else(|| {
+                format!("unknown day {part:?} (use mon..sun, daily, weekdays or weekends)")
+            })?;
         mask |= 1 << i;
     }
     Ok(mask)
 }
 
-fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(Vec<ParsedRow>, usize), RowError> {
-    let mut rdr = csv::ReaderBuilder::new().flexible(false).trim(csv::Trim::All).from_reader(data);
-    let headers = rdr.headers().map_err(|e| RowError {
-        line: 1,
-        column: "-".into(),
-        message: format!("cannot read the header row: {e}"),
-    })?.clone();
+fn parse_rows(
+    data: &[u8],
+    errors: &mut Vec<RowError>,
+) -> std::result::Result<(Vec<ParsedRow>, usize), RowError> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(data);
+    let headers = rdr
+        .headers()
+        .map_err(|e| RowError {
+            line: 1,
+            column: "-".into(),
+            message: format!("cannot read the header row: {e}"),
+        })?
+        .clone();
     for h in headers.iter() {
         if !COLUMNS.contains(&h) {
             return Err(RowError {
@@ -99,7 +133,11 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
     }
     for required in ["full_name", "language", "time_zone", "community"] {
         if !headers.iter().any(|h| h == required) {
-            return Err(RowError { line: 1, column: required.into(), message: "required column is missing".into() });
+            return Err(RowError {
+                line: 1,
+                column: required.into(),
+                message: "required column is missing".into(),
+            });
         }
     }
     let idx: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
@@ -111,38 +149,63 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                errors.push(RowError { line, column: "-".into(), message: format!("malformed CSV: {e}") });
+                errors.push(RowError {
+                    line,
+                    column: "-".into(),
+                    message: format!("malformed CSV: {e}"),
+                });
                 continue;
             }
         };
         let line = record.position().map(|p| p.line()).unwrap_or(0);
         let get = |c: &str| idx.get(c).and_then(|&i| record.get(i)).unwrap_or("");
         let mut row_errs = Vec::new();
-        let mut err = |column: &str, message: String| row_errs.push(RowError { line, column: column.into(), message });
+        let mut err = |column: &str, message: String| {
+            row_errs.push(RowError {
+                line,
+                column: column.into(),
+                message,
+            })
+        };
 
         let full_name = get("full_name").to_string();
         if full_name.is_empty() {
             err("full_name", "is required".into());
         } else if full_name.chars().count() > 200 {
-            err("full_name", format!("is {} characters; the limit is 200", full_name.chars().count()));
+            err(
+                "full_name",
+                format!(
+                    "is {} characters; the limit is 200",
+                    full_name.chars().count()
+                ),
+            );
         }
         let mut text_limit = |col: &str, max: usize| -> Option<String> {
             let v = opt(get(col));
-            if let Some(v) = &v && v.chars().count() > max {
-                err(col, format!("is {} characters; the limit is {max}", v.chars().count()));
+            if let Some(v) = &v
+                && v.chars().count() > max
+            {
+                err(
+                    col,
+                    format!("is {} characters; the limit is {max}", v.chars().count()),
+                );
             }
             v
         };
         let address = text_limit("address", 500);
         let notes = text_limit("notes", 2000);
         let external_ref = text_limit("external_ref", 64);
-        let birth_date = opt(get("birth_date")).and_then(|s| match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-            Ok(d) if d.year_ce().1 > 1900 => Some(d),
-            _ => {
-                err("birth_date", format!("{s:?} is not a date after 1900 in YYYY-MM-DD form"));
-                None
-            }
-        });
+        let birth_date =
+            opt(get("birth_date")).and_then(|s| match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
+                Ok(d) if d.year_ce().1 > 1900 => Some(d),
+                _ => {
+                    err(
+                        "birth_date",
+                        format!("{s:?} is not a date after 1900 in YYYY-MM-DD form"),
+                    );
+                    None
+                }
+            });
         let phone = opt(get("phone")).and_then(|s| match Phone::parse(&s) {
             Ok(p) => Some(p),
             Err(m) => {
@@ -152,16 +215,28 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
         });
         let device_id = opt(get("device_id"));
         if device_id.as_deref().is_some_and(|d| {
-            !(3..=64).contains(&d.len()) || !d.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            !(3..=64).contains(&d.len())
+                || !d
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
         }) {
-            err("device_id", "must be 3–64 characters of A-Z, a-z, 0-9, dot, dash, underscore".into());
+            err(
+                "device_id",
+                "must be 3–64 characters of A-Z, a-z, 0-9, dot, dash, underscore".into(),
+            );
         }
         if phone.is_none() && device_id.is_none() && opt(get("phone")).is_none() {
-            err("phone", "an elder needs a phone number or a device_id".into());
+            err(
+                "phone",
+                "an elder needs a phone number or a device_id".into(),
+            );
         }
         let language = get("language").to_ascii_lowercase();
         if !["zh", "en"].contains(&language.as_str()) {
-            err("language", format!("{language:?} is not supported (zh or en)"));
+            err(
+                "language",
+                format!("{language:?} is not supported (zh or en)"),
+            );
         }
         let time_zone = match TimeZoneName::parse(get("time_zone")) {
             Ok(tz) => Some(tz),
@@ -172,25 +247,42 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
         };
         let community_path = get("community").to_string();
         if community_path.is_empty() {
-            err("community", "is required (City/County/Street/Community)".into());
+            err(
+                "community",
+                "is required (City/County/Street/Community)".into(),
+            );
         }
-        let time = |col: &str, default: &str, err: &mut dyn FnMut(&str, String)| -> Option<NaiveTime> {
-            let s = opt(get(col)).unwrap_or_else(|| default.to_string());
-            NaiveTime::parse_from_str(&s, "%H:%M").map_err(|_| err(col, format!("{s:?} is not a time in HH:MM form"))).ok()
-        };
+        let time =
+            |col: &str, default: &str, err: &mut dyn FnMut(&str, String)| -> Option<NaiveTime> {
+                let s = opt(get(col)).unwrap_or_else(|| default.to_string());
+                NaiveTime::parse_from_str(&s, "%H:%M")
+                    .map_err(|_| err(col, format!("{s:?} is not a time in HH:MM form")))
+                    .ok()
+            };
         let window_start = time("window_start", "09:00", &mut err);
         let window_end = time("window_end", "11:00", &mut err);
         if window_start.is_some() && window_start == window_end {
             err("window_end", "the call window cannot be empty".into());
         }
         let days = parse_days(get("days")).map_err(|m| err("days", m)).ok();
-        let small = |col: &str, default: i16, range: std::ops::RangeInclusive<i16>, err: &mut dyn FnMut(&str, String)| -> Option<i16> {
+        let small = |col: &str,
+                     default: i16,
+                     range: std::ops::RangeInclusive<i16>,
+                     err: &mut dyn FnMut(&str, String)|
+         -> Option<i16> {
             match opt(get(col)) {
                 None => Some(default),
                 Some(s) => match s.parse::<i16>() {
                     Ok(v) if range.contains(&v) => Some(v),
                     _ => {
-                        err(col, format!("{s:?} is not a number in {}..={}", range.start(), range.end()));
+                        err(
+                            col,
+                            format!(
+                                "{s:?} is not a number in {}..={}",
+                                range.start(),
+                                range.end()
+                            ),
+                        );
                         None
                     }
                 },
@@ -205,19 +297,42 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
             match (name, phone_raw) {
                 (None, None) => {}
                 (Some(name), Some(p)) => match Phone::parse(&p) {
-                    Ok(phone) => contacts.push(Contact { name, relation: opt(get(&format!("contact{n}_relation"))), phone }),
+                    Ok(phone) => contacts.push(Contact {
+                        name,
+                        relation: opt(get(&format!("contact{n}_relation"))),
+                        phone,
+                    }),
                     Err(m) => err(&format!("contact{n}_phone"), m),
                 },
-                (None, Some(_)) => err(&format!("contact{n}_name"), "a contact with a phone needs a name".into()),
-                (Some(_), None) => err(&format!("contact{n}_phone"), "a contact needs a phone number".into()),
+                (None, Some(_)) => err(
+                    &format!("contact{n}_name"),
+                    "a contact with a phone needs a name".into(),
+                ),
+                (Some(_), None) => err(
+                    &format!("contact{n}_phone"),
+                    "a contact needs a phone number".into(),
+                ),
             }
         }
         if !row_errs.is_empty() {
             errors.extend(row_errs);
             continue;
         }
-        let (Some(time_zone), Some(window_start), Some(window_end), Some(days), Some(max_attempts), Some(retry_minutes)) =
-            (time_zone, window_start, window_end, days, max_attempts, retry_minutes)
+        let (
+            Some(time_zone),
+            Some(window_start),
+            Some(window_end),
+            Some(days),
+            Some(max_attempts),
+            Some(retry_minutes),
+        ) = (
+            time_zone,
+            window_start,
+            window_end,
+            days,
+            max_attempts,
+            retry_minutes,
+        )
         else {
             continue;
         };
@@ -236,7 +351,13 @@ fn parse_rows(data: &[u8], errors: &mut Vec<RowError>) -> std::result::Result<(V
                 community_id: 0,
                 notes,
                 contacts,
-                schedule: Some(Schedule { window_start, window_end, days_of_week: days, max_attempts, retry_minutes }),
+                schedule: Some(Schedule {
+                    window_start,
+                    window_end,
+                    days_of_week: days,
+                    max_attempts,
+                    retry_minutes,
+                }),
             },
         });
     }
@@ -261,7 +382,12 @@ pub async fn import_csv(
     let (mut rows, count) = match parse_rows(&data, &mut errors) {
         Ok(r) => r,
         Err(header) => {
-            return Ok(ImportReport { rows: 0, imported: 0, errors: vec![header], rolled_back: true });
+            return Ok(ImportReport {
+                rows: 0,
+                imported: 0,
+                errors: vec![header],
+                rolled_back: true,
+            });
         }
     };
 
@@ -270,13 +396,20 @@ pub async fn import_csv(
     let mut dup_lines = Vec::new();
     for r in &rows {
         for (col, key) in [
-            ("phone", r.elder.phone.as_ref().map(|p| p.as_str().to_string())),
+            (
+                "phone",
+                r.elder.phone.as_ref().map(|p| p.as_str().to_string()),
+            ),
             ("device_id", r.elder.device_id.clone()),
             ("external_ref", r.elder.external_ref.clone()),
         ] {
             if let Some(k) = key {
                 if let Some(first) = seen.insert(format!("{col}:{k}"), r.line) {
-                    errors.push(RowError { line: r.line, column: col.into(), message: format!("duplicates line {first}") });
+                    errors.push(RowError {
+                        line: r.line,
+                        column: col.into(),
+                        message: format!("duplicates line {first}"),
+                    });
                     dup_lines.push(r.line);
                 }
             }
@@ -291,12 +424,19 @@ pub async fn import_csv(
         let unit = if create_units && parts.len() == 4 && parts.iter().all(|p| !p.is_empty()) {
             Some(crate::org::ensure_path(&mut tx, &parts).await?)
         } else {
-            crate::org::find_by_path(&mut *tx, &r.community_path).await.ok().flatten()
+            crate::org::find_by_path(&mut *tx, &r.community_path)
+                .await
+                .ok()
+                .flatten()
         };
         match unit {
             Some(u) if u.level == "community" => r.elder.community_id = u.id,
             Some(_) => {
-                errors.push(RowError { line: r.line, column: "community".into(), message: "names a unit above community level".into() });
+                errors.push(RowError {
+                    line: r.line,
+                    column: "community".into(),
+                    message: "names a unit above community level".into(),
+                });
                 continue;
             }
             None => {
@@ -319,19 +459,37 @@ pub async fn import_csv(
             Err(StoreError::Conflict(m)) => {
                 sp.rollback().await?;
                 let (col, msg) = m.split_once(": ").unwrap_or(("-", &m));
-                errors.push(RowError { line: r.line, column: col.into(), message: msg.into() });
+                errors.push(RowError {
+                    line: r.line,
+                    column: col.into(),
+                    message: msg.into(),
+                });
             }
             Err(other) => {
                 sp.rollback().await?;
-                errors.push(RowError { line: r.line, column: "-".into(), message: other.to_string() });
+                errors.push(RowError {
+                    line: r.line,
+                    column: "-".into(),
+                    message: other.to_string(),
+                });
             }
         }
     }
     errors.sort_by(|a, b| (a.line, &a.column).cmp(&(b.line, &b.column)));
     if !errors.is_empty() && !skip_invalid {
         tx.rollback().await?;
-        return Ok(ImportReport { rows: count, imported: 0, errors, rolled_back: true });
+        return Ok(ImportReport {
+            rows: count,
+            imported: 0,
+            errors,
+            rolled_back: true,
+        });
     }
     tx.commit().await?;
-    Ok(ImportReport { rows: count, imported, errors, rolled_back: false })
+    Ok(ImportReport {
+        rows: count,
+        imported,
+        errors,
+        rolled_back: false,
+    })
 }

@@ -6,6 +6,7 @@
 //! the same transaction (usually the same statement).
 
 pub mod audit;
+pub mod calls;
 pub mod db;
 pub mod elders;
 pub mod embedded;
@@ -14,7 +15,6 @@ pub mod import;
 pub mod operators;
 pub mod org;
 pub mod queue;
-pub mod calls;
 #[cfg(feature = "testing")]
 pub mod testing;
 

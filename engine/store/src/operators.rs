@@ -1,7 +1,7 @@
 //! Operators, their passwords (argon2id) and their sessions.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -85,10 +85,16 @@ impl Password {
     pub fn new(s: impl Into<String>) -> Result<Self> {
         let s = s.into();
         if s.chars().count() < 10 {
-            return Err(StoreError::invalid("password", "must be at least 10 characters"));
+            return Err(StoreError::invalid(
+                "password",
+                "must be at least 10 characters",
+            ));
         }
         if s.len() > 1024 {
-            return Err(StoreError::invalid("password", "must be at most 1024 bytes"));
+            return Err(StoreError::invalid(
+                "password",
+                "must be at most 1024 bytes",
+            ));
         }
         Ok(Password(s))
     }
@@ -100,7 +106,8 @@ impl std::fmt::Debug for Password {
 }
 
 pub fn hash_password(password: &Password) -> String {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
     Argon2::default()
         .hash_password(password.0.as_bytes(), &salt)
         .expect("argon2 with default parameters cannot fail")
@@ -135,7 +142,10 @@ pub async fn add(pool: &PgPool, new: NewOperator<'_>, now: DateTime<Utc>) -> Res
             StoreError::Conflict(format!("username {:?} is taken", new.username))
         }
         StoreError::Constraint { constraint, .. } if constraint == "operators_username_check" => {
-            StoreError::invalid("username", "2–64 characters of a-z, 0-9, dot, dash, underscore")
+            StoreError::invalid(
+                "username",
+                "2–64 characters of a-z, 0-9, dot, dash, underscore",
+            )
         }
         other => other,
     })?;
@@ -158,7 +168,11 @@ pub async fn add(pool: &PgPool, new: NewOperator<'_>, now: DateTime<Utc>) -> Res
 
 /// Check a username and password. `None` for any failure: unknown user,
 /// wrong password or disabled account look the same from outside.
-pub async fn authenticate(pool: &PgPool, username: &str, password: &str) -> Result<Option<Operator>> {
+pub async fn authenticate(
+    pool: &PgPool,
+    username: &str,
+    password: &str,
+) -> Result<Option<Operator>> {
     #[derive(sqlx::FromRow)]
     struct Row {
         #[sqlx(flatten)]
@@ -183,7 +197,11 @@ pub async fn authenticate(pool: &PgPool, username: &str, password: &str) -> Resu
     let password = password.to_owned();
     let ok = tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false)
     })
     .await
@@ -305,9 +323,14 @@ pub async fn revoke_session(pool: &PgPool, token: &str, now: DateTime<Utc>) -> R
 }
 
 pub async fn get(pool: &PgPool, id: i64) -> Result<Operator> {
-    sqlx::query_as("SELECT id, username, display_name, role, unit_id, active FROM operators WHERE id = $1")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?
-        .ok_or(StoreError::NotFound { entity: "operator", id })
+    sqlx::query_as(
+        "SELECT id, username, display_name, role, unit_id, active FROM operators WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?
+    .ok_or(StoreError::NotFound {
+        entity: "operator",
+        id,
+    })
 }

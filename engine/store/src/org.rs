@@ -88,10 +88,7 @@ pub async fn find_by_path<'e>(db: impl PgExecutor<'e>, names: &str) -> Result<Op
 }
 
 /// Create (or find) every unit along a path of names, one per level from the city down.
-pub async fn ensure_path(
-    conn: &mut sqlx::PgConnection,
-    names: &[&str],
-) -> Result<OrgUnit> {
+pub async fn ensure_path(conn: &mut sqlx::PgConnection, names: &[&str]) -> Result<OrgUnit> {
     let mut parent: Option<OrgUnit> = None;
     for (i, name) in names.iter().enumerate() {
         let level = [
@@ -124,8 +121,5 @@ pub async fn get<'e>(db: impl PgExecutor<'e>, id: i64) -> Result<OrgUnit> {
         .bind(id)
         .fetch_optional(db)
         .await?
-        .ok_or(StoreError::NotFound {
-            entity: "unit",
-            id,
-        })
+        .ok_or(StoreError::NotFound { entity: "unit", id })
 }

@@ -108,7 +108,8 @@ const COLS: &str = "e.id, e.call_id, e.elder_id, e.level, e.status, e.categories
     e.resolved_by, e.resolved_at, e.outcome, e.resolution_notes, e.version";
 
 /// Scope test for an escalation aliased `e`: the elder's community lies under the unit.
-const IN_SCOPE: &str = "EXISTS (SELECT 1 FROM elders sx JOIN org_units ux ON ux.id = sx.community_id
+const IN_SCOPE: &str =
+    "EXISTS (SELECT 1 FROM elders sx JOIN org_units ux ON ux.id = sx.community_id
      WHERE sx.id = e.elder_id AND $1::bigint = ANY(ux.path))";
 
 /// A finding to put in front of a person.
@@ -126,9 +127,17 @@ pub struct Flag {
 ///
 /// Idempotent in effect: flagging the same call twice never creates a second
 /// open item; the level only goes up; reasons accumulate.
-pub async fn flag(pool: &PgPool, f: &Flag, sla: &SlaPolicy, now: DateTime<Utc>) -> Result<Escalation> {
+pub async fn flag(
+    pool: &PgPool,
+    f: &Flag,
+    sla: &SlaPolicy,
+    now: DateTime<Utc>,
+) -> Result<Escalation> {
     if !f.level.escalates() {
-        return Err(StoreError::invalid("level", "only watch, urgent or emergency are queued"));
+        return Err(StoreError::invalid(
+            "level",
+            "only watch, urgent or emergency are queued",
+        ));
     }
     if !f.reasons.is_array() {
         return Err(StoreError::invalid("reasons", "must be a JSON array"));
@@ -177,7 +186,11 @@ pub async fn flag(pool: &PgPool, f: &Flag, sla: &SlaPolicy, now: DateTime<Utc>) 
         now,
         NewEvent {
             actor: Actor::Engine,
-            action: if inserted { "escalation.open" } else { "escalation.raise" },
+            action: if inserted {
+                "escalation.open"
+            } else {
+                "escalation.raise"
+            },
             entity: "escalation",
             entity_id: Some(esc.id),
             elder_id: Some(esc.elder_id),
@@ -218,7 +231,12 @@ pub struct QueueItem {
     pub breached: bool,
 }
 
-pub async fn list(pool: &PgPool, scope: &Scope, filter: &ListFilter, now: DateTime<Utc>) -> Result<Vec<QueueItem>> {
+pub async fn list(
+    pool: &PgPool,
+    scope: &Scope,
+    filter: &ListFilter,
+    now: DateTime<Utc>,
+) -> Result<Vec<QueueItem>> {
     for l in &filter.levels {
         if !["emergency", "urgent", "watch"].contains(&l.as_str()) {
             return Err(StoreError::invalid("level", format!("unknown level {l:?}")));
@@ -226,7 +244,10 @@ pub async fn list(pool: &PgPool, scope: &Scope, filter: &ListFilter, now: DateTi
     }
     for s in &filter.statuses {
         if !["open", "claimed", "resolved"].contains(&s.as_str()) {
-            return Err(StoreError::invalid("status", format!("unknown status {s:?}")));
+            return Err(StoreError::invalid(
+                "status",
+                format!("unknown status {s:?}"),
+            ));
         }
     }
     let statuses: Vec<String> = if filter.statuses.is_empty() {
@@ -298,7 +319,13 @@ pub async fn claim_next(
 
 /// Claim one specific item. If another operator got there first, the error
 /// says who holds it.
-pub async fn claim(pool: &PgPool, scope: &Scope, id: i64, lease: Duration, now: DateTime<Utc>) -> Result<Escalation> {
+pub async fn claim(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Escalation> {
     let claimed: Option<Escalation> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH target AS (
              SELECT e.id FROM escalations e
@@ -357,7 +384,9 @@ async fn explain_refusal(pool: &PgPool, scope: &Scope, id: i64, action: &str) ->
             "claimed" => StoreError::Conflict(format!(
                 "cannot {action}: your lease on escalation {id} has expired; claim it again"
             )),
-            "resolved" => StoreError::Conflict(format!("cannot {action}: escalation {id} is already resolved")),
+            "resolved" => StoreError::Conflict(format!(
+                "cannot {action}: escalation {id} is already resolved"
+            )),
             _ => StoreError::Conflict(format!(
                 "cannot {action}: escalation {id} is not claimed by you (it is {status}; your lease may have expired)"
             )),
@@ -366,7 +395,13 @@ async fn explain_refusal(pool: &PgPool, scope: &Scope, id: i64, action: &str) ->
 }
 
 /// Extend a live lease held by the caller.
-pub async fn renew(pool: &PgPool, scope: &Scope, id: i64, lease: Duration, now: DateTime<Utc>) -> Result<Escalation> {
+pub async fn renew(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    lease: Duration,
+    now: DateTime<Utc>,
+) -> Result<Escalation> {
     let e: Option<Escalation> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "UPDATE escalations e SET lease_expires_at = $3 + $4
          WHERE e.id = $5 AND e.status = 'claimed' AND e.claimed_by = $2 AND e.lease_expires_at > $3 AND {IN_SCOPE}
@@ -386,7 +421,12 @@ pub async fn renew(pool: &PgPool, scope: &Scope, id: i64, lease: Duration, now: 
 }
 
 /// Give an item back to the queue (it keeps its original age).
-pub async fn release(pool: &PgPool, scope: &Scope, id: i64, now: DateTime<Utc>) -> Result<Escalation> {
+pub async fn release(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Escalation> {
     let e: Option<Escalation> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
         "WITH released AS (
              UPDATE escalations e SET status = 'open', claimed_by = NULL, claimed_at = NULL,
@@ -464,9 +504,17 @@ pub async fn resolve(
 }
 
 /// Put a resolved item back in the queue (supervisors and admins only).
-pub async fn reopen(pool: &PgPool, scope: &Scope, id: i64, reason: &str, now: DateTime<Utc>) -> Result<Escalation> {
+pub async fn reopen(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<Escalation> {
     if scope.role < Role::Supervisor {
-        return Err(StoreError::Conflict("only a supervisor can reopen an escalation".into()));
+        return Err(StoreError::Conflict(
+            "only a supervisor can reopen an escalation".into(),
+        ));
     }
     check_note("reason", reason)?;
     let e: Option<Escalation> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
@@ -516,7 +564,13 @@ pub struct Note {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn add_note(pool: &PgPool, scope: &Scope, id: i64, body: &str, now: DateTime<Utc>) -> Result<Note> {
+pub async fn add_note(
+    pool: &PgPool,
+    scope: &Scope,
+    id: i64,
+    body: &str,
+    now: DateTime<Utc>,
+) -> Result<Note> {
     if body.trim().is_empty() {
         return Err(StoreError::invalid("body", "a note cannot be empty"));
     }

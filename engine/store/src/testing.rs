@@ -121,10 +121,12 @@ async fn ensure_template(server: &Server) -> String {
         .execute(&mut admin)
         .await
         .unwrap();
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{building}\"")))
-            .execute(&mut admin)
-            .await
-            .unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE \"{building}\""
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
         let mut conn = server.options(&building).connect().await.unwrap();
         MIGRATOR
             .run(&mut conn)

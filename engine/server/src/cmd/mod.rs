@@ -1,7 +1,10 @@
 //! One module per subcommand of the `voicecare` binary.
 
+pub mod admin;
+pub mod asr_bench;
 pub mod distress;
 pub mod flow;
 pub mod model;
 pub mod phone;
+pub mod serve;
 pub mod transcribe;

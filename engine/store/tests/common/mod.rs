@@ -16,20 +16,51 @@ pub struct City {
 }
 
 pub async fn city(pool: &PgPool) -> City {
-    let city = org::create(pool, None, UnitLevel::City, "Riverside").await.unwrap().id;
-    let county = org::create(pool, Some(city), UnitLevel::County, "North").await.unwrap().id;
-    let street_a = org::create(pool, Some(county), UnitLevel::Street, "Elm Street").await.unwrap().id;
-    let street_b = org::create(pool, Some(county), UnitLevel::Street, "Oak Street").await.unwrap().id;
-    let community_a = org::create(pool, Some(street_a), UnitLevel::Community, "Elm Court").await.unwrap().id;
-    let community_b = org::create(pool, Some(street_b), UnitLevel::Community, "Oak Court").await.unwrap().id;
-    City { city, county, street_a, street_b, community_a, community_b }
+    let city = org::create(pool, None, UnitLevel::City, "Riverside")
+        .await
+        .unwrap()
+        .id;
+    let county = org::create(pool, Some(city), UnitLevel::County, "North")
+        .await
+        .unwrap()
+        .id;
+    let street_a = org::create(pool, Some(county), UnitLevel::Street, "Elm Street")
+        .await
+        .unwrap()
+        .id;
+    let street_b = org::create(pool, Some(county), UnitLevel::Street, "Oak Street")
+        .await
+        .unwrap()
+        .id;
+    let community_a = org::create(pool, Some(street_a), UnitLevel::Community, "Elm Court")
+        .await
+        .unwrap()
+        .id;
+    let community_b = org::create(pool, Some(street_b), UnitLevel::Community, "Oak Court")
+        .await
+        .unwrap()
+        .id;
+    City {
+        city,
+        county,
+        street_a,
+        street_b,
+        community_a,
+        community_b,
+    }
 }
 
 pub async fn operator(pool: &PgPool, name: &str, role: Role, unit: i64) -> Scope {
     let pw = Password::new("correct horse battery").unwrap();
     operators::add(
         pool,
-        NewOperator { username: name, display_name: name, password: &pw, role, unit_id: unit },
+        NewOperator {
+            username: name,
+            display_name: name,
+            password: &pw,
+            role,
+            unit_id: unit,
+        },
         Utc::now(),
     )
     .await

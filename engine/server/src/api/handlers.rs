@@ -1,0 +1,266 @@
+//! Queue, escalation and elder handlers. Thin: parse, authorise, call the store.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use voicecare_store::operators::Role;
+use voicecare_store::org::UnitLevel;
+use voicecare_store::queue::{self, ListFilter, Outcome};
+use voicecare_store::{audit, calls, elders};
+
+use super::AppState;
+use super::auth::Authed;
+use super::error::{ApiError, JsonBody};
+
+pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => (
+            StatusCode::OK,
+            Json(json!({"status": "ok", "database": "ok"})),
+        ),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "degraded", "database": "unreachable"})),
+        ),
+    }
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], super::OPENAPI)
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+}
+
+/// Query string for the queue list: `?level=emergency&level=urgent&status=open&limit=50`.
+pub async fn queue_list(
+    State(state): State<AppState>,
+    auth: Authed,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let mut filter = ListFilter::default();
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "level" => filter.levels.push(v.to_string()),
+            "status" => filter.statuses.push(v.to_string()),
+            "limit" => {
+                filter.limit = Some(
+                    v.parse()
+                        .map_err(|_| ApiError::invalid(format!("limit: {v:?} is not a number")))?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "unknown query parameter {other:?}"
+                )));
+            }
+        }
+    }
+    let items = queue::list(&state.pool, &auth.scope, &filter, Utc::now()).await?;
+    Ok(Json(json!({"items": items, "server_time": Utc::now()})))
+}
+
+pub async fn queue_counts(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> Result<Json<Value>, ApiError> {
+    let counts = queue::counts(&state.pool, &auth.scope, Utc::now()).await?;
+    Ok(Json(json!({"levels": counts})))
+}
+
+#[derive(Deserialize)]
+pub struct RollupQuery {
+    by: String,
+}
+
+pub async fn queue_rollup(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<RollupQuery>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Role::Supervisor)?;
+    let by = UnitLevel::parse(&q.by)
+        .ok_or_else(|| ApiError::invalid("by: expected city, county, street or community"))?;
+    let rows = queue::rollup(&state.pool, &auth.scope, by, Utc::now()).await?;
+    Ok(Json(json!({"by": by, "units": rows})))
+}
+
+#[derive(Deserialize, Default)]
+pub struct ClaimNextBody {
+    #[serde(default)]
+    levels: Vec<String>,
+}
+
+pub async fn claim_next(
+    State(state): State<AppState>,
+    auth: Authed,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    // The body is optional: no body means any level.
+    let levels = if body.iter().all(u8::is_ascii_whitespace) {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<ClaimNextBody>(&body)
+            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()))?
+            .levels
+    };
+    match queue::claim_next(&state.pool, &auth.scope, &levels, state.lease, Utc::now()).await? {
+        Some(e) => {
+            metrics::counter!("voicecare_claims_total").increment(1);
+            Ok(Json(json!({"escalation": e})))
+        }
+        None => Ok(Json(json!({"escalation": null}))),
+    }
+}
+
+pub async fn claim(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let e = queue::claim(&state.pool, &auth.scope, id, state.lease, Utc::now()).await?;
+    metrics::counter!("voicecare_claims_total").increment(1);
+    Ok(Json(json!({"escalation": e})))
+}
+
+pub async fn renew(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let e = queue::renew(&state.pool, &auth.scope, id, state.lease, Utc::now()).await?;
+    Ok(Json(json!({"escalation": e})))
+}
+
+pub async fn release(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let e = queue::release(&state.pool, &auth.scope, id, Utc::now()).await?;
+    Ok(Json(json!({"escalation": e})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolveBody {
+    outcome: Outcome,
+    #[serde(default)]
+    notes: String,
+}
+
+pub async fn resolve(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<ResolveBody>,
+) -> Result<Json<Value>, ApiError> {
+    let e = queue::resolve(
+        &state.pool,
+        &auth.scope,
+        id,
+        body.outcome,
+        &body.notes,
+        Utc::now(),
+    )
+    .await?;
+    metrics::counter!("voicecare_resolutions_total", "outcome" => body.outcome.as_str())
+        .increment(1);
+    Ok(Json(json!({"escalation": e})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteBody {
+    body: String,
+}
+
+pub async fn add_note(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<NoteBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let n = queue::add_note(&state.pool, &auth.scope, id, &body.body, Utc::now()).await?;
+    Ok((StatusCode::CREATED, Json(json!({"note": n}))))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReopenBody {
+    reason: String,
+}
+
+pub async fn reopen(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<ReopenBody>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Role::Supervisor)?;
+    let e = queue::reopen(&state.pool, &auth.scope, id, &body.reason, Utc::now()).await?;
+    Ok(Json(json!({"escalation": e})))
+}
+
+/// Everything an operator needs to act on one escalation. Reading the
+/// transcript and the elder's record is audited.
+pub async fn escalation_detail(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let now = Utc::now();
+    let e = queue::get(&state.pool, &auth.scope, id).await?;
+    let elder = elders::view(&state.pool, &auth.scope, e.elder_id, "escalation", now).await?;
+    let call = calls::view(&state.pool, e.call_id).await?;
+    let transcript = calls::transcript(&state.pool, &auth.scope, e.call_id, now).await?;
+    let history = calls::history(&state.pool, e.elder_id, 20).await?;
+    let notes = queue::notes(&state.pool, id).await?;
+    let trail = audit::trail(&state.pool, "escalation", id).await?;
+    Ok(Json(json!({
+        "escalation": e,
+        "elder": elder,
+        "call": call,
+        "transcript": transcript,
+        "history": history,
+        "notes": notes,
+        "audit": trail,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct SearchQuery {
+    q: String,
+}
+
+pub async fn elder_search(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<SearchQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let rows = elders::search(&state.pool, &auth.scope, &q.q, Utc::now()).await?;
+    Ok(Json(json!({"elders": rows})))
+}
+
+pub async fn elder_view(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, ApiError> {
+    let e = elders::view(&state.pool, &auth.scope, id, "lookup", Utc::now()).await?;
+    Ok(Json(json!({"elder": e})))
+}

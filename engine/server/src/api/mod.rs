@@ -1,0 +1,79 @@
+//! The operator API (axum): queue, escalations, elders, live events, health,
+//! metrics and the OpenAPI description. Every handler authorises on the
+//! server and passes the caller's scope down to the store, which filters
+//! every query by it.
+
+pub mod auth;
+pub mod error;
+mod events;
+mod handlers;
+mod metrics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use tokio::sync::broadcast;
+use voicecare_store::queue::SlaPolicy;
+
+pub use events::spawn_notify_fanout;
+
+/// Everything a request handler may touch.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub limiter: Arc<auth::LoginLimiter>,
+    pub lease: chrono::Duration,
+    pub session_hours: i64,
+    pub sla: SlaPolicy,
+    /// Escalation change notices from LISTEN/NOTIFY, fanned out to live consoles.
+    pub events: broadcast::Sender<String>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(pool: PgPool, lease_secs: i64, session_hours: i64, sla: SlaPolicy) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Self {
+            pool,
+            limiter: Arc::new(auth::LoginLimiter::new(5, Duration::from_secs(300))),
+            lease: chrono::Duration::seconds(lease_secs),
+            session_hours,
+            sla,
+            events,
+            metrics: metrics::handle(),
+        }
+    }
+}
+
+/// The OpenAPI description served at `/api/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/metrics", get(metrics::render))
+        .route("/api/openapi.json", get(handlers::openapi))
+        .route("/api/v1/login", post(auth::login))
+        .route("/api/v1/logout", post(auth::logout))
+        .route("/api/v1/me", get(auth::me))
+        .route("/api/v1/queue", get(handlers::queue_list))
+        .route("/api/v1/queue/counts", get(handlers::queue_counts))
+        .route("/api/v1/queue/rollup", get(handlers::queue_rollup))
+        .route("/api/v1/queue/claim-next", post(handlers::claim_next))
+        .route("/api/v1/escalations/{id}", get(handlers::escalation_detail))
+        .route("/api/v1/escalations/{id}/claim", post(handlers::claim))
+        .route("/api/v1/escalations/{id}/renew", post(handlers::renew))
+        .route("/api/v1/escalations/{id}/release", post(handlers::release))
+        .route("/api/v1/escalations/{id}/resolve", post(handlers::resolve))
+        .route("/api/v1/escalations/{id}/notes", post(handlers::add_note))
+        .route("/api/v1/escalations/{id}/reopen", post(handlers::reopen))
+        .route("/api/v1/elders", get(handlers::elder_search))
+        .route("/api/v1/elders/{id}", get(handlers::elder_view))
+        .route("/api/v1/events", get(events::stream))
+        .fallback(handlers::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}

@@ -1,0 +1,597 @@
+//! The operator API over real HTTP against a real PostgreSQL: authentication,
+//! roles, scope, the claim race, bad input, audit of transcript reads.
+
+use chrono::{Duration, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use voicecare_core::Level;
+use voicecare_server::api::{self, AppState};
+use voicecare_store::operators::{self, NewOperator, Password, Role};
+use voicecare_store::org::{self, UnitLevel};
+use voicecare_store::queue::{self, Flag, SlaPolicy};
+use voicecare_store::testing::TestDb;
+
+const PW: &str = "correct horse battery";
+
+struct App {
+    base: String,
+    db: TestDb,
+    http: reqwest::Client,
+    community_a: i64,
+    community_b: i64,
+}
+
+async fn spawn_app() -> App {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let city = org::create(&pool, None, UnitLevel::City, "Riverside")
+        .await
+        .unwrap()
+        .id;
+    let county = org::create(&pool, Some(city), UnitLevel::County, "North")
+        .await
+        .unwrap()
+        .id;
+    let sa = org::create(&pool, Some(county), UnitLevel::Street, "Elm Street")
+        .await
+        .unwrap()
+        .id;
+    let sb = org::create(&pool, Some(county), UnitLevel::Street, "Oak Street")
+        .await
+        .unwrap()
+        .id;
+    let community_a = org::create(&pool, Some(sa), UnitLevel::Community, "Elm Court")
+        .await
+        .unwrap()
+        .id;
+    let community_b = org::create(&pool, Some(sb), UnitLevel::Community, "Oak Court")
+        .await
+        .unwrap()
+        .id;
+    let pw = Password::new(PW).unwrap();
+    for (u, role, unit) in [
+        ("ann", Role::Operator, sa),
+        ("amy", Role::Operator, sa),
+        ("bob", Role::Operator, sb),
+        ("sue", Role::Supervisor, city),
+    ] {
+        operators::add(
+            &pool,
+            NewOperator {
+                username: u,
+                display_name: u,
+                password: &pw,
+                role,
+                unit_id: unit,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    }
+    let state = AppState::new(pool.clone(), 60, 12, SlaPolicy::default());
+    api::spawn_notify_fanout(pool.clone(), state.events.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    App {
+        base: format!("http://{addr}"),
+        db,
+        http: reqwest::Client::new(),
+        community_a,
+        community_b,
+    }
+}
+
+impl App {
+    async fn login(&self, user: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/api/v1/login", self.base))
+            .json(&json!({"username": user, "password": PW}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+    async fn get(&self, token: &str, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    async fn post(&self, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+    /// An elder with a call and an escalation in `community`.
+    async fn flagged(&self, community: i64, level: Level, transcript: &str) -> i64 {
+        let elder: i64 = sqlx::query_scalar(
+            "INSERT INTO elders (full_name, device_id, language, time_zone, community_id, birth_date)
+             VALUES ('Mei Lin', 'dev-' || floor(random()*1e9)::text, 'zh', 'Asia/Shanghai', $1, '1941-03-02') RETURNING id",
+        )
+        .bind(community)
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap();
+        let call = voicecare_store::calls::create(
+            &self.db.pool,
+            elder,
+            voicecare_store::calls::Direction::Outbound,
+            voicecare_store::calls::Purpose::Checkin,
+            "daily-checkin",
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        let reasons =
+            json!([{"category": "fall", "evidence": "fell", "rule": "fall.cannot_get_up"}]);
+        voicecare_store::calls::record_utterance(
+            &self.db.pool,
+            &voicecare_store::calls::NewUtterance {
+                call_id: call,
+                seq: 0,
+                flow_step: Some("how_are_you"),
+                transcript,
+                language: Some("en"),
+                confidence: Some(0.9),
+                audio_path: None,
+                audio_ms: Some(2000),
+                asr_queue_ms: Some(0),
+                asr_decode_ms: Some(300),
+            },
+            &voicecare_store::calls::AssessmentRecord {
+                level,
+                categories: vec!["fall".into()],
+                reasons: reasons.clone(),
+                score: 0.9,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        queue::flag(
+            &self.db.pool,
+            &Flag {
+                call_id: call,
+                level,
+                categories: vec!["fall".into()],
+                reasons,
+                elder_on_line: true,
+            },
+            &SlaPolicy::default(),
+            Utc::now(),
+        )
+        .await
+        .unwrap()
+        .id
+    }
+}
+
+#[tokio::test]
+async fn everything_but_login_health_and_metrics_needs_a_session() {
+    let app = spawn_app().await;
+    for path in [
+        "/api/v1/queue",
+        "/api/v1/me",
+        "/api/v1/escalations/1",
+        "/api/v1/elders?q=mei",
+        "/api/v1/events",
+    ] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], "unauthenticated", "{path}");
+    }
+    let r = app
+        .http
+        .post(format!("{}/api/v1/escalations/1/claim", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    for path in ["/healthz", "/metrics", "/api/openapi.json"] {
+        let r = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    // A made-up token and an expired session are both refused, with a code the console can act on.
+    let (s, v) = app.get("deadbeef", "/api/v1/queue").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_expired"))
+    );
+    let ann = operators::authenticate(&app.db.pool, "ann", PW)
+        .await
+        .unwrap()
+        .unwrap();
+    let old = operators::create_session(
+        &app.db.pool,
+        &ann,
+        Utc::now() - Duration::hours(13),
+        Duration::hours(12),
+    )
+    .await
+    .unwrap();
+    let (s, v) = app.get(&old.token, "/api/v1/queue").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_expired"))
+    );
+    // Logging out ends the session.
+    let t = app.login("ann").await;
+    assert_eq!(app.get(&t, "/api/v1/me").await.0, StatusCode::OK);
+    let r = app
+        .http
+        .post(format!("{}/api/v1/logout", app.base))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&t, "/api/v1/me").await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn roles_are_enforced_per_route() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let sue = app.login("sue").await;
+    let (s, v) = app.get(&ann, "/api/v1/queue/rollup?by=street").await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (s, v) = app.get(&sue, "/api/v1/queue/rollup?by=street").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["units"].as_array().unwrap().len(), 2);
+    let id = app
+        .flagged(app.community_a, Level::Urgent, "I feel dizzy")
+        .await;
+    app.post(&ann, &format!("/api/v1/escalations/{id}/claim"), json!({}))
+        .await;
+    let (s, _) = app
+        .post(
+            &ann,
+            &format!("/api/v1/escalations/{id}/resolve"),
+            json!({"outcome": "no_action"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = app
+        .post(
+            &ann,
+            &format!("/api/v1/escalations/{id}/reopen"),
+            json!({"reason": "check"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = app
+        .post(
+            &sue,
+            &format!("/api/v1/escalations/{id}/reopen"),
+            json!({"reason": "check"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["escalation"]["status"], "open");
+}
+
+#[tokio::test]
+async fn two_operators_race_to_claim_one_wins_the_other_is_told() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let amy = app.login("amy").await;
+    let id = app
+        .flagged(app.community_a, Level::Emergency, "I fell and can't get up")
+        .await;
+    let path = format!("/api/v1/escalations/{id}/claim");
+    let (a, b) = tokio::join!(
+        app.post(&ann, &path, json!({})),
+        app.post(&amy, &path, json!({}))
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::CONFLICT]);
+    let loser = if a.0 == StatusCode::CONFLICT {
+        &a.1
+    } else {
+        &b.1
+    };
+    assert_eq!(loser["error"]["code"], "conflict");
+    assert!(
+        loser["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("held by"),
+        "{loser}"
+    );
+}
+
+#[tokio::test]
+async fn other_streets_items_are_invisible_through_the_api() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let bob = app.login("bob").await;
+    let id = app.flagged(app.community_a, Level::Emergency, "help").await;
+    app.flagged(app.community_b, Level::Urgent, "no food").await;
+    let (s, v) = app.get(&bob, &format!("/api/v1/escalations/{id}")).await;
+    assert_eq!(
+        (s, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    assert_eq!(
+        app.post(&bob, &format!("/api/v1/escalations/{id}/claim"), json!({}))
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, q) = app.get(&bob, "/api/v1/queue").await;
+    assert_eq!(q["items"].as_array().unwrap().len(), 1);
+    let (_, c) = app.get(&bob, "/api/v1/queue/counts").await;
+    let total: i64 = c["levels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["open"].as_i64().unwrap())
+        .sum();
+    assert_eq!(total, 1);
+    let (_, q) = app.get(&ann, "/api/v1/queue").await;
+    assert_eq!(q["items"][0]["id"], id);
+    assert_eq!(q["items"][0]["level"], "emergency");
+}
+
+#[tokio::test]
+async fn reading_a_transcript_is_audited_and_detail_has_what_an_operator_needs() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let id = app
+        .flagged(
+            app.community_a,
+            Level::Emergency,
+            "I fell in the bathroom <script>alert(1)</script>",
+        )
+        .await;
+    let (s, v) = app.get(&ann, &format!("/api/v1/escalations/{id}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["elder"]["full_name"], "Mei Lin");
+    assert!(v["elder"]["age"].as_i64().unwrap() >= 85);
+    assert_eq!(
+        v["transcript"][0]["transcript"],
+        "I fell in the bathroom <script>alert(1)</script>"
+    );
+    assert_eq!(v["transcript"][0]["level"], "emergency");
+    assert_eq!(v["escalation"]["reasons"][0]["evidence"], "fell");
+    assert_eq!(v["audit"][0]["action"], "escalation.open");
+    let reads: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events a JOIN operators o ON o.id = a.actor_id
+         WHERE a.action = 'call.read_transcript' AND o.username = 'ann'",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(reads, 1);
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let id = app.flagged(app.community_a, Level::Watch, "lonely").await;
+    // Malformed JSON.
+    let r = app
+        .http
+        .post(format!("{}/api/v1/escalations/{id}/notes", app.base))
+        .bearer_auth(&ann)
+        .header("content-type", "application/json")
+        .body("{\"body\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "invalid_json"
+    );
+    // Unknown outcome code names the field.
+    app.post(&ann, &format!("/api/v1/escalations/{id}/claim"), json!({}))
+        .await;
+    let (s, v) = app
+        .post(
+            &ann,
+            &format!("/api/v1/escalations/{id}/resolve"),
+            json!({"outcome": "went_home"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("outcome"),
+        "{v}"
+    );
+    // Over-long note.
+    let (s, v) = app
+        .post(
+            &ann,
+            &format!("/api/v1/escalations/{id}/notes"),
+            json!({"body": "x".repeat(4001)}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit is 4000"),
+        "{v}"
+    );
+    // Unknown filter value.
+    let (s, v) = app.get(&ann, "/api/v1/queue?level=critical").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(v["error"]["message"].as_str().unwrap().contains("critical"));
+    // Nothing was lost: the item is still there and still claimed by ann.
+    let (_, q) = app.get(&ann, "/api/v1/queue").await;
+    assert_eq!(q["items"][0]["status"], "claimed");
+}
+
+#[tokio::test]
+async fn login_is_rate_limited() {
+    let app = spawn_app().await;
+    for _ in 0..5 {
+        let r = app
+            .http
+            .post(format!("{}/api/v1/login", app.base))
+            .json(&json!({"username": "ann", "password": "wrong password!"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    let r = app
+        .http
+        .post(format!("{}/api/v1/login", app.base))
+        .json(&json!({"username": "ann", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(r.headers().get("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn cookie_sessions_need_the_csrf_header_for_changes() {
+    let app = spawn_app().await;
+    let id = app.flagged(app.community_a, Level::Urgent, "fever").await;
+    let jar = reqwest::Client::builder()
+        .cookie_store(true)
+        .build()
+        .unwrap();
+    let r = jar
+        .post(format!("{}/api/v1/login", app.base))
+        .json(&json!({"username": "ann", "password": PW}))
+        .send()
+        .await
+        .unwrap();
+    let csrf = r.json::<Value>().await.unwrap()["csrf_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        jar.get(format!("{}/api/v1/queue", app.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let no = jar
+        .post(format!("{}/api/v1/escalations/{id}/claim", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no.status(), StatusCode::FORBIDDEN);
+    let yes = jar
+        .post(format!("{}/api/v1/escalations/{id}/claim", app.base))
+        .header("x-csrf-token", csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(yes.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn metrics_and_openapi_describe_the_server() {
+    let app = spawn_app().await;
+    app.flagged(app.community_a, Level::Emergency, "chest pain")
+        .await;
+    let m = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(r#"voicecare_queue_depth{level="emergency",status="open"} 1"#),
+        "{m}"
+    );
+    assert!(m.contains("voicecare_queue_oldest_open_seconds"));
+    let spec: Value = app
+        .http
+        .get(format!("{}/api/openapi.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let routes = include_str!("../engine/server/src/api/mod.rs");
+    for line in routes
+        .lines()
+        .filter(|l| l.trim_start().starts_with(".route(\""))
+    {
+        let path = line.split('"').nth(1).unwrap();
+        assert!(
+            spec["paths"].get(path).is_some(),
+            "route {path} is missing from the OpenAPI description"
+        );
+    }
+}
+
+#[tokio::test]
+async fn live_events_arrive_for_new_escalations() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let mut resp = app
+        .http
+        .get(format!("{}/api/v1/events", app.base))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    // Give the fan-out listener time to subscribe, then flag.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let id = app
+        .flagged(app.community_a, Level::Emergency, "help me")
+        .await;
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !buf.contains(&format!("\"id\":{id}")) {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("event within 5 s")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(buf.contains("event: escalation"));
+}
