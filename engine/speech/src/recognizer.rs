@@ -443,6 +443,75 @@ impl Recognizer {
     }
 }
 
+impl Recognizer {
+    /// Transcribe a recording that may hold several utterances (a file, a
+    /// voicemail): the endpointer cuts it where the speaker paused for longer
+    /// than `opts.vad.end_silence_ms`, each utterance is decoded as the call
+    /// engine would, and the texts are joined. whisper tends to stop at a long
+    /// pause and drop what follows, so this is also more complete.
+    pub fn transcribe_recording(
+        &mut self,
+        samples_16k: &[f32],
+        lang: Option<Lang>,
+        prompt: Option<&str>,
+        opts: &DecodeOptions,
+    ) -> Result<Transcript, SpeechError> {
+        let audio_s = samples_16k.len() as f64 / SAMPLE_RATE as f64;
+        let cfg = EndpointConfig {
+            max_utterance_ms: 28_000,
+            ..opts.vad.clone()
+        };
+        let utterances = vad::utterances(samples_16k, &cfg);
+        if utterances.len() <= 1 {
+            // One utterance (or none): decode the whole recording as it is.
+            return self.transcribe(samples_16k, lang, prompt, opts);
+        }
+        let mut parts: Vec<Transcript> = Vec::new();
+        for u in &utterances {
+            parts.push(self.transcribe(&u.samples, lang, prompt, opts)?);
+        }
+        let kept: Vec<&Transcript> = parts.iter().filter(|t| !t.text.is_empty()).collect();
+        let lang = parts.iter().find_map(|t| t.lang);
+        let sep = if lang == Some(Lang::Zh) { "" } else { " " };
+        let text = kept
+            .iter()
+            .map(|t| t.text.as_str())
+            .collect::<Vec<_>>()
+            .join(sep);
+        let weight: f64 = kept.iter().map(|t| t.audio_s).sum::<f64>().max(1e-9);
+        let avg_logprob = if kept.is_empty() {
+            0.0
+        } else {
+            (kept
+                .iter()
+                .map(|t| t.avg_logprob as f64 * t.audio_s)
+                .sum::<f64>()
+                / weight) as f32
+        };
+        Ok(Transcript {
+            text,
+            lang,
+            avg_logprob,
+            confidence: avg_logprob.exp(),
+            no_speech_prob: parts.iter().map(|t| t.no_speech_prob).fold(1.0, f32::min),
+            compression_ratio: parts
+                .iter()
+                .map(|t| t.compression_ratio)
+                .fold(0.0, f32::max),
+            audio_s,
+            decode_s: parts.iter().map(|t| t.decode_s).sum(),
+            queue_wait_s: 0.0,
+            low_confidence: kept.iter().any(|t| t.low_confidence),
+            gated: if kept.is_empty() {
+                parts.iter().find_map(|t| t.gated)
+            } else {
+                None
+            },
+            speech_ms: parts.iter().map(|t| t.speech_ms).sum(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,7 +94,7 @@ pub fn run(args: TranscribeArgs) -> anyhow::Result<()> {
         let result = voicecare_media::load(file, raw)
             .map_err(anyhow::Error::from)
             .and_then(|a| Ok(a.to_rate(SAMPLE_RATE)?))
-            .and_then(|a| Ok(rec.transcribe(&a.samples, lang, None, &opts)?));
+            .and_then(|a| Ok(rec.transcribe_recording(&a.samples, lang, None, &opts)?));
         match result {
             Ok(t) => {
                 if let Some(reason) = t.gated {
