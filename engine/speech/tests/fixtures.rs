@@ -223,7 +223,7 @@ fn endpointer_splits_a_long_pause_only_when_it_exceeds_the_end_silence() {
         "a 1.6 s pause ends the utterance at the default 1.1 s"
     );
     let patient = vad::EndpointConfig {
-        end_silence_ms: 2000,
+        end_silence_ms: 3500,
         ..vad::EndpointConfig::for_rate(16000)
     };
     let one = vad::utterances(&samples, &patient);
