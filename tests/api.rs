@@ -69,7 +69,13 @@ async fn spawn_app() -> App {
         .await
         .unwrap();
     }
-    let state = AppState::new(pool.clone(), 60, 12, SlaPolicy::default());
+    let state = AppState::new(
+        pool.clone(),
+        60,
+        12,
+        SlaPolicy::default(),
+        std::env::temp_dir(),
+    );
     api::spawn_notify_fanout(pool.clone(), state.events.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -586,11 +592,10 @@ async fn live_events_arrive_for_new_escalations() {
     let mut buf = String::new();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     while !buf.contains(&format!("\"id\":{id}")) {
-        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
-            .await
-            .expect("event within 5 s")
-            .unwrap()
-            .unwrap();
+        let chunk = match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Ok(c) => c.unwrap().unwrap(),
+            Err(_) => panic!("no event for escalation {id} within 5 s; stream so far: {buf:?}"),
+        };
         buf.push_str(&String::from_utf8_lossy(&chunk));
     }
     assert!(buf.contains("event: escalation"));

@@ -31,7 +31,11 @@ pub fn spawn_notify_fanout(
                         loop {
                             match listener.try_recv().await {
                                 Ok(Some(n)) => {
-                                    let _ = tx.send(n.payload().to_string());
+                                    // Re-encode compactly: json_build_object pads with spaces.
+                                    let payload = serde_json::from_str::<serde_json::Value>(n.payload())
+                                        .map(|v| v.to_string())
+                                        .unwrap_or_else(|_| n.payload().to_string());
+                                    let _ = tx.send(payload);
                                 }
                                 Ok(None) => {
                                     // Connection lost and re-established inside sqlx: notices may have been missed.
