@@ -175,6 +175,8 @@ struct Shared {
     connected: watch::Sender<bool>,
     stats: Arc<LegStats>,
     next_play_id: AtomicU64,
+    /// Whether the other side agreed to telephone-event.
+    dtmf: bool,
 }
 
 impl Shared {
@@ -255,6 +257,11 @@ impl LegControl {
                     .ok_or_else(|| TelephonyError::Signalling(format!("not a DTMF key: {c:?}")))
             })
             .collect::<Result<Vec<u8>, _>>()?;
+        if !self.shared.dtmf {
+            return Err(TelephonyError::Signalling(
+                "the other side did not accept telephone-event (DTMF)".into(),
+            ));
+        }
         self.commands
             .send(Command::Digits(events))
             .map_err(|_| TelephonyError::CallEnded)
@@ -335,7 +342,7 @@ impl CallLeg {
     pub async fn offer(config: &LegConfig) -> Result<OutgoingLeg, TelephonyError> {
         let first = *config.codecs.first().ok_or(TelephonyError::NoCommonCodec)?;
         let parts = Parts::build(config, first).await?;
-        parts.set_preferences(&config.codecs).await?;
+        parts.set_preferences(&config.codecs, true).await?;
         let offer = parts.pc.create_offer(None).await?;
         parts.pc.set_local_description(offer).await?;
         let sdp = parts.local_sdp().await?;
@@ -364,7 +371,10 @@ impl CallLeg {
             .await
             .map_err(|e| TelephonyError::BadSdp(e.to_string()))?;
         parts.attach_track().await?;
-        parts.set_preferences(&[offered.codec]).await?;
+        // Naming telephone-event when the offer lacks it fails the answer.
+        parts
+            .set_preferences(&[offered.codec], offered.dtmf.is_some())
+            .await?;
         let answer = parts.pc.create_answer(None).await?;
         parts.pc.set_local_description(answer).await?;
         let sdp = parts.local_sdp().await?;
@@ -599,11 +609,13 @@ impl Parts {
 
     /// `add_track` narrows the offer to the track's codec alone; put back
     /// every codec we want plus telephone-event so DTMF is negotiated.
-    async fn set_preferences(&self, codecs: &[Codec]) -> Result<(), TelephonyError> {
+    async fn set_preferences(&self, codecs: &[Codec], dtmf: bool) -> Result<(), TelephonyError> {
         self.attach_track().await?;
         let mut prefs: Vec<RTCRtpCodecParameters> =
             codecs.iter().copied().map(codec_params).collect();
-        prefs.push(dtmf_params());
+        if dtmf {
+            prefs.push(dtmf_params());
+        }
         for t in self.pc.get_transceivers().await {
             t.set_codec_preferences(prefs.clone()).await?;
         }
@@ -634,6 +646,7 @@ impl Parts {
             connected,
             stats: Arc::new(LegStats::default()),
             next_play_id: AtomicU64::new(1),
+            dtmf: negotiated.dtmf.is_some(),
         });
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (ev_tx, ev_rx) = mpsc::channel(config.inbound_frames.max(16));

@@ -183,3 +183,35 @@ async fn malformed_sdp_is_a_clear_error() {
     let err = outgoing.accept_answer("v=0\r\ngarbage").await.unwrap_err();
     assert!(err.to_string().contains("SDP"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_telephone_event_digits_are_refused_not_lost() {
+    let config = LegConfig {
+        codecs: vec![Codec::Pcmu],
+        ..LegConfig::loopback()
+    };
+    let outgoing = CallLeg::offer(&config).await.unwrap();
+    // A peer that offers no telephone-event (a plain SIP-style offer).
+    let stripped: String = outgoing
+        .sdp()
+        .lines()
+        .filter(|l| !l.contains("telephone-event") && !l.starts_with("a=fmtp:101"))
+        .map(|l| {
+            if l.starts_with("m=audio") {
+                l.replace(" 101", "")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n";
+    let (device, answer) = CallLeg::answer(&config, &stripped).await.unwrap();
+    assert!(!answer.contains("telephone-event"));
+    let err = device.control().send_digits("1").unwrap_err();
+    assert!(err.to_string().contains("DTMF"), "{err}");
+    let engine = outgoing.accept_answer(&answer).await.unwrap();
+    assert!(engine.control().send_digits("1").is_err());
+    engine.control().hang_up();
+    device.control().hang_up();
+}
