@@ -206,7 +206,7 @@ fn csv_import_reports_every_bad_value_and_imports_nothing_unless_asked() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["line"] == 2 && e["column"] == "phone"),
+            .any(|e| e["line"] == 2 && e["column"] == "external_ref" && e["message"] == "already enrolled"),
         "{v}"
     );
     assert_eq!(count(&db), 2);
