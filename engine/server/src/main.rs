@@ -61,6 +61,8 @@ enum Command {
 enum BenchCmd {
     /// Speech recognition speed, memory and accuracy over audio-fixtures/, against faster-whisper.
     Asr(cmd::asr_bench::AsrBenchArgs),
+    /// Escalation claims per second against a raw SKIP LOCKED loop; NOTIFY latency.
+    Queue(cmd::queue_bench::QueueBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -85,6 +87,7 @@ fn main() -> anyhow::Result<()> {
         Command::Transcribe(args) => cmd::transcribe::run(args),
         Command::Bench { which } => match which {
             BenchCmd::Asr(args) => cmd::asr_bench::run(args),
+            BenchCmd::Queue(args) => rt().block_on(cmd::queue_bench::run(args)),
         },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),
