@@ -262,6 +262,10 @@ CREATE TABLE escalations (
     reasons         JSONB NOT NULL DEFAULT '[]' CHECK (jsonb_typeof(reasons) = 'array'),
     -- The elder is still on the line waiting for a person.
     elder_on_line   BOOLEAN NOT NULL DEFAULT FALSE,
+    -- The elder's community path (see org_units.path), kept by triggers. Scope
+    -- checks test it row by row inside the ordered queue scan, so "take next"
+    -- stays an index walk however many elders a unit covers.
+    unit_path       BIGINT[] NOT NULL DEFAULT '{}',
     -- Original age: never changed by claims, releases, lease expiry or level raises.
     created_at      TIMESTAMPTZ NOT NULL DEFAULT now(),
     sla_deadline    TIMESTAMPTZ NOT NULL,
@@ -284,6 +288,25 @@ CREATE UNIQUE INDEX escalations_one_open_per_call ON escalations (call_id) WHERE
 CREATE INDEX escalations_queue ON escalations (priority DESC, created_at, id) WHERE status = 'open';
 CREATE INDEX escalations_lease ON escalations (lease_expires_at) WHERE status = 'claimed';
 CREATE INDEX escalations_elder ON escalations (elder_id, created_at DESC);
+
+CREATE FUNCTION escalations_set_unit_path() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT u.path INTO NEW.unit_path FROM elders el JOIN org_units u ON u.id = el.community_id
+    WHERE el.id = NEW.elder_id;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER escalations_unit_path BEFORE INSERT ON escalations
+    FOR EACH ROW EXECUTE FUNCTION escalations_set_unit_path();
+-- An elder who moves community takes their items to the new unit's operators.
+CREATE FUNCTION elders_move_escalations() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE escalations SET unit_path = (SELECT path FROM org_units WHERE id = NEW.community_id)
+    WHERE elder_id = NEW.id;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER elders_moved AFTER UPDATE OF community_id ON elders
+    FOR EACH ROW WHEN (OLD.community_id IS DISTINCT FROM NEW.community_id)
+    EXECUTE FUNCTION elders_move_escalations();
 
 CREATE TABLE escalation_notes (
     id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

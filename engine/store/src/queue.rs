@@ -107,10 +107,10 @@ const COLS: &str = "e.id, e.call_id, e.elder_id, e.level, e.status, e.categories
     e.created_at, e.sla_deadline, e.first_claimed_at, e.claimed_by, e.claimed_at, e.lease_expires_at,
     e.resolved_by, e.resolved_at, e.outcome, e.resolution_notes, e.version";
 
-/// Scope test for an escalation aliased `e`: the elder's community lies under the unit.
-const IN_SCOPE: &str =
-    "EXISTS (SELECT 1 FROM elders sx JOIN org_units ux ON ux.id = sx.community_id
-     WHERE sx.id = e.elder_id AND $1::bigint = ANY(ux.path))";
+/// Scope test for an escalation aliased `e`: the elder's community lies under
+/// the unit. A plain column test (no join), so the planner keeps walking the
+/// queue index in order and checks scope row by row.
+const IN_SCOPE: &str = "$1::bigint = ANY(e.unit_path)";
 
 /// A finding to put in front of a person.
 #[derive(Debug, Clone)]
@@ -264,7 +264,7 @@ pub async fn list(
          JOIN elders el ON el.id = e.elder_id
          JOIN org_units u ON u.id = el.community_id
          LEFT JOIN operators o ON o.id = e.claimed_by
-         WHERE $1::bigint = ANY(u.path)
+         WHERE $1::bigint = ANY(e.unit_path)
            AND e.status = ANY($2)
            AND (cardinality($3::text[]) = 0 OR e.level = ANY($3))
          ORDER BY (e.status = 'resolved'), e.priority DESC, e.created_at, e.id
@@ -671,8 +671,8 @@ pub async fn counts(pool: &PgPool, scope: &Scope, now: DateTime<Utc>) -> Result<
                 count(e.id) FILTER (WHERE e.status <> 'resolved' AND COALESCE(e.first_claimed_at, $2) > e.sla_deadline) AS breached,
                 EXTRACT(EPOCH FROM $2 - min(e.created_at) FILTER (WHERE e.status = 'open'))::float8 AS oldest_open_secs
          FROM (VALUES ('emergency', 3), ('urgent', 2), ('watch', 1)) AS l(level, p)
-         LEFT JOIN (escalations e JOIN elders el ON el.id = e.elder_id JOIN org_units u ON u.id = el.community_id)
-              ON e.level = l.level AND e.status <> 'resolved' AND $1::bigint = ANY(u.path)
+         LEFT JOIN escalations e
+              ON e.level = l.level AND e.status <> 'resolved' AND $1::bigint = ANY(e.unit_path)
          GROUP BY l.level, l.p ORDER BY l.p DESC",
     )
     .bind(scope.unit_id)
@@ -707,9 +707,8 @@ pub async fn rollup(
                 count(e.id) FILTER (WHERE COALESCE(e.first_claimed_at, $2) > e.sla_deadline) AS breached,
                 EXTRACT(EPOCH FROM $2 - min(e.created_at) FILTER (WHERE e.status = 'open'))::float8 AS oldest_open_secs
          FROM org_units g
-         LEFT JOIN (org_units u JOIN elders el ON el.community_id = u.id
-                    JOIN escalations e ON e.elder_id = el.id AND e.status <> 'resolved')
-              ON u.path[$3] = g.id AND $1::bigint = ANY(u.path)
+         LEFT JOIN escalations e
+              ON e.status <> 'resolved' AND e.unit_path[$3] = g.id AND $1::bigint = ANY(e.unit_path)
          WHERE g.level = $4
            AND ($1::bigint = ANY(g.path) OR EXISTS (SELECT 1 FROM org_units me WHERE me.id = $1 AND g.id = ANY(me.path)))
          GROUP BY g.id, g.name ORDER BY g.name",
