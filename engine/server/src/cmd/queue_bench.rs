@@ -48,7 +48,11 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(max_c + 4).await;
     let pool = db.pool.clone();
     let (community, street) = seed_units(&pool).await?;
-    let op = seed_operator(&pool, street).await?;
+    // One operator per concurrent claimer, as on a real floor.
+    let mut ops = Vec::new();
+    for i in 0..max_c {
+        ops.push(seed_operator(&pool, street, i).await?);
+    }
     seed_items(&pool, community, args.items).await?;
     println!(
         "queue claim throughput: {} items, {:.0} s per run, best of {} rounds",
@@ -63,9 +67,9 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
         let (mut best_raw, mut best_store) = (0.0f64, 0.0f64);
         for _ in 0..args.rounds {
             reset(&pool).await?;
-            best_raw = best_raw.max(measure(&pool, c, window, Mode::Raw, op).await?);
+            best_raw = best_raw.max(measure(&pool, c, window, Mode::Raw, &ops).await?);
             reset(&pool).await?;
-            best_store = best_store.max(measure(&pool, c, window, Mode::Store, op).await?);
+            best_store = best_store.max(measure(&pool, c, window, Mode::Store, &ops).await?);
         }
         println!(
             "{c:>11}  {best_raw:>14.0}  {best_store:>16.0}  {:>7.2}",
@@ -88,11 +92,11 @@ async fn measure(
     concurrency: usize,
     window: Duration,
     mode: Mode,
-    scope: Scope,
+    ops: &[Scope],
 ) -> anyhow::Result<f64> {
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for &scope in ops.iter().take(concurrency) {
         let pool = pool.clone();
         tasks.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -157,13 +161,13 @@ async fn seed_units(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     Ok((community, street))
 }
 
-async fn seed_operator(pool: &PgPool, unit: i64) -> anyhow::Result<Scope> {
+async fn seed_operator(pool: &PgPool, unit: i64, n: u32) -> anyhow::Result<Scope> {
     let pw = voicecare_store::operators::Password::new("bench-password-1")?;
     let op = voicecare_store::operators::add(
         pool,
         voicecare_store::operators::NewOperator {
-            username: "bench",
-            display_name: "Bench",
+            username: &format!("bench{n}"),
+            display_name: &format!("Bench {n}"),
             password: &pw,
             role: Role::Operator,
             unit_id: unit,
