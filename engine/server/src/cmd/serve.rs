@@ -18,6 +18,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     );
     let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
     let rescuer = spawn_lease_rescuer(db.pool.clone());
+    let calls = crate::runner::start(db.pool.clone(), &db_args, &args)?;
 
     let listener = TcpListener::bind(args.listen)
         .await
@@ -26,13 +27,16 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "voicecare is serving the operator API");
     println!("voicecare listening on http://{addr}");
 
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::router(state)
+        .merge(calls.routes.clone())
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     tracing::info!("shutting down");
     fanout.abort();
     rescuer.abort();
+    calls.stop();
     db.close().await?;
     Ok(())
 }

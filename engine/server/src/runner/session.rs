@@ -1,0 +1,511 @@
+//! One answered call: events from the leg, the endpointer and the ASR pool go
+//! into the flow interpreter; its actions go out to the leg and the database.
+//!
+//! The media path is never blocked: the leg buffers inbound frames on its own
+//! task, the endpointer is a cheap state machine, whisper runs on the pool's
+//! threads and its results come back over a channel.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{mpsc, watch};
+use voicecare_core::distress::{self, Classifier};
+use voicecare_core::flow::{Action, Call, CallReport, Event, Flow, Heard, Lang, Millis, PromptId};
+use voicecare_media::vad::{EndpointConfig, Endpointer, VadEvent};
+use voicecare_speech::{TranscribeRequest, Transcript};
+use voicecare_store::calls::{AssessmentRecord, NewUtterance};
+use voicecare_store::queue::Flag;
+use voicecare_telephony::leg::{CallLeg, LegEvent};
+
+use super::Engine;
+use super::call::{LineSlot, flag_until_stored};
+
+/// How a session ended.
+#[derive(Debug, Clone)]
+pub struct SessionEnd {
+    /// The flow's report, when the flow ran to its end.
+    pub report: Option<CallReport>,
+    /// The call's lease was lost: another node owns it now.
+    pub lost: bool,
+    /// No flow could be run.
+    pub no_flow: bool,
+    /// For `call_attempts.end_reason`.
+    pub reason: &'static str,
+    /// Turn latencies measured on this call.
+    pub turns: Vec<Turn>,
+}
+
+impl SessionEnd {
+    pub fn no_flow() -> Self {
+        Self {
+            report: None,
+            lost: false,
+            no_flow: true,
+            reason: "no flow",
+            turns: Vec::new(),
+        }
+    }
+}
+
+/// One turn: the elder stopped speaking, then the engine answered.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Turn {
+    /// Silence the endpointer waited for before deciding the turn was over.
+    pub endpoint_ms: u64,
+    /// From the endpointer's decision to the first audio of the next prompt.
+    pub respond_ms: u64,
+}
+
+struct Transcribed {
+    seq: i32,
+    step: Option<String>,
+    audio_path: Option<String>,
+    audio_ms: i32,
+    ended_at: Instant,
+    endpoint_ms: u64,
+    result: Result<Transcript, voicecare_speech::SpeechError>,
+}
+
+fn speech_lang(l: Lang) -> voicecare_speech::Lang {
+    match l {
+        Lang::Zh => voicecare_speech::Lang::Zh,
+        Lang::En => voicecare_speech::Lang::En,
+    }
+}
+
+fn distress_lang(l: Lang) -> distress::Lang {
+    match l {
+        Lang::Zh => distress::Lang::Zh,
+        Lang::En => distress::Lang::En,
+    }
+}
+
+fn lang_code(l: Lang) -> &'static str {
+    match l {
+        Lang::Zh => "zh",
+        Lang::En => "en",
+    }
+}
+
+/// Run the flow on an answered leg until it finishes.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    engine: &Arc<Engine>,
+    call_id: i64,
+    attempt_id: Option<i64>,
+    flow: Arc<Flow>,
+    lang: Lang,
+    inputs: BTreeMap<String, String>,
+    mut leg: CallLeg,
+    line: LineSlot,
+    mut lost: watch::Receiver<bool>,
+) -> SessionEnd {
+    let mut end = SessionEnd {
+        report: None,
+        lost: false,
+        no_flow: false,
+        reason: "normal",
+        turns: Vec::new(),
+    };
+    if let Ok(mut l) = line.lock() {
+        *l = Some(leg.control());
+    }
+    if leg.wait_connected(Duration::from_secs(10)).await.is_err() {
+        leg.control().hang_up();
+        end.reason = "media never connected";
+    }
+    let ctl = leg.control();
+    let (_, mut events) = leg.split();
+    let mut call = Call::new(flow, lang, inputs);
+    let lang = call.lang();
+    let t0 = Instant::now();
+    let since = |t: Instant| Millis(t.duration_since(t0).as_millis() as u64);
+    let mut pending: Vec<Event> = vec![if end.reason == "normal" { Event::Answered } else { Event::HungUp }];
+    let (asr_tx, mut asr_rx) = mpsc::channel::<Transcribed>(16);
+    let mut in_flight = 0usize;
+    let mut endpointer: Option<Endpointer> = None;
+    let mut recording = false;
+    let mut media_ms: u64 = 0;
+    let mut timer: Option<tokio::time::Instant> = None;
+    let mut plays: HashMap<u64, PromptId> = HashMap::new();
+    let mut seq: i32 = 0;
+    let mut last_categories: Vec<String> = Vec::new();
+    // The end of the last utterance, until the next prompt starts playing.
+    let mut awaiting_reply: Option<(Instant, u64)> = None;
+    let recordings = engine
+        .cfg
+        .data_dir
+        .join("recordings")
+        .join(Utc::now().format("%Y-%m-%d").to_string());
+
+    'call: loop {
+        // Feed events to the flow and perform its actions, in order.
+        let mut i = 0;
+        while i < pending.len() {
+            let ev = pending[i].clone();
+            i += 1;
+            let actions = call.handle(since(Instant::now()), ev);
+            for action in actions {
+                match action {
+                    Action::Play(p) => {
+                        let prompts = engine.prompts.clone();
+                        let (text, audio, rate) = (p.text.clone(), p.audio.clone(), p.rate);
+                        let pcm = tokio::task::spawn_blocking(move || {
+                            prompts.pcm(&text, audio.as_deref(), p.lang, rate)
+                        })
+                        .await;
+                        match pcm {
+                            Ok(Ok(pcm)) => {
+                                let pb = ctl.play(pcm);
+                                plays.insert(pb.id, p.id);
+                                if let Some((at, endpoint_ms)) = awaiting_reply.take() {
+                                    end.turns.push(Turn {
+                                        endpoint_ms,
+                                        respond_ms: at.elapsed().as_millis() as u64,
+                                    });
+                                }
+                            }
+                            Ok(Err(e)) => {
+                                tracing::error!(error = %e, "prompt audio unavailable; skipping the prompt");
+                                pending.push(Event::PromptFinished { id: p.id });
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "prompt rendering failed");
+                                pending.push(Event::PromptFinished { id: p.id });
+                            }
+                        }
+                    }
+                    Action::StopPlayback => ctl.stop_playback(),
+                    Action::StartListening {
+                        end_of_utterance_ms,
+                        ..
+                    } => {
+                        recording = false;
+                        if endpointer.is_none() {
+                            endpointer = Some(Endpointer::new(EndpointConfig {
+                                end_silence_ms: end_of_utterance_ms.min(10_000) as u32,
+                                // The interpreter keeps the no-input timer.
+                                no_input_ms: u32::MAX,
+                                ..EndpointConfig::for_rate(16_000)
+                            }));
+                        }
+                    }
+                    Action::StopListening => endpointer = None,
+                    Action::StartRecording {
+                        max_ms,
+                        end_of_utterance_ms,
+                    } => {
+                        recording = true;
+                        endpointer = Some(Endpointer::new(EndpointConfig {
+                            end_silence_ms: end_of_utterance_ms.min(10_000) as u32,
+                            max_utterance_ms: max_ms.min(600_000) as u32,
+                            no_input_ms: u32::MAX,
+                            ..EndpointConfig::for_rate(16_000)
+                        }));
+                    }
+                    Action::StopRecording => {
+                        let mut reference = None;
+                        if let Some(mut ep) = endpointer.take()
+                            && let Some(VadEvent::UtteranceEnded(u)) = ep.finish(media_ms)
+                        {
+                            seq += 1;
+                            reference = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
+                        }
+                        if recording {
+                            recording = false;
+                            pending.push(Event::RecordingFinished { reference });
+                        }
+                    }
+                    Action::SetTimer { at } => {
+                        let at = t0 + Duration::from_millis(at.0);
+                        timer = Some(tokio::time::Instant::from_std(at));
+                    }
+                    Action::Escalate {
+                        level,
+                        reasons,
+                        keep_on_line,
+                    } => {
+                        let step = call.current_step().unwrap_or("-").to_string();
+                        let reasons: Vec<serde_json::Value> = reasons
+                            .iter()
+                            .map(|r| serde_json::json!({"category": "flow", "evidence": r, "rule": format!("flow.{step}")}))
+                            .collect();
+                        let mut categories = last_categories.clone();
+                        if categories.is_empty() {
+                            categories.push("flow".into());
+                        }
+                        let flag = Flag {
+                            call_id,
+                            level,
+                            categories,
+                            reasons: serde_json::Value::Array(reasons),
+                            elder_on_line: keep_on_line,
+                        };
+                        // Committed before the call goes on.
+                        flag_until_stored(engine, &flag, Utc::now()).await;
+                    }
+                    Action::Hold => {}
+                    Action::TransferToOperator => {
+                        tracing::info!("operator joined; the flow hands the call over");
+                    }
+                    Action::RecordVariable { name, .. } => {
+                        tracing::debug!(%name, "flow variable recorded");
+                    }
+                    Action::Hangup => ctl.hang_up(),
+                    Action::Finished(report) => {
+                        end.report = Some(report);
+                        break 'call;
+                    }
+                }
+            }
+        }
+        pending.clear();
+
+        let sleep = async {
+            match timer {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            ev = events.recv() => match ev {
+                None | Some(LegEvent::Ended(_)) => pending.push(Event::HungUp),
+                Some(LegEvent::Audio(frame)) => {
+                    let at = media_ms;
+                    media_ms += 20;
+                    let Some(ep) = endpointer.as_mut() else { continue };
+                    let f: Vec<f32> = frame.iter().map(|&s| s as f32 / 32768.0).collect();
+                    match ep.push(&f, at) {
+                        Some(VadEvent::SpeechStarted { .. }) => pending.push(Event::SpeechStarted),
+                        Some(VadEvent::UtteranceEnded(u)) => {
+                            seq += 1;
+                            let endpoint_ms = ep.config().end_silence_ms as u64;
+                            let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
+                            if recording {
+                                recording = false;
+                                endpointer = None;
+                                pending.push(Event::RecordingFinished { reference: path });
+                                continue;
+                            }
+                            in_flight += 1;
+                            let job = Transcribed {
+                                seq,
+                                step: call.current_step().map(str::to_string),
+                                audio_path: path,
+                                audio_ms: (u.samples.len() / 16) as i32,
+                                ended_at: Instant::now(),
+                                endpoint_ms,
+                                result: Ok(empty_transcript()),
+                            };
+                            spawn_asr(engine, job, u.samples, lang, asr_tx.clone());
+                        }
+                        Some(VadEvent::NoInput { .. }) | None => {}
+                    }
+                }
+                Some(LegEvent::Digit(d)) => pending.push(Event::Digit(d)),
+                Some(LegEvent::PlaybackFinished { id, .. }) => {
+                    if let Some(p) = plays.remove(&id) {
+                        pending.push(Event::PromptFinished { id: p });
+                    }
+                }
+                Some(LegEvent::Connected) => {}
+            },
+            Some(t) = asr_rx.recv() => {
+                in_flight -= 1;
+                if let Some(heard) = hear(engine, call_id, attempt_id, lang, &t).await {
+                    last_categories = heard.categories.clone();
+                    awaiting_reply = Some((t.ended_at, t.endpoint_ms));
+                    pending.push(Event::Heard(heard));
+                }
+            }
+            _ = sleep => {
+                timer = None;
+                pending.push(Event::Tick);
+            }
+            _ = lost.changed() => {
+                ctl.hang_up();
+                end.lost = true;
+                end.reason = "lease lost";
+                return end;
+            }
+        }
+    }
+    ctl.hang_up();
+    // Words still being transcribed when the call ended are stored and, if
+    // they are worrying, queued: the last thing an elder says matters most.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while in_flight > 0 {
+        let Ok(Some(t)) = tokio::time::timeout_at(deadline, asr_rx.recv()).await else {
+            break;
+        };
+        in_flight -= 1;
+        if let Some(heard) = hear(engine, call_id, attempt_id, lang, &t).await
+            && heard.level.escalates()
+        {
+            let flag = Flag {
+                call_id,
+                level: heard.level,
+                categories: heard.categories.clone(),
+                reasons: serde_json::json!([{"category": "late_utterance", "evidence": "heard after the call ended", "rule": "runner.late_utterance"}]),
+                elder_on_line: false,
+            };
+            flag_until_stored(engine, &flag, Utc::now()).await;
+        }
+    }
+    if let Some(r) = &end.report {
+        end.reason = match r.outcome {
+            voicecare_core::flow::Outcome::ElderHungUp { .. } => "elder hung up",
+            _ => "normal",
+        };
+    }
+    end
+}
+
+fn empty_transcript() -> Transcript {
+    Transcript {
+        text: String::new(),
+        lang: None,
+        avg_logprob: 0.0,
+        confidence: 0.0,
+        no_speech_prob: 1.0,
+        compression_ratio: 0.0,
+        audio_s: 0.0,
+        decode_s: 0.0,
+        queue_wait_s: 0.0,
+        low_confidence: false,
+        gated: None,
+        speech_ms: 0,
+    }
+}
+
+fn spawn_asr(
+    engine: &Arc<Engine>,
+    mut job: Transcribed,
+    samples: Vec<f32>,
+    lang: Lang,
+    tx: mpsc::Sender<Transcribed>,
+) {
+    let asr = engine.asr.clone();
+    tokio::spawn(async move {
+        job.result = asr
+            .transcribe(TranscribeRequest {
+                samples_16k: samples,
+                lang: Some(speech_lang(lang)),
+                prompt: None,
+            })
+            .await;
+        let _ = tx.send(job).await;
+    });
+}
+
+/// Classify a transcript, store it with its assessment, and make the flow's event.
+async fn hear(
+    engine: &Engine,
+    call_id: i64,
+    attempt_id: Option<i64>,
+    lang: Lang,
+    t: &Transcribed,
+) -> Option<Heard> {
+    let tr = match &t.result {
+        Ok(tr) => tr,
+        Err(e) => {
+            tracing::warn!(error = %e, "speech recognition failed for an utterance");
+            return None;
+        }
+    };
+    let text = tr.text.trim();
+    if text.is_empty() {
+        tracing::debug!(gated = ?tr.gated, "utterance without words");
+        return None;
+    }
+    let a = Classifier::shared().assess(
+        &distress::Utterance::new(text)
+            .lang(distress_lang(lang))
+            .asr_confidence(tr.confidence),
+    );
+    let categories: Vec<String> = a.categories.iter().map(|c| c.as_str().to_string()).collect();
+    let record = AssessmentRecord {
+        level: a.level,
+        categories: categories.clone(),
+        reasons: serde_json::to_value(&a.reasons).unwrap_or_else(|_| serde_json::json!([])),
+        score: a.score,
+    };
+    let u = NewUtterance {
+        call_id,
+        seq: t.seq,
+        flow_step: t.step.as_deref(),
+        transcript: text,
+        language: Some(lang_code(lang)),
+        confidence: Some(tr.confidence.clamp(0.0, 1.0)),
+        audio_path: t.audio_path.as_deref(),
+        audio_ms: Some(t.audio_ms),
+        asr_queue_ms: Some((tr.queue_wait_s * 1000.0) as i32),
+        asr_decode_ms: Some((tr.decode_s * 1000.0) as i32),
+    };
+    let _ = attempt_id;
+    let mut stored = false;
+    for wait in [100u64, 400, 1000, 2000] {
+        match voicecare_store::calls::record_utterance(&engine.pool, &u, &record, Utc::now()).await {
+            Ok(_) => {
+                stored = true;
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store the utterance yet; retrying");
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+        }
+    }
+    if !stored {
+        tracing::error!("utterance could not be stored");
+    }
+    tracing::info!(seq = t.seq, level = %a.level, asr_decode_ms = (tr.decode_s * 1000.0) as u64, "utterance heard");
+    tracing::debug!(transcript = %text, "utterance transcript");
+    Some(Heard {
+        transcript: text.to_string(),
+        lang: Some(lang),
+        asr_confidence: tr.confidence,
+        level: a.level,
+        categories,
+        needs_confirmation: a.needs_confirmation || tr.low_confidence,
+    })
+}
+
+/// Save an utterance as 16 kHz mono WAV under the recordings directory.
+async fn save_wav(
+    engine: &Engine,
+    dir: &std::path::Path,
+    call_id: i64,
+    seq: i32,
+    samples: &[f32],
+) -> Option<String> {
+    if !engine.cfg.keep_recordings {
+        return None;
+    }
+    let path: PathBuf = dir.join(format!("call-{call_id}-{seq:03}.wav"));
+    let audio = voicecare_media::Audio {
+        samples: samples.to_vec(),
+        rate: 16_000,
+    };
+    let dir = dir.to_path_buf();
+    let p = path.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        voicecare_media::write_wav(&p, &audio).map_err(|e| e.to_string())
+    })
+    .await;
+    match r {
+        Ok(Ok(())) => Some(path.display().to_string()),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot save utterance audio");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot save utterance audio");
+            None
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! Calls end to end: the real `voicecare` binary serving device signalling,
+//! scheduling and running calls against a real PostgreSQL; simulated elders
+//! (`SimPhone`) over real WebRTC on loopback, speaking the recorded fixtures
+//! from `audio-fixtures/`; the real whisper model (install it with
+//! `scripts/install-model.sh`).
+//!
+//! Every wait polls the database (or the process output) against a deadline.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use sqlx::PgPool;
+use voicecare_store::org::{self, UnitLevel};
+use voicecare_store::testing::TestDb;
+use voicecare_telephony::leg::LegConfig;
+use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
+use voicecare_telephony::{SimPhone, SimScript};
+
+/// One call test at a time: each runs a whole engine with whisper, and the
+/// machine's cores are better spent keeping every call real-time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// A fixture clip converted to the WAV the simulated phone plays.
+fn fixture_wav(dir: &Path, clip: &str) -> PathBuf {
+    let audio = voicecare_media::load(&repo().join("audio-fixtures").join(clip), None)
+        .unwrap_or_else(|e| panic!("fixture {clip}: {e}"));
+    let out = dir.join(Path::new(clip).file_name().unwrap()).with_extension("wav");
+    voicecare_media::write_wav(&out, &audio).unwrap();
+    out
+}
+
+struct Engine {
+    child: Child,
+    addr: String,
+}
+
+impl Engine {
+    fn start(db: &TestDb, data_dir: &Path, node: &str, extra: &[&str]) -> Engine {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(&db.url)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--media-bind", "127.0.0.1:0"])
+            .arg("--flows-dir")
+            .arg(repo().join("ivr-flows"))
+            .args(["--node-id", node, "--dialer-tick-ms", "200", "--asr-workers", "1"])
+            .args(["--service-name", "Riverside Care"])
+            .args(extra)
+            .env("RUST_LOG", "info,voicecare_server=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start voicecare serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.strip_prefix("voicecare listening on http://") {
+                    let _ = tx.send(a.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("voicecare serve did not start listening");
+        Engine { child, addr }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/v1/devices/ws", self.addr)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL: no graceful shutdown
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Elder {
+    id: i64,
+    device: String,
+    token: String,
+}
+
+async fn community(pool: &PgPool) -> i64 {
+    let city = org::create(pool, None, UnitLevel::City, "Riverside").await.unwrap().id;
+    let county = org::create(pool, Some(city), UnitLevel::County, "North").await.unwrap().id;
+    let street = org::create(pool, Some(county), UnitLevel::Street, "Elm Street").await.unwrap().id;
+    org::create(pool, Some(street), UnitLevel::Community, "Elm Court").await.unwrap().id
+}
+
+async fn enrol(pool: &PgPool, community: i64, device: &str, lang: &str, contacts: usize) -> Elder {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
+         VALUES ('Mary Test', $1, $2, 'Asia/Shanghai', $3) RETURNING id",
+    )
+    .bind(device)
+    .bind(lang)
+    .bind(community)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    for i in 0..contacts {
+        sqlx::query("INSERT INTO emergency_contacts (elder_id, position, name, phone) VALUES ($1, $2, 'Son', $3)")
+            .bind(id)
+            .bind((i + 1) as i16)
+            .bind(format!("+8613800000{:03}", i))
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    let token = format!("secret-token-for-{device}");
+    let hash = voicecare_server::runner::gateway::token_hash(&token);
+    voicecare_store::dialer::set_device_token(pool, device, &hash, Utc::now())
+        .await
+        .unwrap();
+    Elder {
+        id,
+        device: device.to_string(),
+        token,
+    }
+}
+
+/// A check-in window open right now in the elder's zone.
+async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16, retry_minutes: i16) {
+    sqlx::query(
+        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
+         VALUES ($1, (now() AT TIME ZONE 'Asia/Shanghai' - interval '1 hour')::time,
+                     (now() AT TIME ZONE 'Asia/Shanghai' + interval '2 hours')::time, $2, $3)",
+    )
+    .bind(elder)
+    .bind(attempts)
+    .bind(retry_minutes)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+async fn phone(engine: &Engine, elder: &Elder, script: &str, dir: &Path) -> SimPhone {
+    let mut cfg = ClientConfig::new(engine.ws(), &elder.device, DeviceToken::new(&elder.token));
+    cfg.leg = LegConfig::loopback();
+    let script = SimScript::parse(script, dir).unwrap();
+    SimPhone::connect(cfg, script).await.expect("sim phone registers")
+}
+
+/// Poll until `query` (one row, one column) returns something, or panic.
+async fn wait_for<T>(pool: &PgPool, what: &str, secs: u64, query: &str, bind: i64) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r: Option<T> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
+            .bind(bind)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+        if let Some(v) = r {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn finished_call(pool: &PgPool, elder: i64, secs: u64) -> i64 {
+    wait_for(
+        pool,
+        "the call to end",
+        secs,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status IN ('completed', 'unreachable') ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct CallRow {
+    status: String,
+    outcome: Option<String>,
+    direction: String,
+    purpose: String,
+    flow_path: Vec<String>,
+}
+
+async fn call_row(pool: &PgPool, id: i64) -> CallRow {
+    sqlx::query_as("SELECT status, outcome, direction, purpose, flow_path FROM calls WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn escalations(pool: &PgPool, call: i64) -> Vec<(String, bool, serde_json::Value)> {
+    sqlx::query_as("SELECT level, elder_on_line, reasons FROM escalations WHERE call_id = $1 ORDER BY id")
+        .bind(call)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkin_with_distress_stores_transcript_assessment_and_escalates() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("distress");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-distress", "en", 1).await;
+    let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
+    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    let script = format!(
+        r#"
+answer_after_ms = 300
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "hang_up"
+"#,
+        wav.display()
+    );
+    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    schedule_now(&pool, elder.id, 3, 10).await;
+    let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    assert!(report.answered);
+    assert!(report.prompts_heard >= 2, "{report:?}");
+
+    let call = finished_call(&pool, elder.id, 60).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!(row.status, "completed");
+    assert_eq!(row.outcome.as_deref(), Some("escalated"));
+    assert_eq!((row.direction.as_str(), row.purpose.as_str()), ("outbound", "checkin"));
+    assert!(row.flow_path.starts_with(&["greeting".to_string(), "how_are_you".to_string()]), "{:?}", row.flow_path);
+
+    let (transcript, audio_path, level): (String, Option<String>, String) = sqlx::query_as(
+        "SELECT u.transcript, u.audio_path, a.level FROM utterances u
+         JOIN distress_assessments a ON a.utterance_id = u.id WHERE u.call_id = $1 ORDER BY u.seq LIMIT 1",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(transcript.to_lowercase().contains("fell"), "{transcript}");
+    assert_eq!(level, "emergency");
+    let audio_path = audio_path.expect("utterance audio kept");
+    assert!(audio_path.contains("recordings"), "{audio_path}");
+    let wav = voicecare_media::load(Path::new(&audio_path), None).unwrap();
+    assert!(wav.duration_s() > 1.0, "{audio_path}: {} s", wav.duration_s());
+
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "emergency");
+    assert!(esc[0].1, "the elder was kept on the line");
+
+    let attempts: Vec<(String, String)> =
+        sqlx::query_as("SELECT callee, status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no")
+            .bind(call)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, vec![("elder".to_string(), "ended".to_string())]);
+    // The next check-in is scheduled for a later window, not this one again.
+    let next: chrono::DateTime<Utc> = wait_for(
+        &pool,
+        "the next check-in",
+        20,
+        "SELECT due_at FROM calls WHERE elder_id = $1 AND status = 'scheduled'",
+        elder.id,
+    )
+    .await;
+    assert!(next > Utc::now() + chrono::Duration::hours(12), "{next}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkin_with_a_fine_reply_raises_nothing() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("fine");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-fine", "en", 1).await;
+    let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
+    let wav = fixture_wav(&tmp, "espeak/en_ok_1.flac");
+    let script = format!(
+        r#"
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "hang_up"
+"#,
+        wav.display()
+    );
+    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    schedule_now(&pool, elder.id, 3, 10).await;
+    let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    assert!(report.answered);
+    let call = finished_call(&pool, elder.id, 60).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!(row.status, "completed");
+    assert_eq!(row.outcome.as_deref(), Some("hung_up"));
+    // The reply was heard and judged fine; the flow went on to the next question.
+    assert!(row.flow_path.iter().any(|s| s == "ask_meals"), "{:?}", row.flow_path);
+    let (transcript, level): (String, String) = sqlx::query_as(
+        "SELECT u.transcript, a.level FROM utterances u JOIN distress_assessments a ON a.utterance_id = u.id
+         WHERE u.call_id = $1 ORDER BY u.seq LIMIT 1",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(transcript.to_lowercase().contains("fine"), "{transcript}");
+    assert_eq!(level, "ok");
+    assert!(escalations(&pool, call).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_answer_walks_the_ladder_to_an_urgent_unreachable_escalation() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("ladder");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-ladder", "zh", 1).await;
+    // Ring 2 s; one ladder minute lasts 100 ms, so "retry after 10 minutes" is 1 s.
+    let engine = Engine::start(
+        &db,
+        &tmp.join("data"),
+        "node-a",
+        &["--ring-secs", "2", "--ladder-minute-ms", "100"],
+    );
+    let mut sim = phone(&engine, &elder, "on_ring = \"ignore\"\n", &tmp).await;
+    let rings = tokio::spawn(async move {
+        let mut n = 0;
+        while let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), sim.run_call()).await {
+            assert!(!r.answered);
+            n += 1;
+        }
+        n
+    });
+    schedule_now(&pool, elder.id, 3, 10).await;
+    let call = finished_call(&pool, elder.id, 90).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!(row.status, "unreachable");
+    assert_eq!(row.outcome.as_deref(), Some("unreachable"));
+    let attempts: Vec<(String, String, Option<String>)> = sqlx::query_as(
+        "SELECT callee, status, end_reason FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let kinds: Vec<(&str, &str)> = attempts.iter().map(|(c, s, _)| (c.as_str(), s.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("elder", "no_answer"),
+            ("elder", "no_answer"),
+            ("elder", "no_answer"),
+            ("contact", "failed")
+        ]
+    );
+    assert!(attempts[3].2.as_deref().unwrap_or("").contains("telephone"), "{attempts:?}");
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "urgent");
+    assert!(!esc[0].1);
+    assert!(esc[0].2.to_string().contains("unreachable"), "{}", esc[0].2);
+    drop(engine);
+    assert_eq!(rings.await.unwrap(), 3, "the phone rang three times");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keypad_help_escalates_with_the_elder_on_the_line() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("dtmf");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-dtmf", "zh", 0).await;
+    let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
+    let script = r#"
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 60000
+[[step]]
+do = "digits"
+keys = "1"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "hang_up"
+"#;
+    let mut sim = phone(&engine, &elder, script, &tmp).await;
+    schedule_now(&pool, elder.id, 3, 10).await;
+    tokio::time::timeout(Duration::from_secs(150), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    let call = finished_call(&pool, elder.id, 60).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!(row.outcome.as_deref(), Some("escalated"));
+    assert!(row.flow_path.iter().any(|s| s == "help_requested"), "{:?}", row.flow_path);
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "emergency");
+    assert!(esc[0].1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_elder_calling_in_for_help_reaches_the_queue_on_the_line() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("dialin");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "sos-dialin", "en", 0).await;
+    let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
+    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    let script = format!(
+        r#"
+call_in = true
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "hang_up"
+"#,
+        wav.display()
+    );
+    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    // A wrong token is refused at registration.
+    let mut bad = ClientConfig::new(engine.ws(), "sos-dialin", DeviceToken::new("not-the-token-at-all"));
+    bad.leg = LegConfig::loopback();
+    assert!(SimPhone::connect(bad, SimScript::parse("", &tmp).unwrap()).await.is_err());
+
+    let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    assert!(report.answered);
+    let call = finished_call(&pool, elder.id, 60).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!((row.direction.as_str(), row.purpose.as_str()), ("inbound", "help"));
+    assert_eq!(row.status, "completed");
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "emergency");
+    assert!(esc[0].1, "kept on the line");
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM utterances WHERE call_id = $1")
+        .bind(call)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(n >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_engine_leaves_the_call_interrupted_and_rescheduled() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("crash");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-crash", "en", 0).await;
+    let lease = ["--call-lease-secs", "3"];
+    let mut engine = Engine::start(&db, &tmp.join("data"), "node-a", &lease);
+    let script = r#"
+max_call_ms = 60000
+[[step]]
+do = "silence"
+ms = 60000
+"#;
+    let mut sim = phone(&engine, &elder, script, &tmp).await;
+    let ringing = tokio::spawn(async move { sim.run_call().await });
+    schedule_now(&pool, elder.id, 3, 10).await;
+    let call: i64 = wait_for(
+        &pool,
+        "the call to be answered",
+        60,
+        "SELECT c.id FROM calls c JOIN call_attempts a ON a.call_id = c.id
+         WHERE c.elder_id = $1 AND c.status = 'in_progress' AND a.status = 'answered'",
+        elder.id,
+    )
+    .await;
+    engine.kill();
+    let _ = tokio::time::timeout(Duration::from_secs(30), ringing).await;
+    // Still in progress: nobody closed it.
+    assert_eq!(call_row(&pool, call).await.status, "in_progress");
+
+    let _engine = Engine::start(&db, &tmp.join("data"), "node-b", &lease);
+    let status: String = wait_for(
+        &pool,
+        "the rescuer",
+        60,
+        "SELECT status FROM calls WHERE id = $1 AND status <> 'in_progress'",
+        call,
+    )
+    .await;
+    assert_eq!(status, "interrupted");
+    let replacement: i64 = wait_for(&pool, "a replacement call", 10, "SELECT id FROM calls WHERE replaces = $1", call).await;
+    let (purpose, elder_id): (String, i64) =
+        sqlx::query_as("SELECT purpose, elder_id FROM calls WHERE id = $1")
+            .bind(replacement)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!((purpose.as_str(), elder_id), ("checkin", elder.id));
+    let attempt: String = sqlx::query_scalar("SELECT status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no LIMIT 1")
+        .bind(call)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(attempt, "interrupted");
+    let audited: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE entity = 'call' AND entity_id = $1 AND action = 'call.interrupted'",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(audited, 1);
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "voicecare-calls-{name}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn rand_suffix() -> u32 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
