@@ -164,11 +164,13 @@ async fn run(calls: usize, seconds: u64, codec: Codec) {
 fn main() {
     let mut counts = Vec::new();
     let mut seconds = 10;
+    #[cfg_attr(not(feature = "opus"), allow(unused_mut))]
     let mut codec = Codec::Pcmu;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--seconds" => seconds = args.next().and_then(|s| s.parse().ok()).unwrap_or(10),
+            #[cfg(feature = "opus")]
             "--opus" => codec = Codec::Opus,
             n => counts.push(n.parse::<usize>().expect("a call count")),
         }

@@ -68,6 +68,7 @@ impl AudioStreams {
 }
 
 /// Chops captured audio of any rate and channel count into 16 kHz mono frames.
+#[cfg_attr(not(feature = "cpal"), allow(dead_code))]
 struct MicFramer {
     rate: u32,
     channels: usize,
@@ -78,6 +79,7 @@ struct MicFramer {
     tx: mpsc::Sender<Vec<i16>>,
 }
 
+#[cfg_attr(not(feature = "cpal"), allow(dead_code))]
 impl MicFramer {
     fn push(&mut self, interleaved: impl Iterator<Item = f32>) {
         let step = self.rate as f64 / 16_000.0;

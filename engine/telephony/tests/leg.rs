@@ -85,6 +85,7 @@ async fn pcmu_carries_audio_both_ways() {
     tones_both_ways(Codec::Pcmu).await;
 }
 
+#[cfg(feature = "opus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opus_carries_audio_both_ways() {
     tones_both_ways(Codec::Opus).await;
@@ -116,6 +117,7 @@ async fn dtmf_digits_arrive_in_order_pcmu() {
     digits_arrive_in_order(Codec::Pcmu).await;
 }
 
+#[cfg(feature = "opus")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dtmf_digits_arrive_in_order_opus() {
     digits_arrive_in_order(Codec::Opus).await;
