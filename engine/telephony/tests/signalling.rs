@@ -335,3 +335,29 @@ async fn declined_and_unanswered_calls() {
     assert_eq!(ring.cancelled().await, HangupReason::NoAnswer);
     assert!(ring.answer().await.is_err(), "too late to answer");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_message_closes_only_that_connection() {
+    let server = start(hub_config()).await;
+    let (_device, _rings) = DeviceClient::connect(client(&server, 1, "token-1"))
+        .await
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
+        .await
+        .unwrap();
+    let huge = format!(r#"{{"type":"ping","pad":"{}"}}"#, "x".repeat(70 * 1024));
+    let _ = ws.send(Message::Text(huge.into())).await;
+    let closed = tokio::time::timeout(T, async {
+        loop {
+            match ws.next().await {
+                None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(closed);
+    // The registered device is unaffected.
+    assert!(server.hub.is_registered("elder-1"));
+}
