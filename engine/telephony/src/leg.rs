@@ -535,8 +535,13 @@ impl Parts {
             media.register_codec(codec_params(codec), RtpCodecKind::Audio)?;
         }
         media.register_codec(dtmf_params(), RtpCodecKind::Audio)?;
+        // Keep trying a candidate pair for the stack's default 1.4 s however
+        // short the interval: 7 checks at 20 ms would give up after 140 ms,
+        // too soon for a lossy or distant network.
+        let interval_ms = config.ice_check_interval.as_millis().max(1);
+        let attempts = (1400 / interval_ms).clamp(7, u16::MAX as u128) as u16;
         let settings = SettingEngineBuilder::new()
-            .with_ice_connection_attempts(Some(config.ice_check_interval), None)
+            .with_ice_connection_attempts(Some(config.ice_check_interval), Some(attempts))
             // The failed timer starts when the disconnected one fires.
             .with_ice_timeouts(
                 Some(config.media_loss_timeout / 2),
