@@ -13,7 +13,11 @@ use voicecare_telephony::{LegConfig, SimPhone, SimScript};
 #[derive(Args)]
 pub struct PhoneArgs {
     /// The engine's device signalling endpoint.
-    #[arg(long, env = "VOICECARE_SERVER", default_value = "ws://127.0.0.1:8080/v1/devices/ws")]
+    #[arg(
+        long,
+        env = "VOICECARE_SERVER",
+        default_value = "ws://127.0.0.1:8080/v1/devices/ws"
+    )]
     pub server: String,
     /// Device id to register as.
     #[arg(long, env = "VOICECARE_DEVICE_ID")]
