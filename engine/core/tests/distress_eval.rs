@@ -11,23 +11,51 @@ use voicecare_core::distress::eval::{Confusion, EvalCase};
 use voicecare_core::distress::{Classifier, Utterance};
 
 const SETS: [(&str, &str); 4] = [
-    ("tests/distress/eval-en.jsonl", include_str!("../../../tests/distress/eval-en.jsonl")),
-    ("tests/distress/eval-zh.jsonl", include_str!("../../../tests/distress/eval-zh.jsonl")),
-    ("tests/distress/heldout-en.jsonl", include_str!("../../../tests/distress/heldout-en.jsonl")),
-    ("tests/distress/heldout-zh.jsonl", include_str!("../../../tests/distress/heldout-zh.jsonl")),
+    (
+        "tests/distress/eval-en.jsonl",
+        include_str!("../../../tests/distress/eval-en.jsonl"),
+    ),
+    (
+        "tests/distress/eval-zh.jsonl",
+        include_str!("../../../tests/distress/eval-zh.jsonl"),
+    ),
+    (
+        "tests/distress/heldout-en.jsonl",
+        include_str!("../../../tests/distress/heldout-en.jsonl"),
+    ),
+    (
+        "tests/distress/heldout-zh.jsonl",
+        include_str!("../../../tests/distress/heldout-zh.jsonl"),
+    ),
 ];
 
 fn run(name: &str, src: &str) -> (Confusion, Confusion, Vec<String>) {
     let c = Classifier::shared();
     let (mut ours, mut base, mut wrong) = (Confusion::default(), Confusion::default(), Vec::new());
-    for (n, line) in src.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let case: EvalCase = serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}:{}: {e}", n + 1));
-        let a = c.assess(&Utterance { text: &case.text, lang: case.lang, asr_confidence: None });
+    for (n, line) in src
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let case: EvalCase =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{name}:{}: {e}", n + 1));
+        let a = c.assess(&Utterance {
+            text: &case.text,
+            lang: case.lang,
+            asr_confidence: None,
+        });
         ours.add(case.level, a.level);
         base.add(case.level, c.keyword_baseline(&case.text, case.lang));
         if a.level != case.level {
             let why: Vec<&str> = a.reasons.iter().map(|r| r.summary.as_str()).collect();
-            wrong.push(format!("{} expected {} got {}: {} [{}]", case.id, case.level, a.level, case.text, why.join("; ")));
+            wrong.push(format!(
+                "{} expected {} got {}: {} [{}]",
+                case.id,
+                case.level,
+                a.level,
+                case.text,
+                why.join("; ")
+            ));
         }
     }
     (ours, base, wrong)
@@ -40,7 +68,10 @@ fn sets_are_large_enough_and_cover_every_level() {
         let min = if name.contains("heldout") { 40 } else { 150 };
         assert!(ours.total() >= min, "{name}: {} cases", ours.total());
         for row in ours.counts {
-            assert!(row.iter().sum::<u32>() >= 5, "{name}: a level has fewer than 5 cases");
+            assert!(
+                row.iter().sum::<u32>() >= 5,
+                "{name}: a level has fewer than 5 cases"
+            );
         }
     }
 }
@@ -50,7 +81,11 @@ fn targets_hold_on_every_set() {
     let mut failures = Vec::new();
     for (name, src) in SETS {
         let (ours, base, wrong) = run(name, src);
-        println!("== {name}\n{}-- keyword baseline\n{}", ours.render(), base.render());
+        println!(
+            "== {name}\n{}-- keyword baseline\n{}",
+            ours.render(),
+            base.render()
+        );
         for w in &wrong {
             println!("  {w}");
         }
@@ -64,7 +99,9 @@ fn targets_hold_on_every_set() {
         }
         // The context rules must pay for themselves against plain keywords.
         if base.ok_left_low() >= ours.ok_left_low() {
-            failures.push(format!("{name}: keyword baseline keeps as many fine replies low as the classifier"));
+            failures.push(format!(
+                "{name}: keyword baseline keeps as many fine replies low as the classifier"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

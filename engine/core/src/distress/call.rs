@@ -29,7 +29,10 @@ const NOT_UNDERSTOOD_URGENT: u32 = 3;
 /// Combines the assessments of a call's utterances with its call-level signals.
 /// The most severe finding wins and every reason is kept.
 pub fn assess_call(utterances: &[Assessment], signals: &CallSignals) -> Assessment {
-    let mut reasons: Vec<Reason> = utterances.iter().flat_map(|a| a.reasons.iter().cloned()).collect();
+    let mut reasons: Vec<Reason> = utterances
+        .iter()
+        .flat_map(|a| a.reasons.iter().cloned())
+        .collect();
     let mut signal = |on: bool, level: Level, category: Category, rule: &str, summary: &str| {
         if on {
             reasons.push(Reason {
@@ -43,7 +46,13 @@ pub fn assess_call(utterances: &[Assessment], signals: &CallSignals) -> Assessme
             });
         }
     };
-    signal(signals.help_key_pressed, Level::Emergency, Category::HelpKey, "help_key", "pressed the help key");
+    signal(
+        signals.help_key_pressed,
+        Level::Emergency,
+        Category::HelpKey,
+        "help_key",
+        "pressed the help key",
+    );
     signal(
         signals.dropped_after_distress,
         Level::Emergency,
@@ -80,9 +89,19 @@ pub fn assess_call(utterances: &[Assessment], signals: &CallSignals) -> Assessme
         "not_understood",
         &format!("said \u{201c}I don't understand\u{201d} {nu} times"),
     );
-    signal(signals.answered_silent, Level::Watch, Category::Silent, "answered_silent", "answered but stayed silent");
+    signal(
+        signals.answered_silent,
+        Level::Watch,
+        Category::Silent,
+        "answered_silent",
+        "answered but stayed silent",
+    );
     let mut a = Assessment::from_reasons(reasons, None);
-    a.needs_confirmation |= utterances.iter().any(|u| u.needs_confirmation && u.level == a.level);
-    a.score = a.score.max(utterances.iter().map(|u| u.score).fold(0.0, f32::max));
+    a.needs_confirmation |= utterances
+        .iter()
+        .any(|u| u.needs_confirmation && u.level == a.level);
+    a.score = a
+        .score
+        .max(utterances.iter().map(|u| u.score).fold(0.0, f32::max));
     a
 }

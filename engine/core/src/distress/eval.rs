@@ -84,7 +84,11 @@ impl Confusion {
             }
         };
         check("emergency recall", self.recall(Level::Emergency), 1.0);
-        check("urgent-or-above recall", self.recall_at_least(Level::Urgent), 0.9);
+        check(
+            "urgent-or-above recall",
+            self.recall_at_least(Level::Urgent),
+            0.9,
+        );
         check("ok left at ok/watch", self.ok_left_low(), 0.95);
         missed
     }
@@ -93,7 +97,10 @@ impl Confusion {
     pub fn render(&self) -> String {
         let pct = |v: Option<f64>| v.map_or("    -".to_string(), |v| format!("{:5.1}", v * 100.0));
         let mut s = String::new();
-        let _ = writeln!(s, "expected \\ got   ok watch urgent emergency | recall precision");
+        let _ = writeln!(
+            s,
+            "expected \\ got   ok watch urgent emergency | recall precision"
+        );
         for e in Level::ALL {
             let row = self.counts[idx(e)];
             let _ = writeln!(

@@ -132,9 +132,12 @@ impl Lexicon {
             if l.is_empty() || l.starts_with('#') {
                 continue;
             }
-            let (head, body) = l
-                .split_once(':')
-                .ok_or_else(|| err("expected `<directive>: ...` or `<level> <category> <id> \"label\": ...`".into()))?;
+            let (head, body) = l.split_once(':').ok_or_else(|| {
+                err(
+                    "expected `<directive>: ...` or `<level> <category> <id> \"label\": ...`"
+                        .into(),
+                )
+            })?;
             let head = head.trim();
             if body.trim().is_empty() {
                 return Err(err("no patterns after ':'".into()));
@@ -168,12 +171,16 @@ impl Lexicon {
                 }
             };
             for alt in split_alts(body) {
-                let pat = self.parse_pattern(alt, lang, kind, phonetic).map_err(|m| err(format!("pattern {alt:?}: {m}")))?;
+                let pat = self
+                    .parse_pattern(alt, lang, kind, phonetic)
+                    .map_err(|m| err(format!("pattern {alt:?}: {m}")))?;
                 if let Kind::Alarm(r) = kind
                     && !alt.contains("..")
                     && !alt.contains(['*', '?', '/'])
                 {
-                    self.rules[r].keywords.push(alt.to_lowercase().replace(['\'', '’'], ""));
+                    self.rules[r]
+                        .keywords
+                        .push(alt.to_lowercase().replace(['\'', '’'], ""));
                 }
                 self.patterns.push(pat);
             }
@@ -186,9 +193,15 @@ impl Lexicon {
             let (heard, meant) = pair
                 .split_once('~')
                 .ok_or_else(|| format!("sound-alike {:?} needs `heard ~ meant`", pair.trim()))?;
-            let (heard, meant) = (text::fold_word(heard.trim(), lang), text::fold_word(meant.trim(), lang));
+            let (heard, meant) = (
+                text::fold_word(heard.trim(), lang),
+                text::fold_word(meant.trim(), lang),
+            );
             if heard.is_empty() || meant.is_empty() || heard.contains(' ') || meant.contains(' ') {
-                return Err(format!("sound-alike {:?} must be one word each side", pair.trim()));
+                return Err(format!(
+                    "sound-alike {:?} must be one word each side",
+                    pair.trim()
+                ));
             }
             self.sounds.entry(heard).or_default().push(meant);
         }
@@ -206,7 +219,9 @@ impl Lexicon {
         let (Some(level), Some(category), Some(id), None) =
             (words.next(), words.next(), words.next(), words.next())
         else {
-            return Err(format!("expected `<level> <category> <id> \"label\"`, got {head:?}"));
+            return Err(format!(
+                "expected `<level> <category> <id> \"label\"`, got {head:?}"
+            ));
         };
         let level: Level = level.parse().map_err(|e| format!("{e}"))?;
         if level == Level::Ok {
@@ -234,13 +249,23 @@ impl Lexicon {
                 "nophonetic" => rule.phonetic = false,
                 "nonegate" => rule.negatable = false,
                 "anyone" => rule.anyone = true,
-                other => return Err(format!("unknown flag {other:?} (known: nophonetic, nonegate, anyone)")),
+                other => {
+                    return Err(format!(
+                        "unknown flag {other:?} (known: nophonetic, nonegate, anyone)"
+                    ));
+                }
             }
         }
         Ok(rule)
     }
 
-    fn parse_pattern(&self, src: &str, lang: Lang, kind: Kind, phonetic: bool) -> Result<Pattern, String> {
+    fn parse_pattern(
+        &self,
+        src: &str,
+        lang: Lang,
+        kind: Kind,
+        phonetic: bool,
+    ) -> Result<Pattern, String> {
         let mut elems = Vec::new();
         let spaced = src.replace("..", " .. ");
         for tok in spaced.split_whitespace() {
@@ -260,7 +285,11 @@ impl Lexicon {
                         return Err("punctuation inside a pattern".into());
                     }
                     elems.push(Elem::Unit {
-                        alts: vec![Alt { text: u.key, prefix: false, sound: u.sound }],
+                        alts: vec![Alt {
+                            text: u.key,
+                            prefix: false,
+                            sound: u.sound,
+                        }],
                         optional: false,
                     });
                 }
@@ -283,7 +312,11 @@ impl Lexicon {
                 if self.fillers.contains(&folded) {
                     continue;
                 }
-                alts.push(Alt { text: folded, prefix, sound: None });
+                alts.push(Alt {
+                    text: folded,
+                    prefix,
+                    sound: None,
+                });
             }
             if !alts.is_empty() {
                 elems.push(Elem::Unit { alts, optional });
@@ -295,7 +328,16 @@ impl Lexicon {
         // Collapse repeated units the way speech is collapsed ("谢谢" -> "谢").
         let mut dedup: Vec<Elem> = Vec::with_capacity(elems.len());
         for e in elems {
-            if let (Some(Elem::Unit { alts: prev, optional: false }), Elem::Unit { alts, optional: false }) = (dedup.last(), &e)
+            if let (
+                Some(Elem::Unit {
+                    alts: prev,
+                    optional: false,
+                }),
+                Elem::Unit {
+                    alts,
+                    optional: false,
+                },
+            ) = (dedup.last(), &e)
                 && prev.len() == 1
                 && alts.len() == 1
                 && prev[0].text == alts[0].text
@@ -305,7 +347,10 @@ impl Lexicon {
             }
             dedup.push(e);
         }
-        let units = dedup.iter().filter(|e| matches!(e, Elem::Unit { .. })).count();
+        let units = dedup
+            .iter()
+            .filter(|e| matches!(e, Elem::Unit { .. }))
+            .count();
         if units == 0 {
             return Err("empty pattern".into());
         }
@@ -325,15 +370,30 @@ impl Lexicon {
             units,
             phonetic: phonetic && units >= 2 && (lang == Lang::En || content >= 2),
             gapless,
-            display: src.replace("..", "…"),
+            display: display(src),
         })
     }
 }
 
+/// A pattern as an operator should read it: first alternative, no syntax.
+fn display(src: &str) -> String {
+    src.replace("..", " … ")
+        .split_whitespace()
+        .map(|t| {
+            t.split('/')
+                .next()
+                .unwrap_or(t)
+                .trim_end_matches(['*', '?'])
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" … ", "…")
+}
+
 /// Mandarin particles and pronouns: too common to anchor a sound-alike match.
 const FUNCTION_CHARS: &[&str] = &[
-    "了", "的", "得", "地", "吗", "吧", "呢", "着", "过", "是", "在", "我", "你", "他", "她", "它", "一", "不", "没", "有", "也",
-    "都", "就", "很", "啊",
+    "了", "的", "得", "地", "吗", "吧", "呢", "着", "过", "是", "在", "我", "你", "他", "她", "它",
+    "一", "不", "没", "有", "也", "都", "就", "很", "啊",
 ];
 
 fn split_alts(body: &str) -> impl Iterator<Item = &str> {

@@ -11,7 +11,9 @@ use std::collections::HashMap;
 const NEGATION_REACH: usize = 3;
 
 /// Short English words that do not anchor a sound-alike match on their own.
-const STOPWORDS: &[&str] = &["i", "my", "me", "a", "an", "the", "and", "to", "of", "in", "on", "it", "is", "im", "was", "at"];
+const STOPWORDS: &[&str] = &[
+    "i", "my", "me", "a", "an", "the", "and", "to", "of", "in", "on", "it", "is", "im", "was", "at",
+];
 
 /// Contrast words a `..` gap never spans.
 const GAP_STOPS: &[&str] = &["but", "though", "although", "however", "但", "可"];
@@ -63,7 +65,9 @@ impl Matcher {
         let mut first_sound: HashMap<u32, Vec<usize>> = HashMap::new();
         let mut always = Vec::new();
         for (pid, p) in lex.patterns.iter().enumerate() {
-            let Some(Elem::Unit { alts, .. }) = p.elems.first() else { continue };
+            let Some(Elem::Unit { alts, .. }) = p.elems.first() else {
+                continue;
+            };
             for a in alts {
                 if a.prefix {
                     always.push(pid);
@@ -79,13 +83,23 @@ impl Matcher {
         let mut keywords = Vec::new();
         for r in lex.rules.iter().filter(|r| r.level >= Level::Urgent) {
             for k in &r.keywords {
-                let keys: Vec<String> = text::units(k, &[]).into_iter().filter(|u| !u.brk).map(|u| u.key).collect();
+                let keys: Vec<String> = text::units(k, &[])
+                    .into_iter()
+                    .filter(|u| !u.brk)
+                    .map(|u| u.key)
+                    .collect();
                 if !keys.is_empty() {
                     keywords.push((r.lang, keys));
                 }
             }
         }
-        Matcher { lex, first, first_sound, always, keywords }
+        Matcher {
+            lex,
+            first,
+            first_sound,
+            always,
+            keywords,
+        }
     }
 
     fn lang_ok(p_lang: Lang, hint: Option<Lang>) -> bool {
@@ -124,8 +138,24 @@ impl Matcher {
                 if !Self::lang_ok(p.lang, hint) {
                     continue;
                 }
-                if let Some((end, t)) = self.go(p, 0, us, i, Tally { start: i, ..Tally::default() }) {
-                    out.push(M { pid, start: i, end, phonetic: t.sounds > 0 || t.misses > 0, gap_mask: t.gap_mask, sound_mask: t.sound_mask });
+                if let Some((end, t)) = self.go(
+                    p,
+                    0,
+                    us,
+                    i,
+                    Tally {
+                        start: i,
+                        ..Tally::default()
+                    },
+                ) {
+                    out.push(M {
+                        pid,
+                        start: i,
+                        end,
+                        phonetic: t.sounds > 0 || t.misses > 0,
+                        gap_mask: t.gap_mask,
+                        sound_mask: t.sound_mask,
+                    });
                 }
             }
         }
@@ -133,7 +163,14 @@ impl Matcher {
     }
 
     /// Matches `p.elems[ei..]` at unit `ui`; returns the end unit and the tally.
-    fn go(&self, p: &Pattern, ei: usize, us: &[Unit], ui: usize, t: Tally) -> Option<(usize, Tally)> {
+    fn go(
+        &self,
+        p: &Pattern,
+        ei: usize,
+        us: &[Unit],
+        ui: usize,
+        t: Tally,
+    ) -> Option<(usize, Tally)> {
         let Some(e) = p.elems.get(ei) else {
             if t.sounds == 0 && t.misses == 0 {
                 return Some((ui, t));
@@ -165,7 +202,13 @@ impl Matcher {
             }
             Elem::Unit { alts, optional } => {
                 if let Some(u) = us.get(ui).filter(|u| !u.brk) {
-                    let exact = alts.iter().any(|a| if a.prefix { u.key.starts_with(&a.text) } else { u.key == a.text });
+                    let exact = alts.iter().any(|a| {
+                        if a.prefix {
+                            u.key.starts_with(&a.text)
+                        } else {
+                            u.key == a.text
+                        }
+                    });
                     if exact {
                         let mut t2 = t;
                         if !STOPWORDS.contains(&u.key.as_str()) {
@@ -176,25 +219,52 @@ impl Matcher {
                         }
                     } else if p.phonetic {
                         let sounds = match p.lang {
-                            Lang::Zh => u.sound.is_some() && alts.iter().any(|a| a.sound == u.sound),
+                            Lang::Zh => {
+                                u.sound.is_some() && alts.iter().any(|a| a.sound == u.sound)
+                            }
                             Lang::En => self.lex.sounds.get(&u.key).is_some_and(|meant| {
-                                meant.iter().any(|m| alts.iter().any(|a| if a.prefix { m.starts_with(&a.text) } else { *m == a.text }))
+                                meant.iter().any(|m| {
+                                    alts.iter().any(|a| {
+                                        if a.prefix {
+                                            m.starts_with(&a.text)
+                                        } else {
+                                            *m == a.text
+                                        }
+                                    })
+                                })
                             }),
                         };
                         if sounds {
-                            let t2 = Tally { sounds: t.sounds + 1, sound_mask: t.sound_mask | bit(ui - t.start), ..t };
+                            let t2 = Tally {
+                                sounds: t.sounds + 1,
+                                sound_mask: t.sound_mask | bit(ui - t.start),
+                                ..t
+                            };
                             if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
                                 return Some(r);
                             }
-                        } else if p.lang == Lang::Zh && p.gapless && p.units >= 4 && ei > 0 && t.misses == 0 {
-                            let t2 = Tally { misses: 1, sound_mask: t.sound_mask | bit(ui - t.start), ..t };
+                        } else if p.lang == Lang::Zh
+                            && p.gapless
+                            && p.units >= 4
+                            && ei > 0
+                            && t.misses == 0
+                        {
+                            let t2 = Tally {
+                                misses: 1,
+                                sound_mask: t.sound_mask | bit(ui - t.start),
+                                ..t
+                            };
                             if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
                                 return Some(r);
                             }
                         }
                     }
                 }
-                if *optional { self.go(p, ei + 1, us, ui, t) } else { None }
+                if *optional {
+                    self.go(p, ei + 1, us, ui, t)
+                } else {
+                    None
+                }
             }
         }
     }
@@ -221,7 +291,9 @@ impl Matcher {
         for m in &ms {
             match kind(m) {
                 Kind::Mask => masked[m.start..m.end].iter_mut().for_each(|x| *x = true),
-                Kind::NotNegation => not_negation[m.start..m.end].iter_mut().for_each(|x| *x = true),
+                Kind::NotNegation => not_negation[m.start..m.end]
+                    .iter_mut()
+                    .for_each(|x| *x = true),
                 Kind::ClauseBreak => {
                     clause_start[m.start] = true;
                     scope_start[m.start] = true;
@@ -232,10 +304,13 @@ impl Matcher {
         }
         let ids = |starts: &[bool]| -> Vec<usize> {
             let mut id = 0;
-            starts.iter().map(|&s| {
-                id += usize::from(s);
-                id
-            }).collect()
+            starts
+                .iter()
+                .map(|&s| {
+                    id += usize::from(s);
+                    id
+                })
+                .collect()
         };
         let clause = ids(&clause_start);
         let scope = ids(&scope_start);
@@ -252,12 +327,17 @@ impl Matcher {
         // Nor does `..` reach across "but": "fall but my chest hurts" is two statements.
         let gap_blocked = |m: &M| {
             (m.start..m.end).any(|u| {
-                (cue[u] || GAP_STOPS.contains(&us[u].key.as_str())) && (m.gap_mask >> (u - m.start).min(63)) & 1 == 1
+                (cue[u] || GAP_STOPS.contains(&us[u].key.as_str()))
+                    && (m.gap_mask >> (u - m.start).min(63)) & 1 == 1
             })
         };
         let mut alarms: Vec<M> = ms
             .iter()
-            .filter(|m| matches!(kind(m), Kind::Alarm(_)) && !masked[m.start..m.end].iter().any(|&x| x) && !gap_blocked(m))
+            .filter(|m| {
+                matches!(kind(m), Kind::Alarm(_))
+                    && !masked[m.start..m.end].iter().any(|&x| x)
+                    && !gap_blocked(m)
+            })
             .copied()
             .collect();
         alarms.sort_by_key(|m| (std::cmp::Reverse(m.end - m.start), m.phonetic, m.start));
@@ -269,7 +349,9 @@ impl Matcher {
         for m in alarms {
             let shadowed = kept.iter().any(|k| {
                 (rule_of(k) == rule_of(&m) && k.overlaps(&m))
-                    || (k.contains(&m) && k.end - k.start > m.end - m.start && (m.phonetic || !k.phonetic))
+                    || (k.contains(&m)
+                        && k.end - k.start > m.end - m.start
+                        && (m.phonetic || !k.phonetic))
             });
             if !shadowed {
                 kept.push(m);
@@ -277,7 +359,10 @@ impl Matcher {
         }
         kept.sort_by_key(|m| (m.start, m.end));
 
-        let markers = |k: Kind| ms.iter().filter(move |m| self.lex.patterns[m.pid].kind == k);
+        let markers = |k: Kind| {
+            ms.iter()
+                .filter(move |m| self.lex.patterns[m.pid].kind == k)
+        };
         let mut findings: Vec<(M, Level, Vec<&'static str>)> = Vec::new();
         for m in &kept {
             let rule = &self.lex.rules[rule_of(m)];
@@ -301,7 +386,11 @@ impl Matcher {
             let mut notes = Vec::new();
             // Another finding read literally from the misheard words themselves.
             let literal = |k: &&M| {
-                !k.phonetic && rule_of(k) != rule_of(m) && (k.start..k.end).any(|u| u >= m.start && u < m.end && m.sound_mask >> (u - m.start).min(63) & 1 == 1)
+                !k.phonetic
+                    && rule_of(k) != rule_of(m)
+                    && (k.start..k.end).any(|u| {
+                        u >= m.start && u < m.end && m.sound_mask >> (u - m.start).min(63) & 1 == 1
+                    })
             };
             if m.phonetic && kept.iter().filter(literal).any(|k| k.contains(m)) {
                 // The words make sense as heard ("I feel down", "去世"): kept for the
@@ -315,14 +404,18 @@ impl Matcher {
             let other = markers(Kind::Other).find(|x| same_clause(x) && x.end <= m.start);
             if let Some(o) = other
                 && !rule.anyone
-                && !markers(Kind::Household).any(|h| same_clause(&h) && h.start >= o.start && h.end <= m.start)
+                && !markers(Kind::Household)
+                    .any(|h| same_clause(&h) && h.start >= o.start && h.end <= m.start)
                 && level > Level::Watch
             {
                 level = Level::Watch;
                 notes.push("about someone else");
             }
-            let ongoing_before = |d: &M| markers(Kind::Ongoing).any(|o| o.end == d.start || o.overlaps(d));
-            if markers(Kind::Distant).any(|d| same_clause(&d) && !ongoing_before(d)) && level > Level::Watch {
+            let ongoing_before =
+                |d: &M| markers(Kind::Ongoing).any(|o| o.end == d.start || o.overlaps(d));
+            if markers(Kind::Distant).any(|d| same_clause(&d) && !ongoing_before(d))
+                && level > Level::Watch
+            {
                 level = Level::Watch;
                 notes.push("in the past");
             }
@@ -335,10 +428,16 @@ impl Matcher {
         for (m, level, notes) in &mut findings {
             let rule = &self.lex.rules[rule_of(m)];
             let recovered = resolved.iter().any(|r| {
-                r.start >= m.end && !kept.iter().any(|k| k.overlaps(r)) && !starts.iter().any(|&s| s >= r.end)
+                r.start >= m.end
+                    && !kept.iter().any(|k| k.overlaps(r))
+                    && !starts.iter().any(|&s| s >= r.end)
             });
             if recovered {
-                let floor = if rule.level >= Level::Urgent { Level::Watch } else { Level::Ok };
+                let floor = if rule.level >= Level::Urgent {
+                    Level::Watch
+                } else {
+                    Level::Ok
+                };
                 *level = lower(*level, floor);
                 notes.push("now better");
             }
@@ -353,12 +452,23 @@ impl Matcher {
                 let evidence = text[span.clone()].to_string();
                 let mut summary = format!("{}: \u{201c}{}\u{201d}", rule.label, evidence);
                 if m.phonetic {
-                    summary.push_str(&format!(" (sounds like \u{201c}{}\u{201d}; confirm)", self.lex.patterns[m.pid].display));
+                    summary.push_str(&format!(
+                        " (sounds like \u{201c}{}\u{201d}; confirm)",
+                        self.lex.patterns[m.pid].display
+                    ));
                 }
                 for n in notes {
                     summary.push_str(&format!(" ({n})"));
                 }
-                Reason { category: rule.category, level, evidence, rule: rule.id.clone(), span, phonetic: m.phonetic, summary }
+                Reason {
+                    category: rule.category,
+                    level,
+                    evidence,
+                    rule: rule.id.clone(),
+                    span,
+                    phonetic: m.phonetic,
+                    summary,
+                }
             })
             .collect()
     }
@@ -367,7 +477,10 @@ impl Matcher {
         let us = text::units(text, &[]);
         let keys: Vec<&str> = us.iter().map(|u| u.key.as_str()).collect();
         let hit = self.keywords.iter().any(|(lang, kw)| {
-            Self::lang_ok(*lang, hint) && keys.windows(kw.len()).any(|w| w.iter().zip(kw).all(|(a, b)| *a == b))
+            Self::lang_ok(*lang, hint)
+                && keys
+                    .windows(kw.len())
+                    .any(|w| w.iter().zip(kw).all(|(a, b)| *a == b))
         });
         if hit { Level::Emergency } else { Level::Ok }
     }

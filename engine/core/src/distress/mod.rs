@@ -50,8 +50,16 @@ use std::sync::LazyLock;
 
 /// The embedded lexicons: (file name for errors, language, contents).
 pub const LEXICON_FILES: [(&str, Lang, &str); 2] = [
-    ("engine/core/data/distress/en.rules", Lang::En, include_str!("../../data/distress/en.rules")),
-    ("engine/core/data/distress/zh.rules", Lang::Zh, include_str!("../../data/distress/zh.rules")),
+    (
+        "engine/core/data/distress/en.rules",
+        Lang::En,
+        include_str!("../../data/distress/en.rules"),
+    ),
+    (
+        "engine/core/data/distress/zh.rules",
+        Lang::Zh,
+        include_str!("../../data/distress/zh.rules"),
+    ),
 ];
 
 /// Language of an utterance.
@@ -172,7 +180,11 @@ pub struct Utterance<'a> {
 
 impl<'a> Utterance<'a> {
     pub fn new(text: &'a str) -> Self {
-        Utterance { text, lang: None, asr_confidence: None }
+        Utterance {
+            text,
+            lang: None,
+            asr_confidence: None,
+        }
     }
     pub fn lang(mut self, lang: Lang) -> Self {
         self.lang = Some(lang);
@@ -219,12 +231,23 @@ pub struct Assessment {
 impl Assessment {
     /// Nothing of concern.
     pub fn ok() -> Self {
-        Assessment { level: Level::Ok, categories: Vec::new(), reasons: Vec::new(), score: 0.0, needs_confirmation: false }
+        Assessment {
+            level: Level::Ok,
+            categories: Vec::new(),
+            reasons: Vec::new(),
+            score: 0.0,
+            needs_confirmation: false,
+        }
     }
 
     /// Builds an assessment from reasons: sorts them, derives level, categories and score.
     pub fn from_reasons(mut reasons: Vec<Reason>, asr_confidence: Option<f32>) -> Self {
-        reasons.sort_by(|a, b| b.level.cmp(&a.level).then(a.phonetic.cmp(&b.phonetic)).then(a.span.start.cmp(&b.span.start)));
+        reasons.sort_by(|a, b| {
+            b.level
+                .cmp(&a.level)
+                .then(a.phonetic.cmp(&b.phonetic))
+                .then(a.span.start.cmp(&b.span.start))
+        });
         let level = reasons.first().map_or(Level::Ok, |r| r.level);
         let mut categories = Vec::new();
         for r in &reasons {
@@ -239,8 +262,15 @@ impl Assessment {
             .fold(0.0f32, f32::max)
             * (0.5 + 0.5 * conf);
         let top_phonetic = reasons.iter().any(|r| r.level == level && r.phonetic);
-        let needs_confirmation = level > Level::Ok && (top_phonetic || (conf < 0.5 && level >= Level::Urgent));
-        Assessment { level, categories, reasons, score: (score * 1000.0).round() / 1000.0, needs_confirmation }
+        let needs_confirmation =
+            level > Level::Ok && (top_phonetic || (conf < 0.5 && level >= Level::Urgent));
+        Assessment {
+            level,
+            categories,
+            reasons,
+            score: (score * 1000.0).round() / 1000.0,
+            needs_confirmation,
+        }
     }
 }
 
@@ -259,8 +289,9 @@ pub struct Classifier {
     matcher: matcher::Matcher,
 }
 
-static SHARED: LazyLock<Classifier> =
-    LazyLock::new(|| Classifier::new().expect("embedded distress lexicon is checked by unit tests"));
+static SHARED: LazyLock<Classifier> = LazyLock::new(|| {
+    Classifier::new().expect("embedded distress lexicon is checked by unit tests")
+});
 
 impl Default for Classifier {
     fn default() -> Self {
@@ -281,7 +312,9 @@ impl Classifier {
         for (name, lang, src) in files {
             lex.add_file(name, *lang, src)?;
         }
-        Ok(Classifier { matcher: matcher::Matcher::new(lex) })
+        Ok(Classifier {
+            matcher: matcher::Matcher::new(lex),
+        })
     }
 
     /// The process-wide classifier over the embedded lexicons.

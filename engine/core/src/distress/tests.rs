@@ -16,7 +16,8 @@ fn embedded_lexicons_parse() {
 
 #[test]
 fn malformed_lexicon_names_file_and_line() {
-    let bad = "# ok\nnegate: no\nemergency fall x \"label\": fell\nurgent nonsense y \"label\": fell\n";
+    let bad =
+        "# ok\nnegate: no\nemergency fall x \"label\": fell\nurgent nonsense y \"label\": fell\n";
     let err = Classifier::from_sources(&[("bad.rules", Lang::En, bad)]).unwrap_err();
     assert_eq!((err.file.as_str(), err.line), ("bad.rules", 4));
     assert!(err.to_string().contains("nonsense"), "{err}");
@@ -63,7 +64,10 @@ fn negation_and_its_scope() {
 fn time_moves_the_level() {
     assert_eq!(level("I fell last month but I'm fine now"), Level::Watch);
     assert_eq!(level("I fell this morning and my hip hurts"), Level::Urgent);
-    assert_eq!(level("I've been on the floor since last night"), Level::Emergency);
+    assert_eq!(
+        level("I've been on the floor since last night"),
+        Level::Emergency
+    );
     assert_eq!(level("去年摔过一次，早就好了"), Level::Watch);
 }
 
@@ -76,7 +80,13 @@ fn who_it_happened_to() {
 
 #[test]
 fn idioms_and_lexical_traps() {
-    for t in ["I'm dying to see my grandson", "笑死我了", "I polished the chest of drawers", "the gas bill came", "my blood test came back normal"] {
+    for t in [
+        "I'm dying to see my grandson",
+        "笑死我了",
+        "I polished the chest of drawers",
+        "the gas bill came",
+        "my blood test came back normal",
+    ] {
         assert!(level(t) <= Level::Watch, "{t}: {:?}", assess(t));
     }
 }
@@ -86,7 +96,11 @@ fn misheard_mandarin_still_flags_by_sound() {
     let a = assess("就命");
     assert_eq!(a.level, Level::Emergency);
     assert!(a.reasons[0].phonetic && a.needs_confirmation, "{a:?}");
-    assert!(a.reasons[0].summary.contains("救命"), "{}", a.reasons[0].summary);
+    assert!(
+        a.reasons[0].summary.contains("救命"),
+        "{}",
+        a.reasons[0].summary
+    );
     assert_eq!(level("我摔了起步来"), Level::Emergency);
     assert_eq!(level("传布上次"), Level::Emergency);
     // The exact phrase is not phonetic and needs no confirmation.
@@ -144,14 +158,25 @@ fn low_asr_confidence_asks_for_confirmation() {
 #[test]
 fn english_hint_skips_mandarin_rules() {
     let c = Classifier::shared();
-    assert_eq!(c.assess(&Utterance::new("救命").lang(Lang::En)).level, Level::Ok);
-    assert_eq!(c.assess(&Utterance::new("救命").lang(Lang::Zh)).level, Level::Emergency);
+    assert_eq!(
+        c.assess(&Utterance::new("救命").lang(Lang::En)).level,
+        Level::Ok
+    );
+    assert_eq!(
+        c.assess(&Utterance::new("救命").lang(Lang::Zh)).level,
+        Level::Emergency
+    );
 }
 
 #[test]
 fn serialises_to_the_cli_contract() {
     let v = serde_json_like(&assess("help me"));
-    for key in ["\"level\":\"emergency\"", "\"categories\":[\"help_request\"]", "\"evidence\":\"help me\"", "\"rule\":\"en.help_request.cry_for_help\""] {
+    for key in [
+        "\"level\":\"emergency\"",
+        "\"categories\":[\"help_request\"]",
+        "\"evidence\":\"help me\"",
+        "\"rule\":\"en.help_request.cry_for_help\"",
+    ] {
         assert!(v.contains(key), "{key} not in {v}");
     }
 }
@@ -171,17 +196,49 @@ fn baseline_ignores_context() {
 #[test]
 fn call_signals() {
     let quiet = assess("fine");
-    let a = assess_call(std::slice::from_ref(&quiet), &CallSignals { help_key_pressed: true, ..Default::default() });
+    let a = assess_call(
+        std::slice::from_ref(&quiet),
+        &CallSignals {
+            help_key_pressed: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(a.level, Level::Emergency);
     assert_eq!(a.categories, [Category::HelpKey]);
-    let a = assess_call(&[], &CallSignals { no_answer_after_ladder: true, answered_silent: false, ..Default::default() });
+    let a = assess_call(
+        &[],
+        &CallSignals {
+            no_answer_after_ladder: true,
+            answered_silent: false,
+            ..Default::default()
+        },
+    );
     assert_eq!(a.level, Level::Urgent);
-    let a = assess_call(&[], &CallSignals { answered_silent: true, not_understood_count: 2, ..Default::default() });
+    let a = assess_call(
+        &[],
+        &CallSignals {
+            answered_silent: true,
+            not_understood_count: 2,
+            ..Default::default()
+        },
+    );
     assert_eq!((a.level, a.reasons.len()), (Level::Watch, 2));
-    let a = assess_call(&[], &CallSignals { not_understood_count: 3, ..Default::default() });
+    let a = assess_call(
+        &[],
+        &CallSignals {
+            not_understood_count: 3,
+            ..Default::default()
+        },
+    );
     assert_eq!(a.level, Level::Urgent);
     let dizzy = assess("I feel dizzy");
-    let a = assess_call(&[dizzy, quiet], &CallSignals { dropped_after_distress: true, ..Default::default() });
+    let a = assess_call(
+        &[dizzy, quiet],
+        &CallSignals {
+            dropped_after_distress: true,
+            ..Default::default()
+        },
+    );
     assert_eq!(a.level, Level::Emergency);
     assert!(a.categories.contains(&Category::Dizziness));
     assert_eq!(assess_call(&[], &CallSignals::default()).level, Level::Ok);
@@ -193,22 +250,44 @@ fn trend_raises_repeated_watch_and_falls_in_a_week() {
     let now = 100 * DAY;
     let sleep = assess("I couldn't sleep again");
     assert_eq!(sleep.level, Level::Watch);
-    let past = |days: i64, a: &Assessment| PastCall { at_unix: now - days * DAY, assessment: a.clone() };
+    let past = |days: i64, a: &Assessment| PastCall {
+        at_unix: now - days * DAY,
+        assessment: a.clone(),
+    };
     let fine = assess("all good");
     // Three calls in a row.
     let t = apply_trend(&sleep, now, &[past(1, &sleep), past(2, &sleep)]);
     assert_eq!(t.level, Level::Urgent);
     assert!(t.categories.contains(&Category::Trend));
     // Broken streak: no raise.
-    assert_eq!(apply_trend(&sleep, now, &[past(1, &sleep), past(2, &fine), past(3, &sleep)]).level, Level::Watch);
+    assert_eq!(
+        apply_trend(
+            &sleep,
+            now,
+            &[past(1, &sleep), past(2, &fine), past(3, &sleep)]
+        )
+        .level,
+        Level::Watch
+    );
     // Only one earlier call: no raise.
-    assert_eq!(apply_trend(&sleep, now, &[past(1, &sleep)]).level, Level::Watch);
+    assert_eq!(
+        apply_trend(&sleep, now, &[past(1, &sleep)]).level,
+        Level::Watch
+    );
     // Falls: twice in a week raises an old, recovered fall; twice a month apart does not.
     let old_fall = assess("I had a fall last year but I'm fine now");
     assert_eq!(old_fall.level, Level::Watch);
-    assert_eq!(apply_trend(&old_fall, now, &[past(5, &old_fall)]).level, Level::Urgent);
-    assert_eq!(apply_trend(&old_fall, now, &[past(30, &old_fall)]).level, Level::Watch);
+    assert_eq!(
+        apply_trend(&old_fall, now, &[past(5, &old_fall)]).level,
+        Level::Urgent
+    );
+    assert_eq!(
+        apply_trend(&old_fall, now, &[past(30, &old_fall)]).level,
+        Level::Watch
+    );
     // Calls from the future are ignored.
-    assert_eq!(apply_trend(&old_fall, now, &[past(-1, &old_fall)]).level, Level::Watch);
+    assert_eq!(
+        apply_trend(&old_fall, now, &[past(-1, &old_fall)]).level,
+        Level::Watch
+    );
 }
-

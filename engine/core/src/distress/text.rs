@@ -17,12 +17,12 @@ pub(crate) enum Script {
 
 pub(crate) fn script_of(c: char) -> Script {
     match c {
-        '\u{3400}'..='\u{4DBF}' | '\u{4E00}'..='\u{9FFF}' | '\u{F900}'..='\u{FAFF}' | '\u{20000}'..='\u{2FFFF}' => {
-            Script::Han
-        }
-        ',' | '.' | '!' | '?' | ';' | ':' | '，' | '。' | '！' | '？' | '；' | '：' | '、' | '…' | '\n' => {
-            Script::Break
-        }
+        '\u{3400}'..='\u{4DBF}'
+        | '\u{4E00}'..='\u{9FFF}'
+        | '\u{F900}'..='\u{FAFF}'
+        | '\u{20000}'..='\u{2FFFF}' => Script::Han,
+        ',' | '.' | '!' | '?' | ';' | ':' | '，' | '。' | '！' | '？' | '；' | '：' | '、'
+        | '…' | '\n' => Script::Break,
         c if c.is_alphanumeric() => Script::Word,
         _ => Script::Other,
     }
@@ -91,7 +91,7 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
     let mut out: Vec<Unit> = Vec::new();
     let mut word: Option<(usize, String)> = None;
     let push = |out: &mut Vec<Unit>, u: Unit| {
-        if fillers.iter().any(|f| *f == u.key) {
+        if fillers.contains(&u.key) {
             return;
         }
         if let Some(prev) = out.last_mut()
@@ -108,9 +108,22 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
         if let Some((start, w)) = word.take() {
             // "heating's", "husband's": the clitic goes, as in the lexicon.
             let raw = &text[start..end];
-            let w = if (raw.ends_with("'s") || raw.ends_with("’s")) && w.len() > 1 { w[..w.len() - 1].to_string() } else { w };
+            let w = if (raw.ends_with("'s") || raw.ends_with("’s")) && w.len() > 1 {
+                w[..w.len() - 1].to_string()
+            } else {
+                w
+            };
             let key = if w == "cannot" { "cant".to_string() } else { w };
-            push(out, Unit { key, sound: None, start, end, brk: false });
+            push(
+                out,
+                Unit {
+                    key,
+                    sound: None,
+                    start,
+                    end,
+                    brk: false,
+                },
+            );
         }
     };
     let mut orig = text.char_indices().peekable();
@@ -124,8 +137,10 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
             }
             Script::Other if (oc == '\'' || oc == '’' || oc == '-') && word.is_some() => {
                 // Apostrophes vanish ("can't" = "cant"); hyphens stay inside words.
-                if oc == '-' {
-                    word.as_mut().map(|w| w.1.push('-'));
+                if oc == '-'
+                    && let Some(w) = word.as_mut()
+                {
+                    w.1.push('-');
                 }
             }
             s => {
@@ -133,11 +148,23 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
                 match s {
                     Script::Han => push(
                         &mut out,
-                        Unit { key: simp.to_string(), sound: sound_of(simp), start: pos, end: next_pos, brk: false },
+                        Unit {
+                            key: simp.to_string(),
+                            sound: sound_of(simp),
+                            start: pos,
+                            end: next_pos,
+                            brk: false,
+                        },
                     ),
                     Script::Break => push(
                         &mut out,
-                        Unit { key: String::new(), sound: None, start: pos, end: next_pos, brk: true },
+                        Unit {
+                            key: String::new(),
+                            sound: None,
+                            start: pos,
+                            end: next_pos,
+                            brk: true,
+                        },
                     ),
                     _ => {}
                 }

@@ -46,20 +46,36 @@ pub fn apply_trend(current: &Assessment, now_unix: i64, history: &[PastCall]) ->
         }
         seen.push(r.category);
         let n = REPEAT_CALLS - 1;
-        if past.len() >= n && past[..n].iter().all(|p| p.assessment.categories.contains(&r.category)) {
+        if past.len() >= n
+            && past[..n]
+                .iter()
+                .all(|p| p.assessment.categories.contains(&r.category))
+        {
             extra.push(raise(
                 r,
                 "repeated",
-                format!("{} in {REPEAT_CALLS} calls in a row: \u{201c}{}\u{201d}", r.category, r.evidence),
+                format!(
+                    "{} in {REPEAT_CALLS} calls in a row: \u{201c}{}\u{201d}",
+                    r.category, r.evidence
+                ),
             ));
         }
         if r.category == Category::Fall
-            && let Some(p) = past
-                .iter()
-                .find(|p| now_unix - p.at_unix <= FALL_WINDOW_SECS && p.assessment.categories.contains(&Category::Fall))
+            && let Some(p) = past.iter().find(|p| {
+                now_unix - p.at_unix <= FALL_WINDOW_SECS
+                    && p.assessment.categories.contains(&Category::Fall)
+            })
         {
             let days = (now_unix - p.at_unix) / 86_400;
-            extra.push(raise(r, "falls_in_a_week", format!("second fall mentioned in {} days: \u{201c}{}\u{201d}", days.max(1), r.evidence)));
+            extra.push(raise(
+                r,
+                "falls_in_a_week",
+                format!(
+                    "second fall mentioned in {} days: \u{201c}{}\u{201d}",
+                    days.max(1),
+                    r.evidence
+                ),
+            ));
         }
     }
     if extra.is_empty() {

@@ -51,10 +51,25 @@ pub fn run(args: DistressArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if let Some(text) = &args.text {
-        let a = classifier.assess(&Utterance { text, lang: args.lang, asr_confidence: None });
-        println!("{}{}", a.level, if a.needs_confirmation { " (confirm with the elder)" } else { "" });
+        let a = classifier.assess(&Utterance {
+            text,
+            lang: args.lang,
+            asr_confidence: None,
+        });
+        println!(
+            "{}{}",
+            a.level,
+            if a.needs_confirmation {
+                " (confirm with the elder)"
+            } else {
+                ""
+            }
+        );
         for r in &a.reasons {
-            println!("  {:<9} {:<14} {}  [{}]", r.level, r.category, r.summary, r.rule);
+            println!(
+                "  {:<9} {:<14} {}  [{}]",
+                r.level, r.category, r.summary, r.rule
+            );
         }
         return Ok(());
     }
@@ -87,7 +102,12 @@ struct ErrLine<'a> {
 
 /// Classifies every line; a bad line gets an error object and processing goes on.
 /// Returns how many lines were bad.
-pub fn run_jsonl(c: &Classifier, default_lang: Option<Lang>, input: impl BufRead, mut out: impl Write) -> anyhow::Result<usize> {
+pub fn run_jsonl(
+    c: &Classifier,
+    default_lang: Option<Lang>,
+    input: impl BufRead,
+    mut out: impl Write,
+) -> anyhow::Result<usize> {
     let mut bad = 0;
     for (n, line) in input.lines().enumerate() {
         let line_no = n + 1;
@@ -97,8 +117,18 @@ pub fn run_jsonl(c: &Classifier, default_lang: Option<Lang>, input: impl BufRead
         }
         match serde_json::from_str::<InLine>(&line) {
             Ok(l) => {
-                let a = c.assess(&Utterance { text: &l.text, lang: l.lang.or(default_lang), asr_confidence: l.asr_confidence });
-                serde_json::to_writer(&mut out, &OutLine { id: &l.id, assessment: &a })?;
+                let a = c.assess(&Utterance {
+                    text: &l.text,
+                    lang: l.lang.or(default_lang),
+                    asr_confidence: l.asr_confidence,
+                });
+                serde_json::to_writer(
+                    &mut out,
+                    &OutLine {
+                        id: &l.id,
+                        assessment: &a,
+                    },
+                )?;
             }
             Err(e) => {
                 bad += 1;
@@ -107,7 +137,14 @@ pub fn run_jsonl(c: &Classifier, default_lang: Option<Lang>, input: impl BufRead
                 let id = value.as_ref().and_then(|v| v.get("id"));
                 let error = format!("line {line_no}: {e}");
                 eprintln!("distress: {error}");
-                serde_json::to_writer(&mut out, &ErrLine { id, line: line_no, error })?;
+                serde_json::to_writer(
+                    &mut out,
+                    &ErrLine {
+                        id,
+                        line: line_no,
+                        error,
+                    },
+                )?;
             }
         }
         out.write_all(b"\n")?;
@@ -118,7 +155,8 @@ pub fn run_jsonl(c: &Classifier, default_lang: Option<Lang>, input: impl BufRead
 
 /// Reads a labelled set; bad lines are reported on stderr and skipped.
 fn read_cases(path: &PathBuf, lang: Option<Lang>) -> anyhow::Result<(Vec<EvalCase>, usize)> {
-    let src = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let src =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let mut cases = Vec::new();
     let mut bad = 0;
     for (n, line) in src.lines().enumerate() {
@@ -147,7 +185,11 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
         let mut base = Confusion::default();
         let mut errors = Vec::new();
         for case in &cases {
-            let a = c.assess(&Utterance { text: &case.text, lang: case.lang, asr_confidence: None });
+            let a = c.assess(&Utterance {
+                text: &case.text,
+                lang: case.lang,
+                asr_confidence: None,
+            });
             ours.add(case.level, a.level);
             base.add(case.level, c.keyword_baseline(&case.text, case.lang));
             if a.level != case.level {
@@ -177,7 +219,14 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
             errors.sort_by_key(|(case, _)| std::cmp::Reverse(case.level));
             for (case, a) in &errors {
                 let why: Vec<&str> = a.reasons.iter().map(|r| r.summary.as_str()).collect();
-                println!("  {} expected {} got {}: {}  [{}]", case.id, case.level, a.level, case.text, why.join("; "));
+                println!(
+                    "  {} expected {} got {}: {}  [{}]",
+                    case.id,
+                    case.level,
+                    a.level,
+                    case.text,
+                    why.join("; ")
+                );
             }
         }
         println!();
@@ -204,7 +253,11 @@ fn throughput(c: &Classifier, cases: &[EvalCase]) -> (f64, f64) {
     while start.elapsed() < Duration::from_millis(1500) {
         let t = Instant::now();
         for case in cases {
-            let a = c.assess(&Utterance { text: &case.text, lang: case.lang, asr_confidence: None });
+            let a = c.assess(&Utterance {
+                text: &case.text,
+                lang: case.lang,
+                asr_confidence: None,
+            });
             sink += a.reasons.len();
         }
         t_ours += t.elapsed();
@@ -216,7 +269,10 @@ fn throughput(c: &Classifier, cases: &[EvalCase]) -> (f64, f64) {
         n += cases.len() as u64;
     }
     std::hint::black_box(sink);
-    (n as f64 / t_ours.as_secs_f64(), n as f64 / t_base.as_secs_f64())
+    (
+        n as f64 / t_ours.as_secs_f64(),
+        n as f64 / t_base.as_secs_f64(),
+    )
 }
 
 #[cfg(test)]
@@ -234,8 +290,11 @@ mod tests {
         let mut out = Vec::new();
         let bad = run_jsonl(Classifier::shared(), None, input.as_bytes(), &mut out).unwrap();
         assert_eq!(bad, 2);
-        let lines: Vec<serde_json::Value> =
-            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[0]["level"], "emergency");
         assert_eq!(lines[0]["reasons"][0]["evidence"], "can't breathe");
