@@ -83,13 +83,13 @@ impl Matcher {
         let mut keywords = Vec::new();
         for r in lex.rules.iter().filter(|r| r.level >= Level::Urgent) {
             for k in &r.keywords {
-                let keys: Vec<String> = text::units(k, &[])
-                    .into_iter()
-                    .filter(|u| !u.brk)
-                    .map(|u| u.key)
+                let words: Vec<String> = k
+                    .split(|c: char| !c.is_alphanumeric())
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
                     .collect();
-                if !keys.is_empty() {
-                    keywords.push((r.lang, keys));
+                if !words.is_empty() {
+                    keywords.push((r.lang, words));
                 }
             }
         }
@@ -473,14 +473,25 @@ impl Matcher {
             .collect()
     }
 
+    /// Plain keywords: English as whole words, Mandarin as substrings; no normalisation.
     pub fn keyword_baseline(&self, text: &str, hint: Option<Lang>) -> Level {
-        let us = text::units(text, &[]);
-        let keys: Vec<&str> = us.iter().map(|u| u.key.as_str()).collect();
+        let lower: String = text
+            .chars()
+            .filter(|c| *c != '\'' && *c != '’')
+            .flat_map(char::to_lowercase)
+            .collect();
+        let words: Vec<&str> = lower
+            .split(|c: char| !c.is_alphanumeric())
+            .filter(|w| !w.is_empty())
+            .collect();
         let hit = self.keywords.iter().any(|(lang, kw)| {
             Self::lang_ok(*lang, hint)
-                && keys
-                    .windows(kw.len())
-                    .any(|w| w.iter().zip(kw).all(|(a, b)| *a == b))
+                && match lang {
+                    Lang::En => words
+                        .windows(kw.len())
+                        .any(|w| w.iter().zip(kw).all(|(a, b)| *a == b)),
+                    Lang::Zh => kw.iter().all(|k| lower.contains(k.as_str())),
+                }
         });
         if hit { Level::Emergency } else { Level::Ok }
     }

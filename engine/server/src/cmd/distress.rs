@@ -203,7 +203,7 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
         print!("{}", base.render());
         let (ours_rate, base_rate) = throughput(c, &cases);
         println!(
-            "-- speed, one core, same run: classifier {:.0} utterances/s, baseline {:.0} utterances/s, ratio {:.2}x the baseline's time",
+            "-- speed, one core, same run: classifier {:.0} utterances/s, baseline {:.0} utterances/s; the classifier takes {:.2}x the baseline's time",
             ours_rate,
             base_rate,
             base_rate / ours_rate
