@@ -27,6 +27,7 @@ fn malformed_lexicon_names_file_and_line() {
         ("urgent fall y \"l\" [loud]: fell\n", 1),
         ("ok fall y \"l\": fell\n", 1),
         ("sounds: cast chest\n", 1),
+        ("urgent fall y \"l\": maybe? fell\n", 1),
         ("urgent fall y \"l\": fell\nurgent fall y \"l\": fall\n", 2),
     ] {
         let err = Classifier::from_sources(&[("x.rules", Lang::En, src)]).unwrap_err();
@@ -290,4 +291,63 @@ fn trend_raises_repeated_watch_and_falls_in_a_week() {
         apply_trend(&old_fall, now, &[past(-1, &old_fall)]).level,
         Level::Watch
     );
+}
+
+#[test]
+fn pattern_syntax_prefix_optional_alternatives_and_gaps() {
+    let src = "urgent pain p \"pain\": hurt* | my left/right? arm aches | knee .. swollen\n";
+    let c = Classifier::from_sources(&[("t.rules", Lang::En, src)]).unwrap();
+    let lv = |t: &str| c.assess(&Utterance::new(t)).level;
+    assert_eq!(lv("it's hurting"), Level::Urgent);
+    assert_eq!(lv("my right arm aches"), Level::Urgent);
+    assert_eq!(lv("my left arm aches"), Level::Urgent);
+    assert_eq!(lv("my arm aches"), Level::Urgent);
+    assert_eq!(lv("my knee is very badly swollen"), Level::Urgent);
+    // A gap is at most four words and never crosses punctuation.
+    assert_eq!(lv("my knee is not at all very badly swollen"), Level::Ok);
+    assert_eq!(lv("my knee. swollen"), Level::Ok);
+    assert_eq!(lv("left arm aches"), Level::Ok);
+}
+
+#[test]
+fn any_text_gives_spans_on_char_boundaries() {
+    // Mixed scripts, punctuation, fillers, repeats and traditional characters,
+    // generated deterministically: evidence must always be the text at its span.
+    let pieces = [
+        "我", "摔", "倒", "了", "起", "不", "来", "救", "命", "氣", "喘", "，", " ", "help", "me",
+        "can't", "I", "fell", "um", "’s", "!", "嗯", "😀", "é", "-", "..", "胸口", "疼", "no",
+        "没有",
+    ];
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    for _ in 0..400 {
+        let mut t = String::new();
+        for _ in 0..(seed % 12) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            t.push_str(pieces[(seed % pieces.len() as u64) as usize]);
+        }
+        seed = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let a = assess(&t);
+        for r in &a.reasons {
+            assert_eq!(t.get(r.span.clone()), Some(r.evidence.as_str()), "{t:?}");
+        }
+        assert!((0.0..=1.0).contains(&a.score));
+    }
+}
+
+#[test]
+fn keyword_baseline_is_worse_where_context_matters() {
+    let c = Classifier::shared();
+    for t in [
+        "I didn't fall",
+        "no fire here, all fine",
+        "a man in the film had a heart attack",
+        "没有摔倒",
+    ] {
+        assert_eq!(c.keyword_baseline(t, None), Level::Emergency, "{t}");
+        assert!(level(t) <= Level::Watch, "{t}");
+    }
+    // And blind to mishearing.
+    assert_eq!(c.keyword_baseline("就命", None), Level::Ok);
 }
