@@ -315,8 +315,6 @@ impl Matcher {
         let clause = ids(&clause_start);
         let scope = ids(&scope_start);
 
-        // Alarm matches not hidden by a mask; the longest reading wins, so
-        // "nearly fell" (watch) hides "fell" and "not eating much" hides "not eating".
         // A negation cue skipped over by `..` negates the phrase: "胸口不疼" is not "胸口..疼".
         let mut cue = vec![false; n];
         for m in ms.iter().filter(|m| kind(m) == Kind::Negate) {
@@ -331,6 +329,8 @@ impl Matcher {
                     && (m.gap_mask >> (u - m.start).min(63)) & 1 == 1
             })
         };
+        // Alarm matches not hidden by a mask; the longest reading wins, so
+        // "nearly fell" (watch) hides "fell" and "not eating much" hides "not eating".
         let mut alarms: Vec<M> = ms
             .iter()
             .filter(|m| {
