@@ -19,7 +19,8 @@ pub struct DistressArgs {
     /// Evaluate on a labelled JSON-lines file (`{"id","lang","text","level"}`); repeatable.
     #[arg(long, value_name = "FILE")]
     pub eval: Vec<PathBuf>,
-    /// Language for lines whose `lang` is missing or null (`en` or `zh`).
+    /// `en` or `zh`. With --jsonl or TEXT: the language of lines without one.
+    /// With --eval: evaluate only the cases in this language.
     #[arg(long, value_parser = parse_lang)]
     pub lang: Option<Lang>,
     /// With --eval: list every case the classifier got wrong.
