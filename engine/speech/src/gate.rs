@@ -195,7 +195,7 @@ pub fn check(ev: &Evidence, cfg: &GateConfig) -> Option<GateReason> {
     if ev.avg_logprob < cfg.min_avg_logprob {
         return Some(GateReason::LowLogProb);
     }
-    if ev.compression_ratio > cfg.max_compression_ratio {
+    if ev.compression_ratio > cfg.max_compression_ratio || text::is_looping(ev.text) {
         return Some(GateReason::Repetitive);
     }
     if let Some(p) = ev.prompt

@@ -382,7 +382,8 @@ impl Recognizer {
         let (mut raw, mut logprob_sum, mut n_tokens, mut no_speech_prob) =
             self.run_whisper(input, lang, prompt, opts, opts.reduced_audio_ctx)?;
         if opts.reduced_audio_ctx
-            && text::compression_ratio(raw.trim()) > opts.gates.max_compression_ratio
+            && (text::compression_ratio(raw.trim()) > opts.gates.max_compression_ratio
+                || text::is_looping(&raw))
         {
             // A loop with the short context: decode once more with the full 30 s context.
             (raw, logprob_sum, n_tokens, no_speech_prob) =

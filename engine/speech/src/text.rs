@@ -67,6 +67,27 @@ pub fn compression_ratio(text: &str) -> f32 {
     text.len() as f32 / packed.max(1) as f32
 }
 
+/// Does the text end in a loop: a unit of 1–12 characters repeated back to
+/// back at least 6 times (and over at least 12 characters), such as
+/// "s-y-y-y-y-y-y" or "谢谢谢谢谢谢谢谢"? Too short for the compression ratio to notice.
+pub fn is_looping(text: &str) -> bool {
+    let c: Vec<char> = text.chars().filter(|c| !c.is_whitespace()).collect();
+    for p in 1..=12usize {
+        let mut run = 0usize;
+        for i in p..c.len() {
+            if c[i] == c[i - p] {
+                run += 1;
+                if run + p >= (6 * p).max(12) {
+                    return true;
+                }
+            } else {
+                run = 0;
+            }
+        }
+    }
+    false
+}
+
 /// Traditional → Simplified pairs for characters whisper base produces in
 /// Mandarin check-in replies (health, falls, daily life, politeness).
 const T2S: &[(char, char)] = &[
@@ -253,6 +274,17 @@ mod tests {
             edit_distance(&normalize_zh("救命啊"), &normalize_zh("就命啊")),
             1
         );
+    }
+
+    #[test]
+    fn short_loops_are_found() {
+        assert!(is_looping("He was not an old-s-s-y-y-y-y-y-y-y-y-y"));
+        assert!(is_looping("谢谢谢谢谢谢谢谢谢谢谢谢"));
+        assert!(!is_looping("I'm fine, thank you. I had breakfast already."));
+        assert!(!is_looping(
+            "Had he married a more amiable woman, he might have been made still more respectable."
+        ));
+        assert!(!is_looping("哈哈哈"));
     }
 
     #[test]
