@@ -403,15 +403,15 @@ pub async fn import_csv(
             ("device_id", r.elder.device_id.clone()),
             ("external_ref", r.elder.external_ref.clone()),
         ] {
-            if let Some(k) = key {
-                if let Some(first) = seen.insert(format!("{col}:{k}"), r.line) {
-                    errors.push(RowError {
-                        line: r.line,
-                        column: col.into(),
-                        message: format!("duplicates line {first}"),
-                    });
-                    dup_lines.push(r.line);
-                }
+            if let Some(k) = key
+                && let Some(first) = seen.insert(format!("{col}:{k}"), r.line)
+            {
+                errors.push(RowError {
+                    line: r.line,
+                    column: col.into(),
+                    message: format!("duplicates line {first}"),
+                });
+                dup_lines.push(r.line);
             }
         }
     }

@@ -358,9 +358,12 @@ pub async fn claim(
     }
 }
 
+/// Status, holder id, holder name and lease end of one escalation.
+type HolderRow = (String, Option<i64>, Option<String>, Option<DateTime<Utc>>);
+
 /// Why an action on `id` did not apply, in the caller's terms.
 async fn explain_refusal(pool: &PgPool, scope: &Scope, id: i64, action: &str) -> StoreError {
-    let row: Result<Option<(String, Option<i64>, Option<String>, Option<DateTime<Utc>>)>, _> =
+    let row: Result<Option<HolderRow>, _> =
         sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "SELECT e.status, e.claimed_by, o.display_name, e.lease_expires_at
              FROM escalations e LEFT JOIN operators o ON o.id = e.claimed_by
