@@ -31,7 +31,9 @@ fn repo() -> PathBuf {
 fn fixture_wav(dir: &Path, clip: &str) -> PathBuf {
     let audio = voicecare_media::load(&repo().join("audio-fixtures").join(clip), None)
         .unwrap_or_else(|e| panic!("fixture {clip}: {e}"));
-    let out = dir.join(Path::new(clip).file_name().unwrap()).with_extension("wav");
+    let out = dir
+        .join(Path::new(clip).file_name().unwrap())
+        .with_extension("wav");
     voicecare_media::write_wav(&out, &audio).unwrap();
     out
 }
@@ -52,7 +54,14 @@ impl Engine {
             .args(["--listen", "127.0.0.1:0", "--media-bind", "127.0.0.1:0"])
             .arg("--flows-dir")
             .arg(repo().join("ivr-flows"))
-            .args(["--node-id", node, "--dialer-tick-ms", "200", "--asr-workers", "1"])
+            .args([
+                "--node-id",
+                node,
+                "--dialer-tick-ms",
+                "200",
+                "--asr-workers",
+                "1",
+            ])
             .args(["--service-name", "Riverside Care"])
             .args(extra)
             .env("RUST_LOG", "info,voicecare_server=debug")
@@ -99,10 +108,22 @@ struct Elder {
 }
 
 async fn community(pool: &PgPool) -> i64 {
-    let city = org::create(pool, None, UnitLevel::City, "Riverside").await.unwrap().id;
-    let county = org::create(pool, Some(city), UnitLevel::County, "North").await.unwrap().id;
-    let street = org::create(pool, Some(county), UnitLevel::Street, "Elm Street").await.unwrap().id;
-    org::create(pool, Some(street), UnitLevel::Community, "Elm Court").await.unwrap().id
+    let city = org::create(pool, None, UnitLevel::City, "Riverside")
+        .await
+        .unwrap()
+        .id;
+    let county = org::create(pool, Some(city), UnitLevel::County, "North")
+        .await
+        .unwrap()
+        .id;
+    let street = org::create(pool, Some(county), UnitLevel::Street, "Elm Street")
+        .await
+        .unwrap()
+        .id;
+    org::create(pool, Some(street), UnitLevel::Community, "Elm Court")
+        .await
+        .unwrap()
+        .id
 }
 
 async fn enrol(pool: &PgPool, community: i64, device: &str, lang: &str, contacts: usize) -> Elder {
@@ -156,7 +177,9 @@ async fn phone(engine: &Engine, elder: &Elder, script: &str, dir: &Path) -> SimP
     let mut cfg = ClientConfig::new(engine.ws(), &elder.device, DeviceToken::new(&elder.token));
     cfg.leg = LegConfig::loopback();
     let script = SimScript::parse(script, dir).unwrap();
-    SimPhone::connect(cfg, script).await.expect("sim phone registers")
+    SimPhone::connect(cfg, script)
+        .await
+        .expect("sim phone registers")
 }
 
 /// Poll until `query` (one row, one column) returns something, or panic.
@@ -208,11 +231,13 @@ async fn call_row(pool: &PgPool, id: i64) -> CallRow {
 }
 
 async fn escalations(pool: &PgPool, call: i64) -> Vec<(String, bool, serde_json::Value)> {
-    sqlx::query_as("SELECT level, elder_on_line, reasons FROM escalations WHERE call_id = $1 ORDER BY id")
-        .bind(call)
-        .fetch_all(pool)
-        .await
-        .unwrap()
+    sqlx::query_as(
+        "SELECT level, elder_on_line, reasons FROM escalations WHERE call_id = $1 ORDER BY id",
+    )
+    .bind(call)
+    .fetch_all(pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,8 +283,16 @@ do = "hang_up"
     let row = call_row(&pool, call).await;
     assert_eq!(row.status, "completed");
     assert_eq!(row.outcome.as_deref(), Some("escalated"));
-    assert_eq!((row.direction.as_str(), row.purpose.as_str()), ("outbound", "checkin"));
-    assert!(row.flow_path.starts_with(&["greeting".to_string(), "how_are_you".to_string()]), "{:?}", row.flow_path);
+    assert_eq!(
+        (row.direction.as_str(), row.purpose.as_str()),
+        ("outbound", "checkin")
+    );
+    assert!(
+        row.flow_path
+            .starts_with(&["greeting".to_string(), "how_are_you".to_string()]),
+        "{:?}",
+        row.flow_path
+    );
 
     let (transcript, audio_path, level): (String, Option<String>, String) = sqlx::query_as(
         "SELECT u.transcript, u.audio_path, a.level FROM utterances u
@@ -274,19 +307,24 @@ do = "hang_up"
     let audio_path = audio_path.expect("utterance audio kept");
     assert!(audio_path.contains("recordings"), "{audio_path}");
     let wav = voicecare_media::load(Path::new(&audio_path), None).unwrap();
-    assert!(wav.duration_s() > 1.0, "{audio_path}: {} s", wav.duration_s());
+    assert!(
+        wav.duration_s() > 1.0,
+        "{audio_path}: {} s",
+        wav.duration_s()
+    );
 
     let esc = escalations(&pool, call).await;
     assert_eq!(esc.len(), 1, "{esc:?}");
     assert_eq!(esc[0].0, "emergency");
     assert!(esc[0].1, "the elder was kept on the line");
 
-    let attempts: Vec<(String, String)> =
-        sqlx::query_as("SELECT callee, status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no")
-            .bind(call)
-            .fetch_all(&pool)
-            .await
-            .unwrap();
+    let attempts: Vec<(String, String)> = sqlx::query_as(
+        "SELECT callee, status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     assert_eq!(attempts, vec![("elder".to_string(), "ended".to_string())]);
     // The next check-in is scheduled for a later window, not this one again.
     let next: chrono::DateTime<Utc> = wait_for(
@@ -341,7 +379,11 @@ do = "hang_up"
     assert_eq!(row.status, "completed");
     assert_eq!(row.outcome.as_deref(), Some("hung_up"));
     // The reply was heard and judged fine; the flow went on to the next question.
-    assert!(row.flow_path.iter().any(|s| s == "ask_meals"), "{:?}", row.flow_path);
+    assert!(
+        row.flow_path.iter().any(|s| s == "ask_meals"),
+        "{:?}",
+        row.flow_path
+    );
     let (transcript, level): (String, String) = sqlx::query_as(
         "SELECT u.transcript, a.level FROM utterances u JOIN distress_assessments a ON a.utterance_id = u.id
          WHERE u.call_id = $1 ORDER BY u.seq LIMIT 1",
@@ -391,7 +433,10 @@ async fn no_answer_walks_the_ladder_to_an_urgent_unreachable_escalation() {
     .fetch_all(&pool)
     .await
     .unwrap();
-    let kinds: Vec<(&str, &str)> = attempts.iter().map(|(c, s, _)| (c.as_str(), s.as_str())).collect();
+    let kinds: Vec<(&str, &str)> = attempts
+        .iter()
+        .map(|(c, s, _)| (c.as_str(), s.as_str()))
+        .collect();
     assert_eq!(
         kinds,
         vec![
@@ -401,7 +446,10 @@ async fn no_answer_walks_the_ladder_to_an_urgent_unreachable_escalation() {
             ("contact", "failed")
         ]
     );
-    assert!(attempts[3].2.as_deref().unwrap_or("").contains("telephone"), "{attempts:?}");
+    assert!(
+        attempts[3].2.as_deref().unwrap_or("").contains("telephone"),
+        "{attempts:?}"
+    );
     let esc = escalations(&pool, call).await;
     assert_eq!(esc.len(), 1, "{esc:?}");
     assert_eq!(esc[0].0, "urgent");
@@ -445,7 +493,11 @@ do = "hang_up"
     let call = finished_call(&pool, elder.id, 60).await;
     let row = call_row(&pool, call).await;
     assert_eq!(row.outcome.as_deref(), Some("escalated"));
-    assert!(row.flow_path.iter().any(|s| s == "help_requested"), "{:?}", row.flow_path);
+    assert!(
+        row.flow_path.iter().any(|s| s == "help_requested"),
+        "{:?}",
+        row.flow_path
+    );
     let esc = escalations(&pool, call).await;
     assert_eq!(esc.len(), 1, "{esc:?}");
     assert_eq!(esc[0].0, "emergency");
@@ -484,9 +536,17 @@ do = "hang_up"
     );
     let mut sim = phone(&engine, &elder, &script, &tmp).await;
     // A wrong token is refused at registration.
-    let mut bad = ClientConfig::new(engine.ws(), "sos-dialin", DeviceToken::new("not-the-token-at-all"));
+    let mut bad = ClientConfig::new(
+        engine.ws(),
+        "sos-dialin",
+        DeviceToken::new("not-the-token-at-all"),
+    );
     bad.leg = LegConfig::loopback();
-    assert!(SimPhone::connect(bad, SimScript::parse("", &tmp).unwrap()).await.is_err());
+    assert!(
+        SimPhone::connect(bad, SimScript::parse("", &tmp).unwrap())
+            .await
+            .is_err()
+    );
 
     let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
         .await
@@ -495,7 +555,10 @@ do = "hang_up"
     assert!(report.answered);
     let call = finished_call(&pool, elder.id, 60).await;
     let row = call_row(&pool, call).await;
-    assert_eq!((row.direction.as_str(), row.purpose.as_str()), ("inbound", "help"));
+    assert_eq!(
+        (row.direction.as_str(), row.purpose.as_str()),
+        ("inbound", "help")
+    );
     assert_eq!(row.status, "completed");
     let esc = escalations(&pool, call).await;
     assert_eq!(esc.len(), 1, "{esc:?}");
@@ -552,7 +615,14 @@ ms = 60000
     )
     .await;
     assert_eq!(status, "interrupted");
-    let replacement: i64 = wait_for(&pool, "a replacement call", 10, "SELECT id FROM calls WHERE replaces = $1", call).await;
+    let replacement: i64 = wait_for(
+        &pool,
+        "a replacement call",
+        10,
+        "SELECT id FROM calls WHERE replaces = $1",
+        call,
+    )
+    .await;
     let (purpose, elder_id): (String, i64) =
         sqlx::query_as("SELECT purpose, elder_id FROM calls WHERE id = $1")
             .bind(replacement)
@@ -560,11 +630,13 @@ ms = 60000
             .await
             .unwrap();
     assert_eq!((purpose.as_str(), elder_id), ("checkin", elder.id));
-    let attempt: String = sqlx::query_scalar("SELECT status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no LIMIT 1")
-        .bind(call)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let attempt: String = sqlx::query_scalar(
+        "SELECT status FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no LIMIT 1",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
     assert_eq!(attempt, "interrupted");
     let audited: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM audit_events WHERE entity = 'call' AND entity_id = $1 AND action = 'call.interrupted'",

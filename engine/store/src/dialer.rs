@@ -304,7 +304,15 @@ pub struct Rescued {
 /// node at once (SKIP LOCKED).
 pub async fn rescue_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
     let mut tx = pool.begin().await?;
-    let dead: Vec<(i64, i64, String, String, Option<String>, Option<String>)> = sqlx::query_as(
+    #[derive(sqlx::FromRow)]
+    struct Dead {
+        id: i64,
+        elder_id: i64,
+        purpose: String,
+        flow: Option<String>,
+        node_id: Option<String>,
+    }
+    let dead: Vec<Dead> = sqlx::query_as(
         "WITH dead AS (
              SELECT id, node_id FROM calls WHERE status = 'in_progress' AND lease_expires_at <= $1
              FOR UPDATE SKIP LOCKED
@@ -312,13 +320,20 @@ pub async fn rescue_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Res
          UPDATE calls c SET status = 'interrupted', outcome = 'interrupted', ended_at = $1,
                 node_id = NULL, lease_expires_at = NULL
          FROM dead WHERE c.id = dead.id
-         RETURNING c.id, c.elder_id, c.purpose, c.direction, c.flow, dead.node_id",
+         RETURNING c.id, c.elder_id, c.purpose, c.flow, dead.node_id AS node_id",
     )
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
     let mut out = Vec::new();
-    for (id, elder_id, purpose, _direction, flow, node) in dead {
+    for Dead {
+        id,
+        elder_id,
+        purpose,
+        flow,
+        node_id: node,
+    } in dead
+    {
         sqlx::query(
             "UPDATE call_attempts SET status = 'interrupted', ended_at = $2, end_reason = 'engine node stopped'
              WHERE call_id = $1 AND status IN ('dialing', 'ringing', 'answered')",
@@ -445,7 +460,8 @@ pub async fn retry_later(
     .bind(ladder)
     .fetch_optional(&mut *tx)
     .await?;
-    let elder = elder.ok_or_else(|| StoreError::Conflict("the call is no longer held by this node".into()))?;
+    let elder = elder
+        .ok_or_else(|| StoreError::Conflict("the call is no longer held by this node".into()))?;
     audit::record(
         &mut *tx,
         now,
@@ -514,7 +530,8 @@ pub async fn finish(
     .bind(now)
     .fetch_optional(&mut *tx)
     .await?;
-    let elder = elder.ok_or_else(|| StoreError::Conflict("the call is no longer held by this node".into()))?;
+    let elder = elder
+        .ok_or_else(|| StoreError::Conflict("the call is no longer held by this node".into()))?;
     audit::record(
         &mut *tx,
         now,

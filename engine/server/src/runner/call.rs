@@ -16,9 +16,9 @@ use voicecare_core::flow::{CallReport, Lang, Outcome};
 use voicecare_core::schedule::{AttemptOutcome, Ladder, LadderAction, LadderResult};
 use voicecare_store::dialer::{self, CallEnd, Claimed, Party};
 use voicecare_store::queue::{self, Flag};
+use voicecare_telephony::TelephonyError;
 use voicecare_telephony::leg::{CallLeg, LegControl};
 use voicecare_telephony::signalling::HangupReason;
-use voicecare_telephony::TelephonyError;
 
 use super::Engine;
 use super::session::{self, SessionEnd};
@@ -77,7 +77,8 @@ pub fn spawn_inbound(engine: Arc<Engine>, elder_id: i64, leg: CallLeg) {
         let line: LineSlot = Arc::new(Mutex::new(Some(leg.control())));
         let span = tracing::info_span!("call", call_id);
         let task = tokio::spawn(
-            run_inbound(engine.clone(), call_id, elder_id, leg, line.clone()).instrument(span.clone()),
+            run_inbound(engine.clone(), call_id, elder_id, leg, line.clone())
+                .instrument(span.clone()),
         );
         supervise(engine, call_id, elder_id, line, task, span);
     });
@@ -148,7 +149,10 @@ pub async fn flag_until_stored(engine: &Engine, flag: &Flag, now: DateTime<Utc>)
 }
 
 /// Renew the lease every third of its length; tell the call when it is lost.
-fn spawn_lease_keeper(engine: Arc<Engine>, call_id: i64) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
+fn spawn_lease_keeper(
+    engine: Arc<Engine>,
+    call_id: i64,
+) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
     let (lost_tx, lost_rx) = watch::channel(false);
     let handle = tokio::spawn(async move {
         let every = engine.cfg.lease / 3;
@@ -201,7 +205,13 @@ async fn run_claimed(engine: Arc<Engine>, c: Claimed, line: LineSlot) {
     }
 }
 
-async fn run_inbound(engine: Arc<Engine>, call_id: i64, elder_id: i64, leg: CallLeg, line: LineSlot) {
+async fn run_inbound(
+    engine: Arc<Engine>,
+    call_id: i64,
+    elder_id: i64,
+    leg: CallLeg,
+    line: LineSlot,
+) {
     let (keeper, lost) = spawn_lease_keeper(engine.clone(), call_id);
     let _keeper = AbortOnDrop(keeper);
     let result = async {
@@ -246,7 +256,14 @@ async fn end_session(
 ) -> Result<(), voicecare_store::StoreError> {
     let now = Utc::now();
     if end.lost {
-        dialer::update_attempt(&engine.pool, attempt, "interrupted", Some("lease lost"), now).await?;
+        dialer::update_attempt(
+            &engine.pool,
+            attempt,
+            "interrupted",
+            Some("lease lost"),
+            now,
+        )
+        .await?;
         return Ok(());
     }
     dialer::update_attempt(&engine.pool, attempt, "ended", Some(end.reason), now).await?;
@@ -272,7 +289,15 @@ async fn end_session(
         }
     };
     let _ = elder_id;
-    dialer::finish(&engine.pool, call_id, &engine.cfg.node_id, CallEnd::Completed(code), &path, now).await
+    dialer::finish(
+        &engine.pool,
+        call_id,
+        &engine.cfg.node_id,
+        CallEnd::Completed(code),
+        &path,
+        now,
+    )
+    .await
 }
 
 async fn flag_aborted(engine: &Engine, call_id: i64, reason: &str) {
@@ -311,12 +336,18 @@ async fn run_ladder(
     let mut state = match c.ladder.clone().map(serde_json::from_value::<LadderState>) {
         Some(Ok(s)) => s,
         _ => match Ladder::start(policy.clone(), contacts, Utc::now()) {
-            Ok((ladder, _)) => LadderState { ladder, next: Next::Elder },
+            Ok((ladder, _)) => LadderState {
+                ladder,
+                next: Next::Elder,
+            },
             Err(e) => {
                 tracing::error!(error = %e, "ladder policy rejected; using the default policy");
                 let (ladder, _) = Ladder::start(Default::default(), contacts, Utc::now())
                     .map_err(|e| voicecare_store::StoreError::invalid("ladder", e.to_string()))?;
-                LadderState { ladder, next: Next::Elder }
+                LadderState {
+                    ladder,
+                    next: Next::Elder,
+                }
             }
         },
     };
@@ -325,7 +356,8 @@ async fn run_ladder(
     loop {
         let outcome = match state.next {
             Next::Elder => {
-                let (outcome, end) = attempt_elder(engine, c, &callee, &flow_id, line.clone(), lost.clone()).await?;
+                let (outcome, end) =
+                    attempt_elder(engine, c, &callee, &flow_id, line.clone(), lost.clone()).await?;
                 if let Some(end) = end {
                     if end.lost {
                         return Ok(());
@@ -339,7 +371,9 @@ async fn run_ladder(
                 // over WebRTC only, so the attempt is recorded as failed and
                 // the ladder moves on (ending with the operator queue).
                 let position = (index + 1).min(9) as i16;
-                let attempt = dialer::start_attempt(&engine.pool, c.id, Party::Contact(position), Utc::now()).await?;
+                let attempt =
+                    dialer::start_attempt(&engine.pool, c.id, Party::Contact(position), Utc::now())
+                        .await?;
                 dialer::update_attempt(
                     &engine.pool,
                     attempt,
@@ -348,7 +382,10 @@ async fn run_ladder(
                     Utc::now(),
                 )
                 .await?;
-                tracing::info!(contact = position, "emergency contact cannot be called from this engine");
+                tracing::info!(
+                    contact = position,
+                    "emergency contact cannot be called from this engine"
+                );
                 AttemptOutcome::ContactNoAnswer
             }
         };
@@ -374,8 +411,12 @@ async fn run_ladder(
                     continue;
                 }
                 let json = serde_json::to_value(&state).unwrap_or_default();
-                dialer::retry_later(&engine.pool, c.id, &engine.cfg.node_id, due, &json, now).await?;
-                tracing::info!(retry_in_ms = (due - now).num_milliseconds(), "call placed back in the schedule for the next attempt");
+                dialer::retry_later(&engine.pool, c.id, &engine.cfg.node_id, due, &json, now)
+                    .await?;
+                tracing::info!(
+                    retry_in_ms = (due - now).num_milliseconds(),
+                    "call placed back in the schedule for the next attempt"
+                );
                 return Ok(());
             }
             LadderAction::Escalate { level, reason } => {
@@ -387,7 +428,15 @@ async fn run_ladder(
                     elder_on_line: false,
                 };
                 flag_until_stored(engine, &flag, now).await;
-                dialer::finish(&engine.pool, c.id, &engine.cfg.node_id, CallEnd::Unreachable, &[], now).await?;
+                dialer::finish(
+                    &engine.pool,
+                    c.id,
+                    &engine.cfg.node_id,
+                    CallEnd::Unreachable,
+                    &[],
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
             LadderAction::Done(result) => {
@@ -398,7 +447,15 @@ async fn run_ladder(
                     },
                     _ => ("ok", Vec::new()),
                 };
-                dialer::finish(&engine.pool, c.id, &engine.cfg.node_id, CallEnd::Completed(code), &path, now).await?;
+                dialer::finish(
+                    &engine.pool,
+                    c.id,
+                    &engine.cfg.node_id,
+                    CallEnd::Completed(code),
+                    &path,
+                    now,
+                )
+                .await?;
                 return Ok(());
             }
         }
@@ -426,7 +483,14 @@ async fn attempt_elder(
         return Ok((AttemptOutcome::Failed, None));
     };
     if !hub.is_registered(device) {
-        dialer::update_attempt(pool, attempt, "failed", Some("device not connected"), Utc::now()).await?;
+        dialer::update_attempt(
+            pool,
+            attempt,
+            "failed",
+            Some("device not connected"),
+            Utc::now(),
+        )
+        .await?;
         return Ok((AttemptOutcome::Failed, None));
     }
     dialer::update_attempt(pool, attempt, "ringing", None, Utc::now()).await?;
@@ -434,9 +498,13 @@ async fn attempt_elder(
         Ok(leg) => leg,
         Err(e) => {
             let (status, outcome, why) = match &e {
-                TelephonyError::NotRegistered => ("failed", AttemptOutcome::Failed, "device disconnected"),
+                TelephonyError::NotRegistered => {
+                    ("failed", AttemptOutcome::Failed, "device disconnected")
+                }
                 TelephonyError::NoAnswer => ("no_answer", AttemptOutcome::NoAnswer, "no answer"),
-                TelephonyError::Declined(HangupReason::Busy) => ("busy", AttemptOutcome::Busy, "busy"),
+                TelephonyError::Declined(HangupReason::Busy) => {
+                    ("busy", AttemptOutcome::Busy, "busy")
+                }
                 TelephonyError::Declined(_) => ("no_answer", AttemptOutcome::NoAnswer, "declined"),
                 _ => ("failed", AttemptOutcome::Failed, "call setup failed"),
             };
@@ -451,7 +519,18 @@ async fn attempt_elder(
     }
     let end = match engine.flow(flow_id) {
         Ok(flow) => {
-            session::run(engine, c.id, Some(attempt), flow, lang_of(&callee.language), inputs(engine, &callee.full_name), leg, line, lost).await
+            session::run(
+                engine,
+                c.id,
+                Some(attempt),
+                flow,
+                lang_of(&callee.language),
+                inputs(engine, &callee.full_name),
+                leg,
+                line,
+                lost,
+            )
+            .await
         }
         Err(e) => {
             tracing::error!(error = %e, "flow missing: cannot talk to the elder");

@@ -32,7 +32,8 @@ pub async fn run(db_args: DbArgs, cmd: DevicesCmd) -> anyhow::Result<()> {
     }
     let db = crate::db::open(&db_args, 2).await?;
     let hash = super::gateway::token_hash(&token);
-    let elder = voicecare_store::dialer::set_device_token(&db.pool, &device, &hash, Utc::now()).await?;
+    let elder =
+        voicecare_store::dialer::set_device_token(&db.pool, &device, &hash, Utc::now()).await?;
     println!("device {device} of elder {elder}: token set");
     db.close().await?;
     Ok(())

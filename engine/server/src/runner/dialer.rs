@@ -101,7 +101,10 @@ async fn schedule_checkins(
     let mut n = 0;
     for u in dialer::unscheduled(&engine.pool, now, 500).await? {
         let Ok(tz) = u.time_zone.parse::<chrono_tz::Tz>() else {
-            tracing::warn!(elder_id = u.elder_id, "elder's time zone is not an IANA zone; no check-in scheduled");
+            tracing::warn!(
+                elder_id = u.elder_id,
+                "elder's time zone is not an IANA zone; no check-in scheduled"
+            );
             continue;
         };
         let Some(due) = core_schedule(&u).next_due(tz, &u.recent_attempts, now) else {

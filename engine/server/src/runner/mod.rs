@@ -96,7 +96,11 @@ pub enum RunnerError {
 }
 
 impl Engine {
-    pub fn new(pool: PgPool, cfg: RunnerConfig, asr: Arc<AsrPool>) -> Result<Arc<Self>, RunnerError> {
+    pub fn new(
+        pool: PgPool,
+        cfg: RunnerConfig,
+        asr: Arc<AsrPool>,
+    ) -> Result<Arc<Self>, RunnerError> {
         let prompts = tts::Prompts::new(
             Box::new(tts::Espeak::default()),
             cfg.data_dir.join("tts-cache"),
@@ -119,11 +123,10 @@ impl Engine {
     /// the last good version of its flow.
     pub fn load_flows(&self) -> Result<usize, RunnerError> {
         let dir = &self.cfg.flows_dir;
-        let entries =
-            std::fs::read_dir(dir).map_err(|source| RunnerError::FlowsDir {
-                dir: dir.clone(),
-                source,
-            })?;
+        let entries = std::fs::read_dir(dir).map_err(|source| RunnerError::FlowsDir {
+            dir: dir.clone(),
+            source,
+        })?;
         let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
         for entry in entries.flatten() {
             let path = entry.path();
@@ -134,7 +137,8 @@ impl Engine {
                 tracing::warn!(path = %path.display(), "cannot read flow file");
                 continue;
             };
-            if let Update::Rejected { errors, .. } = flows.update(&path.display().to_string(), &source)
+            if let Update::Rejected { errors, .. } =
+                flows.update(&path.display().to_string(), &source)
             {
                 tracing::error!(path = %path.display(), errors = %errors, "flow file rejected; keeping the last good version");
             }
@@ -228,13 +232,21 @@ pub fn start(
     let routes = axum::Router::new().nest("/v1/devices", hub.router());
     if args.no_calls {
         tracing::info!("calls are off on this node");
-        return Ok(Started { routes, engine: None, dialer: None });
+        return Ok(Started {
+            routes,
+            engine: None,
+            dialer: None,
+        });
     }
     let model = match voicecare_speech::Model::load_named(&args.asr_model) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "speech recognition unavailable (install it with scripts/install-model.sh); this node will not run calls");
-            return Ok(Started { routes, engine: None, dialer: None });
+            return Ok(Started {
+                routes,
+                engine: None,
+                dialer: None,
+            });
         }
     };
     let asr = AsrPool::new(&model, args.asr_workers as usize, 1)?;

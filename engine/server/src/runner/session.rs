@@ -123,7 +123,11 @@ pub async fn run(
     let lang = call.lang();
     let t0 = Instant::now();
     let since = |t: Instant| Millis(t.duration_since(t0).as_millis() as u64);
-    let mut pending: Vec<Event> = vec![if end.reason == "normal" { Event::Answered } else { Event::HungUp }];
+    let mut pending: Vec<Event> = vec![if end.reason == "normal" {
+        Event::Answered
+    } else {
+        Event::HungUp
+    }];
     let (asr_tx, mut asr_rx) = mpsc::channel::<Transcribed>(16);
     let mut in_flight = 0usize;
     let mut endpointer: Option<Endpointer> = None;
@@ -212,7 +216,8 @@ pub async fn run(
                             && let Some(VadEvent::UtteranceEnded(u)) = ep.finish(media_ms)
                         {
                             seq += 1;
-                            reference = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
+                            reference =
+                                save_wav(engine, &recordings, call_id, seq, &u.samples).await;
                         }
                         if recording {
                             recording = false;
@@ -426,7 +431,11 @@ async fn hear(
             .lang(distress_lang(lang))
             .asr_confidence(tr.confidence),
     );
-    let categories: Vec<String> = a.categories.iter().map(|c| c.as_str().to_string()).collect();
+    let categories: Vec<String> = a
+        .categories
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
     let record = AssessmentRecord {
         level: a.level,
         categories: categories.clone(),
@@ -448,7 +457,8 @@ async fn hear(
     let _ = attempt_id;
     let mut stored = false;
     for wait in [100u64, 400, 1000, 2000] {
-        match voicecare_store::calls::record_utterance(&engine.pool, &u, &record, Utc::now()).await {
+        match voicecare_store::calls::record_utterance(&engine.pool, &u, &record, Utc::now()).await
+        {
             Ok(_) => {
                 stored = true;
                 break;

@@ -110,7 +110,11 @@ pub fn to_tone_pinyin(text: &str) -> String {
         }
         let was_syllable = std::mem::replace(&mut after_syllable, false);
         if "，。！？；：、,.!?;:“”\"（）()".contains(c) {
-            let p = if "。！？.!?".contains(c) { ". " } else { ", " };
+            let p = if "。！？.!?".contains(c) {
+                ". "
+            } else {
+                ", "
+            };
             out.truncate(out.trim_end().len());
             out.push_str(p);
         } else if c.is_whitespace() {
@@ -183,7 +187,9 @@ impl Prompts {
             let path = self.audio_dir.join(file);
             match read_pcm(&path) {
                 Ok(pcm) => return Ok(pcm),
-                Err(e) => tracing::warn!(error = %e, "recorded prompt unusable; synthesising its text"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "recorded prompt unusable; synthesising its text")
+                }
             }
         }
         let path = self.cache_path(text, lang, rate);
