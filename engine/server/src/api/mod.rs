@@ -9,6 +9,7 @@ mod events;
 mod handlers;
 mod metrics;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,10 +32,18 @@ pub struct AppState {
     /// Escalation change notices from LISTEN/NOTIFY, fanned out to live consoles.
     pub events: broadcast::Sender<String>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// The data directory: recordings are read from under it.
+    pub data_dir: PathBuf,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, lease_secs: i64, session_hours: i64, sla: SlaPolicy) -> Self {
+    pub fn new(
+        pool: PgPool,
+        lease_secs: i64,
+        session_hours: i64,
+        sla: SlaPolicy,
+        data_dir: PathBuf,
+    ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
             pool,
@@ -44,6 +53,7 @@ impl AppState {
             sla,
             events,
             metrics: metrics::handle(),
+            data_dir,
         }
     }
 }

@@ -15,6 +15,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         args.lease_secs,
         args.session_hours,
         args.sla(),
+        db_args.data_dir.clone(),
     );
     let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
     let rescuer = spawn_lease_rescuer(db.pool.clone());
