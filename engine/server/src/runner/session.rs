@@ -166,9 +166,15 @@ pub async fn run(
                                 let pb = ctl.play(pcm);
                                 plays.insert(pb.id, p.id);
                                 if let Some((at, endpoint_ms)) = awaiting_reply.take() {
+                                    let respond_ms = at.elapsed().as_millis() as u64;
+                                    // End of speech to the first audio of the reply:
+                                    // the endpointer's silence, then ASR, judging and the prompt.
+                                    tracing::info!(endpoint_ms, respond_ms, "turn");
+                                    metrics::histogram!("voicecare_turn_respond_seconds")
+                                        .record(respond_ms as f64 / 1000.0);
                                     end.turns.push(Turn {
                                         endpoint_ms,
-                                        respond_ms: at.elapsed().as_millis() as u64,
+                                        respond_ms,
                                     });
                                 }
                             }
