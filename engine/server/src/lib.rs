@@ -7,5 +7,6 @@ pub mod api;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod demo;
 pub mod runner;
 pub mod telemetry;

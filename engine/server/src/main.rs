@@ -15,6 +15,8 @@ struct Cli {
 enum Command {
     /// Run the engine: operator API, live events, maintenance loops.
     Serve(voicecare_server::config::ServeArgs),
+    /// See the whole product work: simulated elders called by the real engine, a summary and a report.
+    Demo(cmd::demo::DemoArgs),
     /// Apply database migrations and exit.
     Migrate,
     /// Manage operators.
@@ -82,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve(args) => rt().block_on(cmd::serve::run(db, args)),
+        Command::Demo(args) => rt().block_on(cmd::demo::run(db, args)),
         Command::Migrate => rt().block_on(cmd::admin::migrate(db)),
         Command::Operator { cmd } => rt().block_on(cmd::admin::operator(db, cmd)),
         Command::Units { cmd } => rt().block_on(cmd::admin::units(db, cmd)),

@@ -1,0 +1,275 @@
+//! The simulated cohort: who the elders are, what they say, and their truth.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use chrono::Utc;
+use sqlx::PgPool;
+
+/// A clip from `audio-fixtures/manifest.json` with the level it should raise.
+#[derive(Debug, Clone)]
+pub struct Clip {
+    pub file: String,
+    pub lang: String,
+    /// `ok`, `watch`, `urgent` or `emergency`.
+    pub level: String,
+    /// The clip as 16 kHz mono WAV, for the simulated phone.
+    pub wav: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Answers and says the clip.
+    Speaks(Clip),
+    /// Answers and says nothing.
+    Silent,
+    /// Lets it ring.
+    NoAnswer,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub name: String,
+    pub device: String,
+    pub token: String,
+    pub lang: String,
+    pub time_zone: String,
+    pub behaviour: Behaviour,
+}
+
+impl Member {
+    /// The truth: the level a person listening would expect.
+    pub fn expected(&self) -> &str {
+        match &self.behaviour {
+            Behaviour::Speaks(c) => &c.level,
+            Behaviour::Silent => "silent",
+            Behaviour::NoAnswer => "no_answer",
+        }
+    }
+
+    /// The phone's script: answer, wait for the question, say the clip, then
+    /// answer the check-in's follow-up questions (meals, medication, sleep,
+    /// anything else) plainly. An elder kept on the line for an operator hangs
+    /// up after `max_call_ms`, as no operator works the demo's queue.
+    pub fn script(&self, answers: &Answers) -> String {
+        const WAIT: &str =
+            "[[step]]\ndo = \"wait_for_prompt\"\nquiet_ms = 2500\ntimeout_ms = 30000\n";
+        let say = |wav: &Path| {
+            format!(
+                "{WAIT}[[step]]\ndo = \"say\"\nwav = \"{}\"\n",
+                wav.display()
+            )
+        };
+        match &self.behaviour {
+            Behaviour::Speaks(c) => {
+                let a = if c.lang == "zh" {
+                    &answers.zh
+                } else {
+                    &answers.en
+                };
+                let mut s = "answer_after_ms = 400\nmax_call_ms = 75000\n".to_string();
+                s.push_str(&say(&c.wav));
+                for wav in a {
+                    s.push_str(&say(wav));
+                }
+                s
+            }
+            Behaviour::Silent => format!("answer_after_ms = 400\nmax_call_ms = 75000\n{WAIT}"),
+            Behaviour::NoAnswer => "on_ring = \"ignore\"\n".to_string(),
+        }
+    }
+}
+
+/// Spoken answers to the follow-up questions, per language, as WAV files.
+pub struct Answers {
+    pub en: Vec<PathBuf>,
+    pub zh: Vec<PathBuf>,
+}
+
+/// Render the follow-up answers with espeak-ng (the engine's own prompt voice).
+pub fn answers(out: &Path) -> anyhow::Result<Answers> {
+    use crate::runner::tts::{Espeak, Prompts};
+    use voicecare_core::flow::Lang;
+    let prompts = Prompts::new(
+        Box::new(Espeak::default()),
+        out.join("tts"),
+        out.to_path_buf(),
+    );
+    let render = |lang: Lang, texts: &[&str], tag: &str| -> anyhow::Result<Vec<PathBuf>> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let pcm = prompts.pcm(t, None, lang, 1.0)?;
+                let wav = out.join(format!("answer-{tag}-{i}.wav"));
+                voicecare_telephony::sim::write_wav(&wav, &pcm)?;
+                Ok(wav)
+            })
+            .collect()
+    };
+    Ok(Answers {
+        en: render(
+            Lang::En,
+            &[
+                "Yes, I have.",
+                "Yes, I have.",
+                "I slept well.",
+                "No, thank you.",
+            ],
+            "en",
+        )?,
+        zh: render(
+            Lang::Zh,
+            &["吃了。", "吃了。", "睡得挺好。", "没有了，谢谢。"],
+            "zh",
+        )?,
+    })
+}
+
+const LEVELS: [&str; 4] = ["emergency", "ok", "urgent", "watch"];
+const ZONES: [&str; 5] = [
+    "Asia/Shanghai",
+    "Europe/London",
+    "America/New_York",
+    "Australia/Sydney",
+    "Asia/Hong_Kong",
+];
+
+/// Speech clips with an expected level (wideband FLAC), converted to WAV in `out`.
+pub fn clips(fixtures: &Path, out: &Path) -> anyhow::Result<Vec<Clip>> {
+    let path = fixtures.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    let mut by_level: Vec<Vec<Clip>> = vec![Vec::new(); LEVELS.len()];
+    for c in manifest["clips"].as_array().into_iter().flatten() {
+        let (Some(file), Some(lang), Some(level)) = (
+            c["file"].as_str(),
+            c["lang"].as_str(),
+            c["distress"].as_str(),
+        ) else {
+            continue;
+        };
+        if c["format"].as_str() != Some("flac") || c["kind"].as_str() != Some("speech") {
+            continue;
+        }
+        let Some(slot) = LEVELS.iter().position(|l| *l == level) else {
+            continue;
+        };
+        let audio = voicecare_media::load(&fixtures.join(file), None)
+            .map_err(|e| anyhow::anyhow!("fixture {file}: {e}"))?;
+        let wav = out.join(file.replace('/', "_")).with_extension("wav");
+        voicecare_media::write_wav(&wav, &audio).map_err(|e| anyhow::anyhow!("{e}"))?;
+        by_level[slot].push(Clip {
+            file: file.to_string(),
+            lang: lang.to_string(),
+            level: level.to_string(),
+            wav,
+        });
+    }
+    anyhow::ensure!(
+        by_level.iter().all(|l| !l.is_empty()),
+        "{} has no clip for some distress level",
+        path.display()
+    );
+    // Alternate languages within each level.
+    for l in &mut by_level {
+        l.sort_by_key(|c| (c.file.clone(), c.lang.clone()));
+        let (mut en, mut zh): (Vec<Clip>, Vec<Clip>) = l.drain(..).partition(|c| c.lang == "en");
+        en.reverse();
+        zh.reverse();
+        while !en.is_empty() || !zh.is_empty() {
+            l.extend(en.pop());
+            l.extend(zh.pop());
+        }
+    }
+    // Round robin over levels: emergency, ok, urgent, watch, emergency, …
+    let mut out = Vec::new();
+    let longest = by_level.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..longest {
+        for l in &by_level {
+            out.push(l[i % l.len()].clone());
+        }
+    }
+    Ok(out)
+}
+
+/// `n` elders: every fourth slot from the fourth is a non-answerer, every
+/// eighth from the seventh a silent answerer, the rest speak clips in turn.
+pub fn plan(n: usize, clips: &[Clip], tag: &str) -> Vec<Member> {
+    let mut next_clip = 0;
+    (0..n)
+        .map(|i| {
+            let behaviour = if i % 8 == 3 {
+                Behaviour::NoAnswer
+            } else if i % 8 == 6 {
+                Behaviour::Silent
+            } else {
+                let c = clips[next_clip % clips.len()].clone();
+                next_clip += 1;
+                Behaviour::Speaks(c)
+            };
+            let lang = match &behaviour {
+                Behaviour::Speaks(c) => c.lang.clone(),
+                _ if i % 2 == 0 => "en".into(),
+                _ => "zh".into(),
+            };
+            let device = format!("demo-{tag}-{i:03}");
+            Member {
+                name: format!("Demo Elder {}", i + 1),
+                token: format!("token-{device}-{}", rand::random::<u64>()),
+                device,
+                lang,
+                time_zone: ZONES[i % ZONES.len()].to_string(),
+                behaviour,
+            }
+        })
+        .collect()
+}
+
+pub async fn enrol(pool: &PgPool, community: i64, m: &Member) -> anyhow::Result<i64> {
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(&m.name)
+    .bind(&m.device)
+    .bind(&m.lang)
+    .bind(&m.time_zone)
+    .bind(community)
+    .fetch_one(pool)
+    .await?;
+    let hash = crate::runner::gateway::token_hash(&m.token);
+    voicecare_store::dialer::set_device_token(pool, &m.device, &hash, Utc::now()).await?;
+    Ok(id)
+}
+
+/// A daily window opening `offset_secs` from now in the elder's zone; two
+/// attempts one ladder minute apart.
+pub async fn schedule(
+    pool: &PgPool,
+    elder: i64,
+    zone: &str,
+    offset_secs: u64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
+         VALUES ($1, (now() AT TIME ZONE $2 + make_interval(secs => $3))::time,
+                     (now() AT TIME ZONE $2 + make_interval(secs => $3) + interval '3 hours')::time, 2, 1)",
+    )
+    .bind(elder)
+    .bind(zone)
+    .bind(offset_secs as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Remove the cohort's schedules (its calls and escalations stay).
+pub async fn unschedule(pool: &PgPool, ids: &[i64]) -> anyhow::Result<()> {
+    sqlx::query("DELETE FROM checkin_schedules WHERE elder_id = ANY($1)")
+        .bind(ids)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,637 @@
+//! What the demo saw: progress while it runs, the summary at the end, and
+//! `report.json` / `report.html` (charts drawn with plotters as inline SVG).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use plotters::prelude::*;
+use serde::Serialize;
+use sqlx::PgPool;
+use voicecare_store::queue::SlaPolicy;
+
+use super::cohort::Member;
+use super::sampler::Sample;
+
+/// Levels a reply can raise, most worrying first; `ok` is "nothing flagged".
+pub const LEVELS: [&str; 4] = ["emergency", "urgent", "watch", "ok"];
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Progress {
+    /// Calls rung at least once.
+    pub placed: i64,
+    /// Calls someone answered.
+    pub answered: i64,
+    /// Elders whose check-in is over (completed or unreachable).
+    pub done: i64,
+    /// Check-ins scheduled or in progress.
+    pub live: i64,
+    pub flagged: i64,
+    /// Escalations waiting for an operator.
+    pub queue: i64,
+}
+
+pub async fn progress(pool: &PgPool, ids: &[i64]) -> anyhow::Result<Progress> {
+    let (placed, answered, done, live, flagged, queue): (i64, i64, i64, i64, i64, i64) =
+        sqlx::query_as(
+            "SELECT
+               (SELECT count(DISTINCT a.call_id) FROM call_attempts a JOIN calls c ON c.id = a.call_id
+                 WHERE c.elder_id = ANY($1) AND a.callee = 'elder'),
+               (SELECT count(DISTINCT a.call_id) FROM call_attempts a JOIN calls c ON c.id = a.call_id
+                 WHERE c.elder_id = ANY($1) AND a.answered_at IS NOT NULL),
+               (SELECT count(DISTINCT elder_id) FROM calls
+                 WHERE elder_id = ANY($1) AND purpose = 'checkin' AND status IN ('completed', 'unreachable')),
+               (SELECT count(*) FROM calls
+                 WHERE elder_id = ANY($1) AND status = 'in_progress'
+                    OR elder_id = ANY($1) AND status = 'scheduled' AND due_at < now() + interval '30 minutes'),
+               (SELECT count(*) FROM escalations WHERE elder_id = ANY($1)),
+               (SELECT count(*) FROM escalations WHERE elder_id = ANY($1) AND status = 'open')",
+        )
+        .bind(ids)
+        .fetch_one(pool)
+        .await?;
+    Ok(Progress {
+        placed,
+        answered,
+        done,
+        live,
+        flagged,
+        queue,
+    })
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ElderResult {
+    pub elder_id: i64,
+    pub device: String,
+    pub language: String,
+    pub time_zone: String,
+    /// `ok`/`watch`/`urgent`/`emergency` for speakers, `silent`, `no_answer`.
+    pub expected: String,
+    /// The highest level escalated for this elder, or `ok`.
+    pub found: String,
+    pub clip: Option<String>,
+    pub outcomes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LevelScore {
+    pub level: String,
+    /// Speaking elders whose reply should raise this level.
+    pub expected: i64,
+    /// Of those, how many the engine put at this level.
+    pub found: i64,
+    pub recall: Option<f64>,
+    /// Speaking elders put at this level whose reply was of another level.
+    pub false_alarms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueWait {
+    pub level: String,
+    pub sla_secs: i64,
+    pub escalations: i64,
+    /// Seconds from flag to first claim, or to the end of the run if unclaimed.
+    pub waits_secs: Vec<f64>,
+    pub unclaimed: i64,
+    pub longest_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub elders: usize,
+    pub duration_secs: f64,
+    pub calls: i64,
+    pub attempts: i64,
+    /// Check-in calls by final outcome (or status while unfinished).
+    pub outcomes: BTreeMap<String, i64>,
+    pub levels: Vec<LevelScore>,
+    /// expected → found → elders.
+    pub confusion: BTreeMap<String, BTreeMap<String, i64>>,
+    pub emergencies_expected: i64,
+    pub emergencies_in_queue: i64,
+    pub fine_replies_flagged: i64,
+    pub escalations: i64,
+    pub queue: Vec<QueueWait>,
+    /// Whisper decode time per utterance, ms (`utterances.asr_decode_ms`).
+    pub asr_decode_ms: Vec<i64>,
+    /// Time an utterance waited for a whisper worker, ms.
+    pub asr_queue_ms: Vec<i64>,
+    pub per_elder: Vec<ElderResult>,
+}
+
+pub async fn summarise(
+    pool: &PgPool,
+    elders: &[(i64, Member)],
+    sla: &SlaPolicy,
+    elapsed: Duration,
+) -> anyhow::Result<Summary> {
+    let ids: Vec<i64> = elders.iter().map(|e| e.0).collect();
+    let calls: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT elder_id, coalesce(outcome, status) FROM calls
+          WHERE elder_id = ANY($1) AND purpose = 'checkin' ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let attempts: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE c.elder_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_one(pool)
+    .await?;
+    let found: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (elder_id) elder_id, level FROM escalations
+          WHERE elder_id = ANY($1) ORDER BY elder_id, priority DESC",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let found: BTreeMap<i64, String> = found.into_iter().collect();
+    let esc: Vec<(String, f64, bool)> = sqlx::query_as(
+        "SELECT level, extract(epoch FROM coalesce(first_claimed_at, now()) - created_at)::float8,
+                first_claimed_at IS NULL
+           FROM escalations WHERE elder_id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+    let asr: Vec<(Option<i32>, Option<i32>)> = sqlx::query_as(
+        "SELECT u.asr_decode_ms, u.asr_queue_ms FROM utterances u JOIN calls c ON c.id = u.call_id
+          WHERE c.elder_id = ANY($1) AND u.speaker = 'elder' ORDER BY u.id",
+    )
+    .bind(&ids)
+    .fetch_all(pool)
+    .await?;
+
+    let mut outcomes = BTreeMap::new();
+    for (_, o) in &calls {
+        *outcomes.entry(o.clone()).or_insert(0) += 1;
+    }
+    let per_elder: Vec<ElderResult> = elders
+        .iter()
+        .map(|(id, m)| ElderResult {
+            elder_id: *id,
+            device: m.device.clone(),
+            language: m.lang.clone(),
+            time_zone: m.time_zone.clone(),
+            expected: m.expected().to_string(),
+            found: found.get(id).cloned().unwrap_or_else(|| "ok".into()),
+            clip: match &m.behaviour {
+                super::cohort::Behaviour::Speaks(c) => Some(c.file.clone()),
+                _ => None,
+            },
+            outcomes: calls
+                .iter()
+                .filter(|c| c.0 == *id)
+                .map(|c| c.1.clone())
+                .collect(),
+        })
+        .collect();
+    let mut confusion: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for e in &per_elder {
+        *confusion
+            .entry(e.expected.clone())
+            .or_default()
+            .entry(e.found.clone())
+            .or_insert(0) += 1;
+    }
+    let speakers: Vec<&ElderResult> = per_elder
+        .iter()
+        .filter(|e| LEVELS.contains(&e.expected.as_str()))
+        .collect();
+    let levels = LEVELS
+        .iter()
+        .map(|l| {
+            let expected = speakers.iter().filter(|e| e.expected == *l).count() as i64;
+            let hit = speakers
+                .iter()
+                .filter(|e| e.expected == *l && e.found == *l)
+                .count() as i64;
+            LevelScore {
+                level: l.to_string(),
+                expected,
+                found: hit,
+                recall: (expected > 0).then(|| hit as f64 / expected as f64),
+                false_alarms: speakers
+                    .iter()
+                    .filter(|e| e.expected != *l && e.found == *l)
+                    .count() as i64,
+            }
+        })
+        .collect();
+    let queue = ["emergency", "urgent", "watch"]
+        .iter()
+        .map(|l| {
+            let waits: Vec<f64> = esc.iter().filter(|e| e.0 == *l).map(|e| e.1).collect();
+            QueueWait {
+                level: l.to_string(),
+                sla_secs: match *l {
+                    "emergency" => sla.emergency_secs,
+                    "urgent" => sla.urgent_secs,
+                    _ => sla.watch_secs,
+                },
+                escalations: waits.len() as i64,
+                unclaimed: esc.iter().filter(|e| e.0 == *l && e.2).count() as i64,
+                longest_secs: waits.iter().cloned().fold(0.0, f64::max),
+                waits_secs: waits,
+            }
+        })
+        .collect();
+    Ok(Summary {
+        elders: elders.len(),
+        duration_secs: elapsed.as_secs_f64(),
+        calls: calls.len() as i64,
+        attempts,
+        outcomes,
+        levels,
+        emergencies_expected: speakers
+            .iter()
+            .filter(|e| e.expected == "emergency")
+            .count() as i64,
+        emergencies_in_queue: speakers
+            .iter()
+            .filter(|e| e.expected == "emergency" && e.found == "emergency")
+            .count() as i64,
+        fine_replies_flagged: speakers
+            .iter()
+            .filter(|e| e.expected == "ok" && e.found != "ok")
+            .count() as i64,
+        escalations: esc.len() as i64,
+        confusion,
+        queue,
+        asr_decode_ms: asr.iter().filter_map(|a| a.0.map(i64::from)).collect(),
+        asr_queue_ms: asr.iter().filter_map(|a| a.1.map(i64::from)).collect(),
+        per_elder,
+    })
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|r| format!("{:.0}%", r * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+impl Summary {
+    pub fn print(&self) {
+        println!();
+        println!(
+            "Demo finished in {:.0} s: {} elders, {} check-in calls, {} rings",
+            self.duration_secs, self.elders, self.calls, self.attempts
+        );
+        let o: Vec<String> = self
+            .outcomes
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("  calls by outcome: {}", o.join(", "));
+        println!("  distress found versus expected (speaking elders):");
+        println!("    level       expected  found  recall  false alarms");
+        for l in &self.levels {
+            println!(
+                "    {:<10} {:>9} {:>6} {:>7} {:>13}",
+                l.level,
+                l.expected,
+                l.found,
+                pct(l.recall),
+                l.false_alarms
+            );
+        }
+        for (exp, f) in &self.confusion {
+            if exp == "silent" || exp == "no_answer" {
+                let v: Vec<String> = f.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                println!("  {exp} elders flagged as: {}", v.join(", "));
+            }
+        }
+        println!(
+            "  emergencies in the queue: {}/{}; fine replies flagged: {}",
+            self.emergencies_in_queue, self.emergencies_expected, self.fine_replies_flagged
+        );
+        if !self.asr_decode_ms.is_empty() {
+            let mut d = self.asr_decode_ms.clone();
+            d.sort();
+            println!(
+                "  whisper decode per utterance: median {} ms, max {} ms ({} utterances)",
+                d[d.len() / 2],
+                d[d.len() - 1],
+                d.len()
+            );
+        }
+    }
+}
+
+pub fn write(dir: &Path, s: &Summary, samples: &[Sample]) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[derive(Serialize)]
+    struct Report<'a> {
+        #[serde(flatten)]
+        summary: &'a Summary,
+        resources: &'a [Sample],
+    }
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&Report {
+            summary: s,
+            resources: samples,
+        })?,
+    )?;
+    std::fs::write(dir.join("report.html"), html(s, samples)?)?;
+    Ok(())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn plot_err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("drawing a chart: {e}")
+}
+
+const COLOURS: [RGBColor; 4] = [
+    RGBColor(0x1f, 0x77, 0xb4),
+    RGBColor(0xd6, 0x27, 0x28),
+    RGBColor(0x2c, 0xa0, 0x2c),
+    RGBColor(0xff, 0x7f, 0x0e),
+];
+
+/// Grouped vertical bars: one group per label, one bar per series.
+fn bars(title: &str, labels: &[String], series: &[(&str, Vec<f64>)]) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 340)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let n = labels.len().max(1) as f64;
+        let ymax = series
+            .iter()
+            .flat_map(|s| s.1.iter().cloned())
+            .fold(1.0, f64::max)
+            * 1.15;
+        let below = ymax * 0.09;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .y_label_area_size(48)
+            .x_label_area_size(8)
+            .build_cartesian_2d(0.0..n, -below..ymax)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(0)
+            .y_label_formatter(&|y| {
+                if *y < 0.0 {
+                    String::new()
+                } else {
+                    format!("{y:.0}")
+                }
+            })
+            .draw()
+            .map_err(plot_err)?;
+        let k = series.len().max(1) as f64;
+        for (si, (name, vals)) in series.iter().enumerate() {
+            let colour = COLOURS[si % COLOURS.len()];
+            let w = 0.8 / k;
+            chart
+                .draw_series(vals.iter().enumerate().map(|(i, v)| {
+                    let x0 = i as f64 + 0.1 + si as f64 * w;
+                    Rectangle::new([(x0, 0.0), (x0 + w * 0.92, *v)], colour.filled())
+                }))
+                .map_err(plot_err)?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    Rectangle::new([(x, y - 5), (x + 10, y + 5)], colour.filled())
+                });
+            chart
+                .draw_series(vals.iter().enumerate().map(|(i, v)| {
+                    let x = i as f64 + 0.1 + si as f64 * w + w * 0.3;
+                    Text::new(format!("{v:.0}"), (x, *v + ymax * 0.06), ("sans-serif", 12))
+                }))
+                .map_err(plot_err)?;
+        }
+        chart
+            .draw_series(labels.iter().enumerate().map(|(i, l)| {
+                Text::new(
+                    l.clone(),
+                    (i as f64 + 0.3, -below * 0.3),
+                    ("sans-serif", 13),
+                )
+            }))
+            .map_err(plot_err)?;
+        if series.len() > 1 {
+            chart
+                .configure_series_labels()
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .draw()
+                .map_err(plot_err)?;
+        }
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+fn line(title: &str, unit: &str, points: &[(f64, f64)]) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 280)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let xmax = points.iter().map(|p| p.0).fold(1.0, f64::max);
+        let ymax = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(32)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0.0..xmax, 0.0..ymax)
+            .map_err(plot_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("seconds")
+            .y_desc(unit)
+            .draw()
+            .map_err(plot_err)?;
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().cloned(),
+                COLOURS[0].stroke_width(2),
+            ))
+            .map_err(plot_err)?;
+        root.present().map_err(plot_err)?;
+    }
+    Ok(svg)
+}
+
+/// Counts of `values` in `buckets` equal buckets of `width`.
+fn histogram(values: &[i64], width: i64) -> (Vec<String>, Vec<f64>) {
+    let max = values.iter().cloned().max().unwrap_or(0);
+    let n = (max / width + 1).clamp(1, 40) as usize;
+    let mut counts = vec![0.0; n];
+    for v in values {
+        counts[((v / width) as usize).min(n - 1)] += 1.0;
+    }
+    let labels = (0..n).map(|i| format!("{}", i as i64 * width)).collect();
+    (labels, counts)
+}
+
+fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
+    let mut h = String::new();
+    h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>voicecare demo report</title><style>body{font-family:sans-serif;max-width:960px;margin:2em auto;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 10px;text-align:right}th{background:#eee}td.l{text-align:left}svg{display:block;margin:1em 0}</style></head><body>\n");
+    writeln!(h, "<h1>voicecare demo report</h1>")?;
+    writeln!(
+        h,
+        "<p>{} simulated elders, <span id=\"calls\">{}</span> check-in calls, {} rings, in {:.0} s.</p>",
+        s.elders, s.calls, s.attempts, s.duration_secs
+    )?;
+    writeln!(h, "<table><tr><th>key figure</th><th>value</th></tr>")?;
+    let key = [
+        ("elders", s.elders as i64),
+        ("calls", s.calls),
+        ("escalations", s.escalations),
+        ("emergencies-expected", s.emergencies_expected),
+        ("emergencies-in-queue", s.emergencies_in_queue),
+        ("fine-replies-flagged", s.fine_replies_flagged),
+    ];
+    for (k, v) in key {
+        writeln!(
+            h,
+            "<tr><td class=\"l\">{k}</td><td id=\"{k}\">{v}</td></tr>"
+        )?;
+    }
+    writeln!(h, "</table>")?;
+
+    writeln!(
+        h,
+        "<h2>Calls by outcome</h2><table><tr><th>outcome</th><th>calls</th></tr>"
+    )?;
+    for (k, v) in &s.outcomes {
+        writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td id=\"outcome-{0}\">{v}</td></tr>",
+            esc(k)
+        )?;
+    }
+    writeln!(h, "</table>")?;
+    let labels: Vec<String> = s.outcomes.keys().cloned().collect();
+    h.push_str(&bars(
+        "Check-in calls by outcome",
+        &labels,
+        &[("calls", s.outcomes.values().map(|v| *v as f64).collect())],
+    )?);
+
+    writeln!(
+        h,
+        "<h2>Distress found versus expected</h2><table><tr><th>level</th><th>expected</th><th>found</th><th>recall</th><th>false alarms</th></tr>"
+    )?;
+    for l in &s.levels {
+        writeln!(
+            h,
+            "<tr><td class=\"l\">{0}</td><td id=\"expected-{0}\">{1}</td><td id=\"found-{0}\">{2}</td><td id=\"recall-{0}\">{3}</td><td id=\"false-alarms-{0}\">{4}</td></tr>",
+            l.level,
+            l.expected,
+            l.found,
+            pct(l.recall),
+            l.false_alarms
+        )?;
+    }
+    writeln!(h, "</table>")?;
+    let labels: Vec<String> = s.levels.iter().map(|l| l.level.clone()).collect();
+    h.push_str(&bars(
+        "Elders per distress level",
+        &labels,
+        &[
+            (
+                "expected",
+                s.levels.iter().map(|l| l.expected as f64).collect(),
+            ),
+            ("found", s.levels.iter().map(|l| l.found as f64).collect()),
+            (
+                "false alarms",
+                s.levels.iter().map(|l| l.false_alarms as f64).collect(),
+            ),
+        ],
+    )?);
+    writeln!(h, "<table><tr><th>expected \\ found</th>")?;
+    let found_cols = ["emergency", "urgent", "watch", "ok"];
+    for c in found_cols {
+        write!(h, "<th>{c}</th>")?;
+    }
+    writeln!(h, "</tr>")?;
+    for (exp, row) in &s.confusion {
+        write!(h, "<tr><td class=\"l\">{}</td>", esc(exp))?;
+        for c in found_cols {
+            write!(h, "<td>{}</td>", row.get(c).copied().unwrap_or(0))?;
+        }
+        writeln!(h, "</tr>")?;
+    }
+    writeln!(h, "</table>")?;
+
+    writeln!(h, "<h2>Transcription time per utterance</h2>")?;
+    writeln!(
+        h,
+        "<p>Whisper decode time of each elder utterance (<code>utterances.asr_decode_ms</code>), <span id=\"utterances\">{}</span> utterances.</p>",
+        s.asr_decode_ms.len()
+    )?;
+    let (labels, counts) = histogram(&s.asr_decode_ms, 250);
+    h.push_str(&bars(
+        "Utterances by decode time (ms, bucket start)",
+        &labels,
+        &[("utterances", counts)],
+    )?);
+
+    writeln!(
+        h,
+        "<h2>Queue wait against SLA</h2><p>No operator takes calls in the demo, so most waits run to the end of the run.</p><table><tr><th>level</th><th>escalations</th><th>unclaimed</th><th>longest wait (s)</th><th>SLA (s)</th></tr>"
+    )?;
+    for q in &s.queue {
+        writeln!(
+            h,
+            "<tr><td class=\"l\">{0}</td><td id=\"queue-{0}\">{1}</td><td>{2}</td><td>{3:.0}</td><td>{4}</td></tr>",
+            q.level, q.escalations, q.unclaimed, q.longest_secs, q.sla_secs
+        )?;
+    }
+    writeln!(h, "</table>")?;
+    let labels: Vec<String> = s.queue.iter().map(|q| q.level.clone()).collect();
+    h.push_str(&bars(
+        "Longest queue wait, % of the level's SLA",
+        &labels,
+        &[(
+            "% of SLA",
+            s.queue
+                .iter()
+                .map(|q| q.longest_secs / q.sla_secs.max(1) as f64 * 100.0)
+                .collect(),
+        )],
+    )?);
+
+    writeln!(
+        h,
+        "<h2>CPU and memory of the voicecare process</h2><p>Sampled every second from /proc/self; the embedded PostgreSQL runs in its own processes and is not included.</p>"
+    )?;
+    let cpu: Vec<(f64, f64)> = samples.iter().map(|x| (x.t, x.cpu_pct)).collect();
+    let mem: Vec<(f64, f64)> = samples.iter().map(|x| (x.t, x.rss_mib)).collect();
+    h.push_str(&line("CPU (% of one core)", "%", &cpu)?);
+    h.push_str(&line("Resident memory", "MiB", &mem)?);
+
+    writeln!(
+        h,
+        "<h2>Elders</h2><table><tr><th>elder</th><th>language</th><th>time zone</th><th>clip</th><th>expected</th><th>found</th><th>calls</th></tr>"
+    )?;
+    for e in &s.per_elder {
+        writeln!(
+            h,
+            "<tr><td>{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td><td class=\"l\">{}</td></tr>",
+            e.elder_id,
+            esc(&e.language),
+            esc(&e.time_zone),
+            esc(e.clip.as_deref().unwrap_or("")),
+            esc(&e.expected),
+            esc(&e.found),
+            esc(&e.outcomes.join(", "))
+        )?;
+    }
+    writeln!(h, "</table></body></html>")?;
+    Ok(h)
+}
