@@ -210,7 +210,8 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         eprintln!("the cohort's calls did not all finish in time; summarising what happened");
     }
 
-    let summary = report::summarise(&pool, &elders, &sla, started.elapsed()).await?;
+    let metrics = report::scrape_metrics(listen).await;
+    let summary = report::summarise(&pool, &elders, &sla, started.elapsed(), &metrics).await?;
     summary.print();
     // The cohort's day is over: no more check-ins for it, whoever keeps this database.
     cohort::unschedule(&pool, &ids).await?;

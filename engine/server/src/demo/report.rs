@@ -114,6 +114,10 @@ pub struct Summary {
     pub fine_replies_flagged: i64,
     pub escalations: i64,
     pub queue: Vec<QueueWait>,
+    /// Turns measured by the runner (end of the elder's speech to the first
+    /// audio of the reply): how many, and quantiles in ms from `/metrics`.
+    pub turns: u64,
+    pub turn_respond_ms: Vec<(String, f64)>,
     /// Whisper decode time per utterance, ms (`utterances.asr_decode_ms`).
     pub asr_decode_ms: Vec<i64>,
     /// Time an utterance waited for a whisper worker, ms.
@@ -126,11 +130,15 @@ pub async fn summarise(
     elders: &[(i64, Member)],
     sla: &SlaPolicy,
     elapsed: Duration,
+    metrics: &str,
 ) -> anyhow::Result<Summary> {
+    let (turns, turn_respond_ms) = turn_latency(metrics);
     let ids: Vec<i64> = elders.iter().map(|e| e.0).collect();
     let calls: Vec<(i64, String)> = sqlx::query_as(
         "SELECT elder_id, coalesce(outcome, status) FROM calls
-          WHERE elder_id = ANY($1) AND purpose = 'checkin' ORDER BY id",
+          WHERE elder_id = ANY($1) AND purpose = 'checkin'
+            AND NOT (status = 'scheduled' AND due_at > now() + interval '1 hour')
+          ORDER BY id",
     )
     .bind(&ids)
     .fetch_all(pool)
@@ -259,12 +267,61 @@ pub async fn summarise(
             .filter(|e| e.expected == "ok" && e.found != "ok")
             .count() as i64,
         escalations: esc.len() as i64,
+        turns,
+        turn_respond_ms,
         confusion,
         queue,
         asr_decode_ms: asr.iter().filter_map(|a| a.0.map(i64::from)).collect(),
         asr_queue_ms: asr.iter().filter_map(|a| a.1.map(i64::from)).collect(),
         per_elder,
     })
+}
+
+/// The runner's `voicecare_turn_respond_seconds` from Prometheus text:
+/// (count, [(quantile, ms)]).
+fn turn_latency(metrics: &str) -> (u64, Vec<(String, f64)>) {
+    let mut count = 0;
+    let mut q = Vec::new();
+    for line in metrics.lines() {
+        let Some(rest) = line.strip_prefix("voicecare_turn_respond_seconds") else {
+            continue;
+        };
+        let Some((key, value)) = rest.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(v) = value.parse::<f64>() else {
+            continue;
+        };
+        if key == "_count" {
+            count = v as u64;
+        } else if let Some(quantile) = key
+            .strip_prefix("{quantile=\"")
+            .and_then(|k| k.strip_suffix("\"}"))
+        {
+            q.push((quantile.to_string(), v * 1000.0));
+        }
+    }
+    (count, q)
+}
+
+/// `GET /metrics` from the engine this process serves.
+pub async fn scrape_metrics(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fetch = async {
+        let mut c = tokio::net::TcpStream::connect(addr).await?;
+        c.write_all(
+            format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+        let mut body = String::new();
+        c.read_to_string(&mut body).await?;
+        Ok::<_, std::io::Error>(body)
+    };
+    match tokio::time::timeout(Duration::from_secs(10), fetch).await {
+        Ok(Ok(body)) => body,
+        _ => String::new(),
+    }
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -307,6 +364,18 @@ impl Summary {
             "  emergencies in the queue: {}/{}; fine replies flagged: {}",
             self.emergencies_in_queue, self.emergencies_expected, self.fine_replies_flagged
         );
+        if self.turns > 0 {
+            let q: Vec<String> = self
+                .turn_respond_ms
+                .iter()
+                .map(|(q, ms)| format!("p{} {:.0} ms", q, ms))
+                .collect();
+            println!(
+                "  turn latency, end of speech to reply ({} turns): {}",
+                self.turns,
+                q.join(", ")
+            );
+        }
         if !self.asr_decode_ms.is_empty() {
             let mut d = self.asr_decode_ms.clone();
             d.sort();
@@ -568,6 +637,31 @@ fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
     }
     writeln!(h, "</table>")?;
 
+    writeln!(
+        h,
+        "<h2>Turn latency</h2><p>From the end of the elder's speech (after the endpointer's silence) to the first audio of the reply, as the runner measures it (<code>voicecare_turn_respond_seconds</code>), <span id=\"turns\">{}</span> turns.</p><table><tr><th>quantile</th><th>ms</th></tr>",
+        s.turns
+    )?;
+    for (q, ms) in &s.turn_respond_ms {
+        writeln!(
+            h,
+            "<tr><td class=\"l\">{}</td><td>{ms:.0}</td></tr>",
+            esc(q)
+        )?;
+    }
+    writeln!(h, "</table>")?;
+    if !s.turn_respond_ms.is_empty() {
+        let labels: Vec<String> = s
+            .turn_respond_ms
+            .iter()
+            .map(|q| format!("p{}", q.0))
+            .collect();
+        h.push_str(&bars(
+            "Turn latency by quantile (ms)",
+            &labels,
+            &[("ms", s.turn_respond_ms.iter().map(|q| q.1).collect())],
+        )?);
+    }
     writeln!(h, "<h2>Transcription time per utterance</h2>")?;
     writeln!(
         h,
