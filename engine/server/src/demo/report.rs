@@ -436,7 +436,7 @@ fn bars(title: &str, labels: &[String], series: &[(&str, Vec<f64>)]) -> anyhow::
         let ymax = series
             .iter()
             .flat_map(|s| s.1.iter().cloned())
-            .fold(1.0, f64::max)
+            .fold(4.0, f64::max)
             * 1.15;
         let below = ymax * 0.09;
         let mut chart = ChartBuilder::on(&root)
@@ -450,6 +450,7 @@ fn bars(title: &str, labels: &[String], series: &[(&str, Vec<f64>)]) -> anyhow::
             .configure_mesh()
             .disable_x_mesh()
             .x_labels(0)
+            .y_labels(6)
             .y_label_formatter(&|y| {
                 if *y < 0.0 {
                     String::new()
