@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/prepare.sh release
 bin=target/release/voicecare
+# Progress lines and the summary, not every call's log (set RUST_LOG=info for those).
+export RUST_LOG="${RUST_LOG:-warn,rtc=error,rtc_ice=error,rtc_dtls=error}"
 
 exec "$bin" demo --keep-running \
     --listen "127.0.0.1:${VOICECARE_PORT:-8080}" \
