@@ -665,3 +665,69 @@ fn rand_suffix() -> u32 {
         .map(|d| d.subsec_nanos())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_claiming_at_once_never_exceed_the_caps() {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let c = community(&pool).await;
+    let due = Utc::now() - chrono::Duration::seconds(1);
+    for i in 0..40 {
+        let e = enrol(&pool, c, &format!("cap-{i:02}"), "en", 0).await;
+        voicecare_store::dialer::schedule_checkin(&pool, e.id, "daily_checkin", due, Utc::now())
+            .await
+            .unwrap()
+            .expect("scheduled");
+        // A second node scheduling the same elder changes nothing.
+        assert!(
+            voicecare_store::dialer::schedule_checkin(
+                &pool,
+                e.id,
+                "daily_checkin",
+                due,
+                Utc::now()
+            )
+            .await
+            .unwrap()
+            .is_none()
+        );
+    }
+    let caps = voicecare_store::dialer::Caps {
+        global: 7,
+        per_node: 5,
+    };
+    let mut tasks = Vec::new();
+    for node in ["node-a", "node-b", "node-a", "node-b", "node-a", "node-b"] {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            for _ in 0..5 {
+                n += voicecare_store::dialer::claim_due(
+                    &pool,
+                    node,
+                    caps,
+                    chrono::Duration::seconds(30),
+                    3,
+                    Utc::now(),
+                )
+                .await
+                .unwrap()
+                .len();
+            }
+            n
+        }));
+    }
+    let mut claimed = 0;
+    for t in tasks {
+        claimed += t.await.unwrap();
+    }
+    let (all, a) = voicecare_store::dialer::in_progress(&pool, "node-a")
+        .await
+        .unwrap();
+    let (_, b) = voicecare_store::dialer::in_progress(&pool, "node-b")
+        .await
+        .unwrap();
+    assert_eq!(claimed as i64, all);
+    assert_eq!(all, 7, "the global cap is reached and not passed");
+    assert!(a <= 5 && b <= 5, "per-node caps: a={a} b={b}");
+}
