@@ -279,6 +279,26 @@ pub async fn list(
     .await?)
 }
 
+/// Completes a statement whose CTE `target` locked one open row: mark it
+/// claimed by `$2` at `$3` for lease `$4`, write the audit event, return it.
+fn claim_target() -> String {
+    format!(
+        ", claimed AS (
+             UPDATE escalations e SET status = 'claimed', claimed_by = $2, claimed_at = $3,
+                    lease_expires_at = $3 + $4, first_claimed_at = COALESCE(e.first_claimed_at, $3),
+                    version = e.version + 1
+             FROM target WHERE e.id = target.id
+             RETURNING {COLS}
+         ), audit AS (
+             INSERT INTO audit_events (at, actor_kind, actor_id, action, entity, entity_id, elder_id, details)
+             SELECT $3, 'operator', $2, 'escalation.claim', 'escalation', c.id, c.elder_id,
+                    jsonb_build_object('level', c.level, 'lease_expires_at', c.lease_expires_at)
+             FROM claimed c
+         )
+         SELECT * FROM claimed e"
+    )
+}
+
 /// Claim the next open item in the caller's scope (optionally of given levels).
 pub async fn claim_next(
     pool: &PgPool,
@@ -288,25 +308,14 @@ pub async fn claim_next(
     now: DateTime<Utc>,
 ) -> Result<Option<Escalation>> {
     Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "WITH next AS (
+        "WITH target AS (
              SELECT e.id FROM escalations e
              WHERE e.status = 'open' AND {IN_SCOPE}
                AND (cardinality($5::text[]) = 0 OR e.level = ANY($5))
              ORDER BY e.priority DESC, e.created_at, e.id
              LIMIT 1 FOR UPDATE OF e SKIP LOCKED
-         ), claimed AS (
-             UPDATE escalations e SET status = 'claimed', claimed_by = $2, claimed_at = $3,
-                    lease_expires_at = $3 + $4, first_claimed_at = COALESCE(e.first_claimed_at, $3),
-                    version = e.version + 1
-             FROM next WHERE e.id = next.id
-             RETURNING {COLS}
-         ), audit AS (
-             INSERT INTO audit_events (at, actor_kind, actor_id, action, entity, entity_id, elder_id, details)
-             SELECT $3, 'operator', $2, 'escalation.claim', 'escalation', c.id, c.elder_id,
-                    jsonb_build_object('level', c.level, 'lease_expires_at', c.lease_expires_at)
-             FROM claimed c
-         )
-         SELECT * FROM claimed e"
+         ){claim}",
+        claim = claim_target()
     )))
     .bind(scope.unit_id)
     .bind(scope.operator_id)
@@ -331,19 +340,8 @@ pub async fn claim(
              SELECT e.id FROM escalations e
              WHERE e.id = $5 AND e.status = 'open' AND {IN_SCOPE}
              FOR UPDATE OF e SKIP LOCKED
-         ), claimed AS (
-             UPDATE escalations e SET status = 'claimed', claimed_by = $2, claimed_at = $3,
-                    lease_expires_at = $3 + $4, first_claimed_at = COALESCE(e.first_claimed_at, $3),
-                    version = e.version + 1
-             FROM target WHERE e.id = target.id
-             RETURNING {COLS}
-         ), audit AS (
-             INSERT INTO audit_events (at, actor_kind, actor_id, action, entity, entity_id, elder_id, details)
-             SELECT $3, 'operator', $2, 'escalation.claim', 'escalation', c.id, c.elder_id,
-                    jsonb_build_object('level', c.level, 'lease_expires_at', c.lease_expires_at)
-             FROM claimed c
-         )
-         SELECT * FROM claimed e"
+         ){claim}",
+        claim = claim_target()
     )))
     .bind(scope.unit_id)
     .bind(scope.operator_id)
@@ -363,16 +361,15 @@ type HolderRow = (String, Option<i64>, Option<String>, Option<DateTime<Utc>>);
 
 /// Why an action on `id` did not apply, in the caller's terms.
 async fn explain_refusal(pool: &PgPool, scope: &Scope, id: i64, action: &str) -> StoreError {
-    let row: Result<Option<HolderRow>, _> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT e.status, e.claimed_by, o.display_name, e.lease_expires_at
+    let row: Result<Option<HolderRow>, _> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT e.status, e.claimed_by, o.display_name, e.lease_expires_at
              FROM escalations e LEFT JOIN operators o ON o.id = e.claimed_by
              WHERE e.id = $2 AND {IN_SCOPE}"
-        )))
-        .bind(scope.unit_id)
-        .bind(id)
-        .fetch_optional(pool)
-        .await;
+    )))
+    .bind(scope.unit_id)
+    .bind(id)
+    .fetch_optional(pool)
+    .await;
     match row {
         Err(e) => e.into(),
         Ok(None) => StoreError::NotFound {
