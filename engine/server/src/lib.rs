@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod cmd;
+pub mod console;
 pub mod config;
 pub mod db;
 pub mod demo;

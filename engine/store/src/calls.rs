@@ -249,3 +249,45 @@ pub async fn history<'e>(
     .fetch_all(db)
     .await?)
 }
+
+/// Where the recording of one utterance is stored (relative to the data
+/// directory, or absolute), for an operator in scope. Listening is audited in
+/// the same transaction as the look-up. Utterances outside the caller's scope,
+/// and utterances without a recording, answer `NotFound`.
+pub async fn utterance_audio_path(
+    pool: &PgPool,
+    scope: &Scope,
+    utterance_id: i64,
+    now: DateTime<Utc>,
+) -> Result<String> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i64, i64, String)> = sqlx::query_as(
+        "SELECT ut.call_id, c.elder_id, ut.audio_path
+         FROM utterances ut JOIN calls c ON c.id = ut.call_id
+         JOIN elders el ON el.id = c.elder_id JOIN org_units u ON u.id = el.community_id
+         WHERE ut.id = $2 AND ut.audio_path IS NOT NULL AND $1::bigint = ANY(u.path)",
+    )
+    .bind(scope.unit_id)
+    .bind(utterance_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (call_id, elder_id, path) = row.ok_or(StoreError::NotFound {
+        entity: "recording",
+        id: utterance_id,
+    })?;
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor: Actor::Operator(scope.operator_id),
+            action: "utterance.listen",
+            entity: "utterance",
+            entity_id: Some(utterance_id),
+            elder_id: Some(elder_id),
+            details: serde_json::json!({"call_id": call_id}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(path)
+}

@@ -16,6 +16,7 @@ pub mod import;
 pub mod operators;
 pub mod org;
 pub mod queue;
+pub mod reports;
 #[cfg(feature = "testing")]
 pub mod testing;
 

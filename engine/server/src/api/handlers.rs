@@ -264,3 +264,31 @@ pub async fn elder_view(
     let e = elders::view(&state.pool, &auth.scope, id, "lookup", Utc::now()).await?;
     Ok(Json(json!({"elder": e})))
 }
+
+/// `GET /api/v1/utterances/{id}/audio`: the recording of one reply (WAV),
+/// read from under the data directory. In scope only, and audited by the
+/// store; no recording (or a path that leaves the data directory) is a 404.
+pub async fn utterance_audio(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<i64>,
+) -> Result<axum::response::Response, ApiError> {
+    let stored = calls::utterance_audio_path(&state.pool, &auth.scope, id, Utc::now()).await?;
+    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("recording {id} not found"));
+    let root = tokio::fs::canonicalize(&state.data_dir).await.map_err(|_| missing())?;
+    let path = tokio::fs::canonicalize(root.join(&stored)).await.map_err(|_| missing())?;
+    if !path.starts_with(&root) {
+        tracing::warn!(utterance = id, "recording path leaves the data directory; refused");
+        return Err(missing());
+    }
+    let bytes = tokio::fs::read(&path).await.map_err(|_| missing())?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "audio/wav"),
+            (header::CACHE_CONTROL, "private, no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        bytes,
+    )
+        .into_response())
+}

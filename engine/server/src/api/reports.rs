@@ -1,0 +1,125 @@
+//! Supervisor reports: queue and SLA roll-ups by unit, per-operator counts and
+//! the monthly audit sample. Supervisor role (or above) enforced here; scope
+//! enforced in the store's SQL.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Utc};
+use chrono_tz::Tz;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use voicecare_store::operators::Role;
+use voicecare_store::org::UnitLevel;
+use voicecare_store::reports;
+
+use super::AppState;
+use super::auth::Authed;
+use super::error::ApiError;
+
+/// Resolved reviews drawn per operator per month.
+pub const SAMPLE_PER_OPERATOR: i64 = 2;
+
+fn parse_tz(raw: Option<&str>) -> Result<Tz, ApiError> {
+    match raw {
+        None | Some("") => Ok(Tz::UTC),
+        Some(s) => s.parse::<Tz>().map_err(|_| {
+            ApiError::invalid(format!(
+                "tz: unknown time zone {s:?} (expected an IANA name such as Asia/Shanghai)"
+            ))
+        }),
+    }
+}
+
+/// The first instant of the local day `d` in `tz` (the earliest one if a
+/// transition makes midnight ambiguous or skipped).
+fn local_midnight(tz: Tz, d: NaiveDate) -> DateTime<Utc> {
+    let naive = d.and_hms_opt(0, 0, 0).expect("midnight exists");
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => {
+            t.with_timezone(&Utc)
+        }
+        // Midnight skipped by a DST change: the day starts an hour later.
+        chrono::LocalResult::None => tz
+            .from_local_datetime(&(naive + chrono::Duration::hours(1)))
+            .earliest()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| Utc.from_utc_datetime(&naive)),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverviewQuery {
+    by: Option<String>,
+    tz: Option<String>,
+}
+
+/// `GET /api/v1/reports/overview?by=community&tz=Asia/Shanghai`
+pub async fn overview(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<OverviewQuery>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Role::Supervisor)?;
+    let by = match q.by.as_deref() {
+        None | Some("") => UnitLevel::Community,
+        Some(s) => UnitLevel::parse(s)
+            .ok_or_else(|| ApiError::invalid("by: expected city, county, street or community"))?,
+    };
+    let tz = parse_tz(q.tz.as_deref())?;
+    let now = Utc::now();
+    let day_start = local_midnight(tz, now.with_timezone(&tz).date_naive());
+    let totals = reports::totals(&state.pool, &auth.scope, day_start, now).await?;
+    let units = reports::by_unit(&state.pool, &auth.scope, by, day_start, now).await?;
+    let operators = reports::operators(&state.pool, &auth.scope, day_start).await?;
+    Ok(Json(json!({
+        "by": by,
+        "tz": tz.name(),
+        "day_start": day_start,
+        "server_time": now,
+        "emergency_sla_secs": state.sla.emergency_secs,
+        "totals": totals,
+        "units": units,
+        "operators": operators,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SampleQuery {
+    month: Option<String>,
+    tz: Option<String>,
+}
+
+/// `GET /api/v1/reports/audit-sample?month=2026-11&tz=Asia/Shanghai`
+pub async fn audit_sample(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(q): Query<SampleQuery>,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Role::Supervisor)?;
+    let tz = parse_tz(q.tz.as_deref())?;
+    let first = match q.month.as_deref() {
+        None | Some("") => {
+            let today = Utc::now().with_timezone(&tz).date_naive();
+            NaiveDate::from_ymd_opt(today.year(), today.month(), 1).expect("first of month")
+        }
+        Some(m) => NaiveDate::parse_from_str(&format!("{m}-01"), "%Y-%m-%d")
+            .map_err(|_| ApiError::invalid(format!("month: expected YYYY-MM, got {m:?}")))?,
+    };
+    let next = first
+        .checked_add_months(chrono::Months::new(1))
+        .ok_or_else(|| ApiError::invalid("month: out of range"))?;
+    let from = local_midnight(tz, first);
+    let to = local_midnight(tz, next);
+    let items =
+        reports::audit_sample(&state.pool, &auth.scope, from, to, SAMPLE_PER_OPERATOR).await?;
+    Ok(Json(json!({
+        "month": first.format("%Y-%m").to_string(),
+        "tz": tz.name(),
+        "from": from,
+        "to": to,
+        "per_operator": SAMPLE_PER_OPERATOR,
+        "items": items,
+    })))
+}

@@ -1,0 +1,1131 @@
+//! The operator console end to end: headless Chromium driven over WebDriver
+//! (chromedriver) against the real server on a real PostgreSQL.
+//!
+//! Needs the Debian packages `chromium` and `chromium-driver` (installed by
+//! `scripts/prepare.sh`). `VOICECARE_CHROMIUM` / `VOICECARE_CHROMEDRIVER`
+//! point at other binaries. Set `VOICECARE_SCREENSHOTS=docs/img` to refresh
+//! the screenshots used by docs/console.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use voicecare_core::Level;
+use voicecare_server::api::{self, AppState};
+use voicecare_store::calls::{self, AssessmentRecord, Direction, NewUtterance, Purpose};
+use voicecare_store::operators::{self, NewOperator, Password, Role};
+use voicecare_store::org::{self, UnitLevel};
+use voicecare_store::queue::{self, Flag, Outcome, SlaPolicy};
+use voicecare_store::testing::TestDb;
+
+const PW: &str = "correct horse battery";
+const WAIT: Duration = Duration::from_secs(10);
+
+// ───────────────────────── the server ─────────────────────────
+
+struct App {
+    base: String,
+    db: TestDb,
+    data_dir: TempDir,
+    communities: Vec<i64>,
+    ops: Vec<(String, i64)>,
+}
+
+async fn spawn_app() -> App {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let city = org::create(&pool, None, UnitLevel::City, "Riverside")
+        .await
+        .unwrap()
+        .id;
+    let north = org::create(&pool, Some(city), UnitLevel::County, "North District")
+        .await
+        .unwrap()
+        .id;
+    let south = org::create(&pool, Some(city), UnitLevel::County, "South District")
+        .await
+        .unwrap()
+        .id;
+    let elm = org::create(&pool, Some(north), UnitLevel::Street, "Elm Street")
+        .await
+        .unwrap()
+        .id;
+    let oak = org::create(&pool, Some(south), UnitLevel::Street, "Oak Street")
+        .await
+        .unwrap()
+        .id;
+    let elm_court = org::create(&pool, Some(elm), UnitLevel::Community, "Elm Court")
+        .await
+        .unwrap()
+        .id;
+    let elm_gardens = org::create(&pool, Some(elm), UnitLevel::Community, "Elm Gardens")
+        .await
+        .unwrap()
+        .id;
+    let oak_court = org::create(&pool, Some(oak), UnitLevel::Community, "Oak Court")
+        .await
+        .unwrap()
+        .id;
+    let pw = Password::new(PW).unwrap();
+    let mut ops = Vec::new();
+    for (u, name, role, unit) in [
+        ("ann", "Ann Lee", Role::Operator, elm),
+        ("amy", "Amy Wu", Role::Operator, elm),
+        ("bob", "Bob Chen", Role::Operator, oak),
+        ("sue", "Sue Park", Role::Supervisor, city),
+    ] {
+        let op = operators::add(
+            &pool,
+            NewOperator {
+                username: u,
+                display_name: name,
+                password: &pw,
+                role,
+                unit_id: unit,
+            },
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+        ops.push((u.to_string(), op.id));
+    }
+    let data_dir = TempDir::new("data");
+    let state = AppState::new(
+        pool.clone(),
+        60,
+        12,
+        SlaPolicy::default(),
+        data_dir.0.clone(),
+    );
+    api::spawn_notify_fanout(pool.clone(), state.events.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    App {
+        base: format!("http://{addr}"),
+        db,
+        data_dir,
+        communities: vec![elm_court, elm_gardens, oak_court],
+        ops,
+    }
+}
+
+/// What to flag.
+struct Case<'a> {
+    community: usize,
+    name: &'a str,
+    level: Level,
+    transcript: &'a str,
+    evidence: &'a str,
+    with_audio: bool,
+    minutes_ago: i64,
+}
+
+impl Default for Case<'_> {
+    fn default() -> Self {
+        Case {
+            community: 0,
+            name: "Mei Lin",
+            level: Level::Emergency,
+            transcript: "I fell in the kitchen and I cannot get up",
+            evidence: "cannot get up",
+            with_audio: false,
+            minutes_ago: 0,
+        }
+    }
+}
+
+impl App {
+    fn operator(&self, username: &str) -> i64 {
+        self.ops.iter().find(|(u, _)| u == username).unwrap().1
+    }
+
+    /// An elder with a call, one assessed utterance (optionally recorded) and an escalation.
+    async fn flag(&self, c: Case<'_>) -> (i64, i64) {
+        let pool = &self.db.pool;
+        let at = Utc::now() - chrono::Duration::minutes(c.minutes_ago);
+        let elder: i64 = sqlx::query_scalar(
+            "INSERT INTO elders (full_name, device_id, phone, language, time_zone, community_id, birth_date, address, notes)
+             VALUES ($1, 'dev-' || floor(random()*1e9)::text, '+86138' || lpad(floor(random()*1e8)::text, 8, '0'),
+                     'en', 'Asia/Shanghai', $2, '1941-03-02', '12 Elm Court, flat 3', 'Lives alone; hard of hearing')
+             RETURNING id",
+        )
+        .bind(c.name)
+        .bind(self.communities[c.community])
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO emergency_contacts (elder_id, position, name, relation, phone) VALUES ($1, 1, 'Wei Lin', 'son', '+8613900000001')",
+        )
+        .bind(elder)
+        .execute(pool)
+        .await
+        .unwrap();
+        let call = calls::create(
+            pool,
+            elder,
+            Direction::Outbound,
+            Purpose::Checkin,
+            "daily-checkin",
+            at,
+        )
+        .await
+        .unwrap();
+        let audio = if c.with_audio {
+            let rel = format!("recordings/call-{call}-0.wav");
+            let path = self.data_dir.0.join(&rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, wav_tone(1.0)).unwrap();
+            Some(rel)
+        } else {
+            None
+        };
+        let start = c.transcript.find(c.evidence).unwrap_or(0);
+        let reasons = json!([{
+            "category": "fall", "level": c.level.as_str(), "evidence": c.evidence, "rule": "en.fall.cannot_get_up",
+            "span": {"start": start, "end": start + c.evidence.len()}, "phonetic": false,
+            "summary": format!("fall: \u{201c}{}\u{201d}", c.evidence),
+        }]);
+        calls::record_utterance(
+            pool,
+            &NewUtterance {
+                call_id: call,
+                seq: 0,
+                flow_step: Some("how_are_you"),
+                transcript: c.transcript,
+                language: Some("en"),
+                confidence: Some(0.9),
+                audio_path: audio.as_deref(),
+                audio_ms: Some(1000),
+                asr_queue_ms: Some(0),
+                asr_decode_ms: Some(300),
+            },
+            &AssessmentRecord {
+                level: c.level,
+                categories: vec!["fall".into()],
+                reasons: reasons.clone(),
+                score: 0.9,
+            },
+            at,
+        )
+        .await
+        .unwrap();
+        let e = queue::flag(
+            pool,
+            &Flag {
+                call_id: call,
+                level: c.level,
+                categories: vec!["fall".into()],
+                reasons,
+                elder_on_line: false,
+            },
+            &SlaPolicy::default(),
+            at,
+        )
+        .await
+        .unwrap();
+        (e.id, elder)
+    }
+
+    async fn status(&self, id: i64) -> (String, Option<String>, Option<String>) {
+        sqlx::query_as("SELECT status, outcome, resolution_notes FROM escalations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.db.pool)
+            .await
+            .unwrap()
+    }
+}
+
+/// A mono 16 kHz 16-bit WAV of a 440 Hz tone.
+fn wav_tone(secs: f32) -> Vec<u8> {
+    let rate = 16_000u32;
+    let n = (rate as f32 * secs) as u32;
+    let mut v = Vec::with_capacity(44 + 2 * n as usize);
+    v.extend_from_slice(b"RIFF");
+    v.extend_from_slice(&(36 + 2 * n).to_le_bytes());
+    v.extend_from_slice(b"WAVEfmt ");
+    v.extend_from_slice(&16u32.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&1u16.to_le_bytes());
+    v.extend_from_slice(&rate.to_le_bytes());
+    v.extend_from_slice(&(rate * 2).to_le_bytes());
+    v.extend_from_slice(&2u16.to_le_bytes());
+    v.extend_from_slice(&16u16.to_le_bytes());
+    v.extend_from_slice(b"data");
+    v.extend_from_slice(&(2 * n).to_le_bytes());
+    for i in 0..n {
+        let s = (i as f32 * 440.0 * std::f32::consts::TAU / rate as f32).sin() * 8000.0;
+        v.extend_from_slice(&(s as i16).to_le_bytes());
+    }
+    v
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(what: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "voicecare-console-{what}-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+// ───────────────────────── the browser ─────────────────────────
+
+struct Browser {
+    c: Client,
+    _driver: Child,
+    profile: TempDir,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let driver_bin =
+            std::env::var("VOICECARE_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let chromium =
+            std::env::var("VOICECARE_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let mut driver = Command::new(&driver_bin)
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {driver_bin} ({e}); install chromium and chromium-driver (scripts/prepare.sh)")
+            });
+        let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
+        let port: u16 = tokio::time::timeout(WAIT, async {
+            while let Some(l) = lines.next_line().await.unwrap() {
+                if let Some(p) = l.split("on port ").nth(1) {
+                    return p.trim().trim_end_matches('.').parse().unwrap();
+                }
+            }
+            panic!("chromedriver exited before saying its port");
+        })
+        .await
+        .expect("chromedriver announces its port");
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let profile = TempDir::new("profile");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium,
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
+                    "--window-size=1366,768", "--lang=en-GB",
+                    format!("--user-data-dir={}", profile.0.display()),
+                ],
+            }),
+        );
+        let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("a WebDriver session with headless Chromium");
+        Browser {
+            c,
+            _driver: driver,
+            profile,
+        }
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    /// Poll `script` (returning a boolean) until it is true, or fail after `WAIT`.
+    async fn wait(&self, what: &str, script: &str) {
+        let deadline = Instant::now() + WAIT;
+        let mut last = Value::Null;
+        while Instant::now() < deadline {
+            match self.c.execute(script, vec![]).await {
+                Ok(Value::Bool(true)) => return,
+                Ok(v) => last = v,
+                Err(e) => last = Value::String(e.to_string()),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let url = self.c.current_url().await.map(|u| u.to_string());
+        let toasts = self
+            .js("return document.getElementById('toasts')?.innerText")
+            .await;
+        panic!("timed out waiting for {what} (last: {last}; at {url:?}; toasts: {toasts})");
+    }
+
+    async fn click(&self, css: &str) {
+        self.c
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"))
+            .click()
+            .await
+            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let el = self.c.find(Locator::Css(css)).await.unwrap();
+        el.clear().await.unwrap();
+        el.send_keys(text).await.unwrap();
+    }
+
+    async fn login(&self, base: &str, user: &str) {
+        self.c.goto(&format!("{base}/")).await.unwrap();
+        self.wait(
+            "the login form",
+            "return !document.getElementById('login').hidden",
+        )
+        .await;
+        self.submit_login(user).await;
+    }
+
+    async fn submit_login(&self, user: &str) {
+        self.type_into("#login-user", user).await;
+        self.type_into("#login-pass", PW).await;
+        self.click("#login-submit").await;
+        self.wait(
+            "the console after logging in",
+            "return document.getElementById('login').hidden && !document.getElementById('nav').hidden",
+        )
+        .await;
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.c.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "{name} is not a PNG");
+        if let Ok(dir) = std::env::var("VOICECARE_SCREENSHOTS") {
+            let dir = Path::new(&dir);
+            let dir = if dir.is_absolute() {
+                dir.to_path_buf()
+            } else {
+                Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../..")
+                    .join(dir)
+            };
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
+        }
+    }
+
+    async fn close(self) {
+        let _ = self.c.clone().close().await;
+        drop(self);
+    }
+}
+
+impl Drop for Browser {
+    /// Chromium outlives a killed chromedriver: end the processes started on our profile.
+    fn drop(&mut self) {
+        let marker = format!("--user-data-dir={}", self.profile.0.display());
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for p in procs.flatten() {
+            let Ok(pid) = p.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(cmd) = std::fs::read(p.path().join("cmdline"))
+                && String::from_utf8_lossy(&cmd).contains(&marker)
+            {
+                let _ = std::process::Command::new("kill")
+                    .arg("-9")
+                    .arg(pid.to_string())
+                    .status();
+            }
+        }
+    }
+}
+
+fn row(id: i64) -> String {
+    format!("#queue-body tr[data-id=\"{id}\"]")
+}
+
+// ───────────────────────── tests ─────────────────────────
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_emergency_appears_live_is_claimed_heard_and_resolved() {
+    let app = spawn_app().await;
+    let b = Browser::start().await;
+    b.login(&app.base, "ann").await;
+    b.wait(
+        "the empty queue",
+        "return !document.getElementById('queue-empty').hidden",
+    )
+    .await;
+    b.wait(
+        "the live event stream",
+        "return document.querySelector('.live:not(.off)') !== null",
+    )
+    .await;
+
+    // Flagged while the page is open: it appears without a reload.
+    let flagged_at = Instant::now();
+    let (id, _) = app
+        .flag(Case {
+            with_audio: true,
+            ..Case::default()
+        })
+        .await;
+    b.wait(
+        "the new emergency in the queue",
+        &format!("return document.querySelector('{}') !== null", row(id)),
+    )
+    .await;
+    let appeared = flagged_at.elapsed();
+    eprintln!("emergency appeared in the console {appeared:?} after it was flagged");
+    assert!(
+        appeared < Duration::from_secs(3),
+        "took {appeared:?} to appear"
+    );
+    // Loud: the row is marked emergency in words, and the alarm banner names it.
+    let level_text = b
+        .js(&format!(
+            "return document.querySelector('{} .badge').textContent",
+            row(id)
+        ))
+        .await;
+    assert!(
+        level_text.as_str().unwrap().contains("EMERGENCY"),
+        "{level_text}"
+    );
+    b.wait(
+        "the emergency alarm",
+        "return !document.getElementById('alarm').hidden && /1 emergency waiting/.test(document.getElementById('alarm').textContent)",
+    )
+    .await;
+    b.wait(
+        "an SLA countdown",
+        &format!(
+            "return /left|BREACHED/.test(document.querySelector('{} .sla').textContent)",
+            row(id)
+        ),
+    )
+    .await;
+
+    // Claim from the queue: the detail opens and says the item is ours.
+    b.click(&format!("{} button.claim", row(id))).await;
+    b.wait(
+        "the detail page held by us",
+        &format!(
+            "return location.hash === '#/e/{id}' && /You hold/.test(document.getElementById('status-line')?.textContent)"
+        ),
+    )
+    .await;
+    assert_eq!(app.status(id).await.0, "claimed");
+    // The evidence is highlighted in the transcript.
+    let mark = b
+        .js("return [...document.querySelectorAll('#transcript mark.evidence')].map(m => m.textContent)")
+        .await;
+    assert_eq!(mark, json!(["cannot get up"]));
+    // The alarm is gone once nobody's emergency is waiting.
+    b.wait(
+        "the alarm to clear",
+        "return document.getElementById('alarm').hidden",
+    )
+    .await;
+
+    // The recording plays in the page.
+    let played =
+        b.c.execute_async(
+            "const done = arguments[arguments.length - 1];
+             const a = document.querySelector('#transcript audio');
+             if (!a) { done('no audio element'); return; }
+             a.muted = true;
+             a.play().then(() => done('playing'), (e) => done('play failed: ' + e));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(played, json!("playing"));
+    b.wait(
+        "the recording to play",
+        "const a = document.querySelector('#transcript audio'); return a.currentTime > 0.1 || a.ended",
+    )
+    .await;
+    let duration = b
+        .js("return document.querySelector('#transcript audio').duration")
+        .await;
+    assert!(
+        (duration.as_f64().unwrap() - 1.0).abs() < 0.05,
+        "{duration}"
+    );
+    let listened: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'utterance.listen' AND actor_id = $1",
+    )
+    .bind(app.operator("ann"))
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    assert!(listened >= 1);
+
+    // Resolve with an outcome and notes: back to the queue, and the item is gone.
+    b.js("const s = document.getElementById('outcome'); s.value = 'called_back'; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    b.type_into("#notes", "Spoke to Mei; son on the way.").await;
+    b.click("#resolve").await;
+    b.wait(
+        "the queue without the resolved item",
+        &format!(
+            "return location.hash === '#/queue' && document.getElementById('queue-body') !== null && document.querySelector('{}') === null",
+            row(id)
+        ),
+    )
+    .await;
+    assert_eq!(
+        app.status(id).await,
+        (
+            "resolved".into(),
+            Some("called_back".into()),
+            Some("Spoke to Mei; son on the way.".into())
+        )
+    );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_second_operator_loses_the_claim_race_and_is_told() {
+    let app = spawn_app().await;
+    let (id, _) = app.flag(Case::default()).await;
+    let (ann, amy) = tokio::join!(Browser::start(), Browser::start());
+    tokio::join!(ann.login(&app.base, "ann"), amy.login(&app.base, "amy"));
+    for b in [&ann, &amy] {
+        b.c.goto(&format!("{}/#/e/{id}", app.base)).await.unwrap();
+        b.wait(
+            "the claim button",
+            "return document.getElementById('claim') !== null",
+        )
+        .await;
+        // Hold on to the button as the operator sees it, before any update arrives.
+        b.js("window.claimButton = document.getElementById('claim'); return true")
+            .await;
+    }
+    let click = "window.claimButton.click(); return true";
+    tokio::join!(ann.js(click), amy.js(click));
+    let holder: i64 = sqlx::query_scalar("SELECT claimed_by FROM escalations WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    let (winner, loser, winner_name) = if holder == app.operator("ann") {
+        (&ann, &amy, "Ann Lee")
+    } else {
+        (&amy, &ann, "Amy Wu")
+    };
+    winner
+        .wait(
+            "the winner to hold the item",
+            "return /You hold/.test(document.getElementById('status-line')?.textContent)",
+        )
+        .await;
+    loser
+        .wait(
+            "the loser to be told who has it",
+            &format!(
+                "return /Too late: {winner_name} has already claimed/.test(document.getElementById('toast-race')?.textContent)"
+            ),
+        )
+        .await;
+    loser
+        .wait(
+            "the loser's page to show the holder",
+            &format!(
+                "return /Held by {winner_name}/.test(document.getElementById('status-line')?.textContent)"
+            ),
+        )
+        .await;
+    ann.close().await;
+    amy.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_session_keeps_the_typed_note() {
+    let app = spawn_app().await;
+    let (id, _) = app.flag(Case::default()).await;
+    let b = Browser::start().await;
+    b.login(&app.base, "ann").await;
+    b.c.goto(&format!("{}/#/e/{id}", app.base)).await.unwrap();
+    b.wait(
+        "the claim button",
+        "return document.getElementById('claim') !== null",
+    )
+    .await;
+    b.click("#claim").await;
+    b.wait(
+        "the claim",
+        "return /You hold/.test(document.getElementById('status-line')?.textContent)",
+    )
+    .await;
+
+    // Over-long notes are refused before sending, with the reason in words.
+    b.js("const n = document.getElementById('notes'); n.value = 'x'.repeat(4001); n.dispatchEvent(new Event('input')); return true")
+        .await;
+    b.wait(
+        "the length warning",
+        "return !document.getElementById('notes-error').hidden && /4001 characters; the limit is 4000/.test(document.getElementById('notes-error').textContent) && document.getElementById('resolve').disabled",
+    )
+    .await;
+
+    let note = "Called the son; <b>he</b> will visit at 6 pm & call back.";
+    b.type_into("#notes", note).await;
+    b.js("const s = document.getElementById('outcome'); s.value = 'contacted_family'; s.dispatchEvent(new Event('change')); return true")
+        .await;
+    sqlx::query(
+        "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE operator_id = $1",
+    )
+    .bind(app.operator("ann"))
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    // Sending now meets the expired session: the login form appears in place.
+    b.click("#resolve").await;
+    b.wait(
+        "the login form over the page",
+        "return !document.getElementById('login').hidden && !document.getElementById('login-why').hidden",
+    )
+    .await;
+    let kept = b.js("return document.getElementById('notes').value").await;
+    assert_eq!(kept, json!(note));
+    assert_eq!(app.status(id).await.0, "claimed");
+
+    // Log in again: the note is still there, and can be sent.
+    b.type_into("#login-pass", PW).await;
+    b.click("#login-submit").await;
+    b.wait(
+        "the console after logging in again",
+        "return document.getElementById('login').hidden",
+    )
+    .await;
+    b.wait(
+        "the note restored",
+        &format!(
+            "return document.getElementById('notes')?.value === {} && document.getElementById('outcome').value === 'contacted_family'",
+            json!(note)
+        ),
+    )
+    .await;
+    b.click("#resolve").await;
+    b.wait(
+        "the queue after resolving",
+        "return location.hash === '#/queue'",
+    )
+    .await;
+    assert_eq!(
+        app.status(id).await,
+        (
+            "resolved".into(),
+            Some("contacted_family".into()),
+            Some(note.into())
+        )
+    );
+    // The draft is gone once sent.
+    assert_eq!(
+        b.js(&format!("return localStorage.getItem('vc.draft.{id}')"))
+            .await,
+        Value::Null
+    );
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transcript_with_markup_renders_as_text() {
+    let app = spawn_app().await;
+    let evil =
+        "<script>window.pwned = 1</script><img src=x onerror=\"window.pwned = 2\"> I cannot get up";
+    let (id, _) = app
+        .flag(Case {
+            name: "<b>Mei</b><script>window.pwned = 3</script>",
+            transcript: evil,
+            evidence: "cannot get up",
+            ..Case::default()
+        })
+        .await;
+    let b = Browser::start().await;
+    b.login(&app.base, "ann").await;
+    b.wait(
+        "the item in the queue",
+        &format!("return document.querySelector('{}') !== null", row(id)),
+    )
+    .await;
+    let name = b
+        .js(&format!(
+            "return document.querySelector('{} td.elder a').textContent",
+            row(id)
+        ))
+        .await;
+    assert_eq!(name, json!("<b>Mei</b><script>window.pwned = 3</script>"));
+    b.c.goto(&format!("{}/#/e/{id}", app.base)).await.unwrap();
+    b.wait(
+        "the transcript",
+        "return document.querySelector('#transcript .utt-text') !== null",
+    )
+    .await;
+    let shown = b
+        .js("return document.querySelector('#transcript .utt-text').textContent")
+        .await;
+    assert_eq!(shown, json!(evil));
+    let injected = b
+        .js("return document.querySelectorAll('#view script, #view img, #view b').length")
+        .await;
+    assert_eq!(injected, json!(0));
+    assert_eq!(b.js("return window.pwned === undefined").await, json!(true));
+    let mark = b
+        .js("return [...document.querySelectorAll('#transcript mark.evidence')].map(m => m.textContent)")
+        .await;
+    assert_eq!(mark, json!(["cannot get up"]));
+    b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_sees_rollups_and_the_audit_sample_and_screenshots_are_taken() {
+    let app = spawn_app().await;
+    let pool = &app.db.pool;
+    // A morning's work: some waiting, one picked up in time and resolved.
+    let (e1, _) = app
+        .flag(Case {
+            with_audio: true,
+            minutes_ago: 2,
+            ..Case::default()
+        })
+        .await;
+    app.flag(Case {
+        community: 1,
+        name: "Zhang Hua",
+        level: Level::Urgent,
+        transcript: "my chest has been tight since this morning",
+        evidence: "chest has been tight",
+        minutes_ago: 25,
+        ..Case::default()
+    })
+    .await;
+    app.flag(Case {
+        community: 2,
+        name: "Zhao Min",
+        level: Level::Urgent,
+        transcript: "nobody has visited for two weeks, I feel so alone",
+        evidence: "I feel so alone",
+        minutes_ago: 40,
+        ..Case::default()
+    })
+    .await;
+    app.flag(Case {
+        community: 1,
+        name: "Wang Fang",
+        level: Level::Watch,
+        transcript: "I have not eaten much today, not hungry",
+        evidence: "not eaten much",
+        minutes_ago: 90,
+        ..Case::default()
+    })
+    .await;
+    let (done, _) = app
+        .flag(Case {
+            community: 1,
+            name: "Li Qiang",
+            minutes_ago: 3,
+            ..Case::default()
+        })
+        .await;
+    let ann = operators::authenticate(pool, "ann", PW)
+        .await
+        .unwrap()
+        .unwrap()
+        .scope();
+    let lease = chrono::Duration::seconds(60);
+    let claimed_at = Utc::now() - chrono::Duration::minutes(3) + chrono::Duration::seconds(20);
+    queue::claim(pool, &ann, done, lease, claimed_at)
+        .await
+        .unwrap();
+    queue::resolve(
+        pool,
+        &ann,
+        done,
+        Outcome::CalledBack,
+        "Fine after a rest.",
+        claimed_at + chrono::Duration::seconds(30),
+    )
+    .await
+    .unwrap();
+
+    // Operators cannot read reports; the server says so whatever the page shows.
+    let http = reqwest::Client::new();
+    let token = |user: &'static str| {
+        let http = http.clone();
+        let base = app.base.clone();
+        async move {
+            let v: Value = http
+                .post(format!("{base}/api/v1/login"))
+                .json(&json!({"username": user, "password": PW}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_string()
+        }
+    };
+    let ann_token = token("ann").await;
+    for path in ["/api/v1/reports/overview", "/api/v1/reports/audit-sample"] {
+        let r = http
+            .get(format!("{}{path}", app.base))
+            .bearer_auth(&ann_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::FORBIDDEN, "{path}");
+    }
+    let sue_token = token("sue").await;
+    let o: Value = http
+        .get(format!(
+            "{}/api/v1/reports/overview?by=street&tz=Asia/Shanghai",
+            app.base
+        ))
+        .bearer_auth(&sue_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(o["totals"]["emergency"], 1, "{o}");
+    assert_eq!(o["totals"]["urgent"], 2);
+    assert_eq!(o["totals"]["watch"], 1);
+    assert_eq!(o["totals"]["emergencies_in_sla"], 1);
+    assert_eq!(o["totals"]["emergencies_today"], 2, "{o}");
+    let elm = o["units"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["unit_name"] == "Elm Street")
+        .unwrap();
+    assert_eq!(
+        (elm["emergency"].as_i64(), elm["urgent"].as_i64()),
+        (Some(1), Some(1))
+    );
+    let ann_row = o["operators"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["username"] == "ann")
+        .unwrap();
+    assert_eq!(ann_row["resolved_today"], 1);
+
+    // The screens, as an operator and as the supervisor.
+    let b = Browser::start().await;
+    b.login(&app.base, "ann").await;
+    b.wait(
+        "three items in the queue",
+        "return document.querySelectorAll('#queue-body tr').length === 3",
+    )
+    .await;
+    b.screenshot("console-queue").await;
+    b.click(&format!("{} button.claim", row(e1))).await;
+    b.wait(
+        "the detail",
+        "return /You hold/.test(document.getElementById('status-line')?.textContent)",
+    )
+    .await;
+    b.type_into("#notes", "Son is on his way; calling back in 10 minutes.")
+        .await;
+    b.screenshot("console-detail").await;
+    b.click("#logout").await;
+    b.wait(
+        "the login form",
+        "return !document.getElementById('login').hidden",
+    )
+    .await;
+    b.submit_login("sue").await;
+    b.c.goto(&format!("{}/#/supervisor", app.base))
+        .await
+        .unwrap();
+    b.wait(
+        "the supervisor roll-up",
+        "return document.querySelectorAll('#sup-units tbody tr').length === 3",
+    )
+    .await;
+    let names = b
+        .js("return [...document.querySelectorAll('#sup-units tbody th')].map(t => t.textContent)")
+        .await;
+    assert_eq!(names, json!(["Elm Court", "Elm Gardens", "Oak Court"]));
+    let sample = b
+        .js("return document.getElementById('sup-sample').textContent")
+        .await;
+    assert!(
+        sample.as_str().unwrap().contains(&format!("#{done}")),
+        "{sample}"
+    );
+    let sla = b
+        .js("return document.getElementById('sup-totals').textContent")
+        .await;
+    assert!(sla.as_str().unwrap().contains("50% (1 of 2)"), "{sla}");
+    b.screenshot("console-supervisor").await;
+    // The same screen in Mandarin.
+    b.js("const l = document.getElementById('lang'); l.value = 'zh'; l.dispatchEvent(new Event('change')); return true")
+        .await;
+    b.wait(
+        "the Mandarin supervisor view",
+        "return document.querySelector('#view h1')?.textContent === '主管视图'",
+    )
+    .await;
+    b.screenshot("console-supervisor-zh").await;
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_console_is_served_with_csp_types_and_cache_validators() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    for (path, ty) in [
+        ("/", "text/html"),
+        ("/console/app.js", "text/javascript"),
+        ("/console/style.css", "text/css"),
+        ("/console/icon.svg", "image/svg+xml"),
+    ] {
+        let r = http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), reqwest::StatusCode::OK, "{path}");
+        let h = r.headers();
+        assert!(
+            h["content-type"].to_str().unwrap().starts_with(ty),
+            "{path}"
+        );
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+            "{csp}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["cache-control"], "no-cache");
+        let etag = h["etag"].to_str().unwrap().to_string();
+        let again = http
+            .get(format!("{}{path}", app.base))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), reqwest::StatusCode::NOT_MODIFIED, "{path}");
+    }
+    let r = http
+        .get(format!("{}/console/nope.js", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn recordings_are_scoped_audited_and_missing_ones_are_not_found() {
+    let app = spawn_app().await;
+    let (with, _) = app
+        .flag(Case {
+            with_audio: true,
+            ..Case::default()
+        })
+        .await;
+    app.flag(Case::default()).await;
+    let utt = |esc: i64| {
+        let pool = app.db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT u.id FROM utterances u JOIN escalations e ON e.call_id = u.call_id WHERE e.id = $1",
+            )
+            .bind(esc)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let recorded = utt(with).await;
+    let silent = recorded + 1;
+    let http = reqwest::Client::new();
+    let login = |user: &'static str| {
+        let http = http.clone();
+        let base = app.base.clone();
+        async move {
+            let v: Value = http
+                .post(format!("{base}/api/v1/login"))
+                .json(&json!({"username": user, "password": PW}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["token"].as_str().unwrap().to_string()
+        }
+    };
+    let ann = login("ann").await;
+    let bob = login("bob").await;
+    let get = |token: String, id: i64| {
+        let http = http.clone();
+        let base = app.base.clone();
+        async move {
+            http.get(format!("{base}/api/v1/utterances/{id}/audio"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let r = get(ann.clone(), recorded).await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    assert_eq!(r.headers()["content-type"], "audio/wav");
+    assert_eq!(r.bytes().await.unwrap().to_vec(), wav_tone(1.0));
+    // No recording, another street's elder, no such utterance: all 404.
+    for (token, id) in [
+        (ann.clone(), silent),
+        (bob.clone(), recorded),
+        (ann.clone(), 999_999),
+    ] {
+        assert_eq!(
+            get(token, id).await.status(),
+            reqwest::StatusCode::NOT_FOUND
+        );
+    }
+    // A stored path that leaves the data directory is refused.
+    sqlx::query("UPDATE utterances SET audio_path = '../../../etc/passwd' WHERE id = $1")
+        .bind(silent)
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(ann.clone(), silent).await.status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let listens: Vec<(i64, Option<i64>)> = sqlx::query_as(
+        "SELECT entity_id, actor_id FROM audit_events WHERE action = 'utterance.listen' ORDER BY id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(listens[0], (recorded, Some(app.operator("ann"))));
+    assert!(
+        listens
+            .iter()
+            .all(|(_, who)| *who == Some(app.operator("ann")))
+    );
+}
