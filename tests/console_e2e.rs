@@ -314,7 +314,7 @@ impl Browser {
         let mut lines = BufReader::new(driver.stdout.take().unwrap()).lines();
         let port: u16 = tokio::time::timeout(WAIT, async {
             while let Some(l) = lines.next_line().await.unwrap() {
-                if let Some(p) = l.split("on port ").nth(1) {
+                if let Some(p) = l.split("started successfully on port ").nth(1) {
                     return p.trim().trim_end_matches('.').parse().unwrap();
                 }
             }
