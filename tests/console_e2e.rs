@@ -621,11 +621,23 @@ async fn the_second_operator_loses_the_claim_race_and_is_told() {
     }
     let click = "window.claimButton.click(); return true";
     tokio::join!(ann.js(click), amy.js(click));
-    let holder: i64 = sqlx::query_scalar("SELECT claimed_by FROM escalations WHERE id = $1")
-        .bind(id)
-        .fetch_one(&app.db.pool)
-        .await
-        .unwrap();
+    // The clicks only start the requests: wait for the database to record a holder.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let holder: i64 = loop {
+        let h: Option<i64> = sqlx::query_scalar("SELECT claimed_by FROM escalations WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+        if let Some(h) = h {
+            break h;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nobody holds escalation {id} 15 s after both clicks"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     let (winner, loser, winner_name) = if holder == app.operator("ann") {
         (&ann, &amy, "Ann Lee")
     } else {
