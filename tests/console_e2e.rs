@@ -374,13 +374,25 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
-        self.c
-            .find(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("{css}: {e}"))
-            .click()
-            .await
-            .unwrap_or_else(|e| panic!("click {css}: {e}"));
+        // The page re-renders on live events; an element found just before a
+        // re-render goes stale, so find it again and retry a few times.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let el = self
+                .c
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            match el.click().await {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    last = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {css}: {e}"),
+            }
+        }
+        panic!("click {css}: {last}");
     }
 
     async fn type_into(&self, css: &str, text: &str) {
