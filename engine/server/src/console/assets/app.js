@@ -22,6 +22,7 @@ const state = {
   detail: null, // last loaded escalation detail
   leases: new Map(), // id -> {expires: ms, length: ms}
   alerted: new Set(), // emergency ids already announced
+  sent: new Set(), // ids resolved from this page: their drafts must not come back
   events: null,
   live: false,
   authLost: false,
@@ -553,6 +554,10 @@ function saveDraftNow() {
   const outcome = $('outcome');
   if (!notes || !state.detail) return;
   const id = state.detail.escalation.id;
+  if (state.sent.has(id)) {
+    localStorage.removeItem(draftKey(id));
+    return;
+  }
   const d = { notes: notes.value, outcome: outcome ? outcome.value : '' };
   if (d.notes || d.outcome) localStorage.setItem(draftKey(id), JSON.stringify(d));
   else localStorage.removeItem(draftKey(id));
@@ -773,6 +778,7 @@ async function resolve(id) {
   saveDraftNow();
   try {
     await api('POST', `/api/v1/escalations/${id}/resolve`, { outcome: outcome.value, notes: notes.value });
+    state.sent.add(id);
     localStorage.removeItem(draftKey(id));
     state.leases.delete(id);
     state.detail = null; // nothing left to keep as a draft
