@@ -23,8 +23,11 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Level, open, claimed, breached, oldest open age in seconds.
+type LevelGauges = (String, i64, i64, i64, Option<f64>);
+
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let rows: Result<Vec<(String, i64, i64, i64, Option<f64>)>, _> = sqlx::query_as(
+    let rows: Result<Vec<LevelGauges>, _> = sqlx::query_as(
         "SELECT l.level,
                 count(e.id) FILTER (WHERE e.status = 'open'),
                 count(e.id) FILTER (WHERE e.status = 'claimed'),

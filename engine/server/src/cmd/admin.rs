@@ -208,8 +208,8 @@ pub async fn queue(db_args: DbArgs, cmd: QueueCmd) -> anyhow::Result<()> {
         }
     } else {
         println!(
-            "{:>6}  {:<9}  {:<8}  {:<20}  {:<8}  {}",
-            "id", "level", "status", "flagged", "sla", "elder"
+            "{:>6}  {:<9}  {:<8}  {:<20}  {:<8}  elder",
+            "id", "level", "status", "flagged", "sla"
         );
         for i in &items {
             let e = &i.escalation;
