@@ -183,7 +183,8 @@ fn csv_import_reports_every_bad_value_and_imports_nothing_unless_asked() {
             csv.to_str().unwrap(),
         ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert_eq!(v["imported"], 2, "{v}");
     assert_eq!(v["rows"], 5);
     assert_eq!(count(&db), 2);
@@ -199,14 +200,17 @@ fn csv_import_reports_every_bad_value_and_imports_nothing_unless_asked() {
             csv.to_str().unwrap(),
         ],
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect(&text(&out));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{}", text(&out)));
     assert_eq!(v["imported"], 0, "{v}");
     assert!(
         v["errors"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["line"] == 2 && e["column"] == "external_ref" && e["message"] == "already enrolled"),
+            .any(|e| e["line"] == 2
+                && e["column"] == "external_ref"
+                && e["message"] == "already enrolled"),
         "{v}"
     );
     assert_eq!(count(&db), 2);
