@@ -32,9 +32,10 @@ pub fn spawn_notify_fanout(
                             match listener.try_recv().await {
                                 Ok(Some(n)) => {
                                     // Re-encode compactly: json_build_object pads with spaces.
-                                    let payload = serde_json::from_str::<serde_json::Value>(n.payload())
-                                        .map(|v| v.to_string())
-                                        .unwrap_or_else(|_| n.payload().to_string());
+                                    let payload =
+                                        serde_json::from_str::<serde_json::Value>(n.payload())
+                                            .map(|v| v.to_string())
+                                            .unwrap_or_else(|_| n.payload().to_string());
                                     let _ = tx.send(payload);
                                 }
                                 Ok(None) => {

@@ -274,11 +274,24 @@ pub async fn utterance_audio(
     Path(id): Path<i64>,
 ) -> Result<axum::response::Response, ApiError> {
     let stored = calls::utterance_audio_path(&state.pool, &auth.scope, id, Utc::now()).await?;
-    let missing = || ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("recording {id} not found"));
-    let root = tokio::fs::canonicalize(&state.data_dir).await.map_err(|_| missing())?;
-    let path = tokio::fs::canonicalize(root.join(&stored)).await.map_err(|_| missing())?;
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("recording {id} not found"),
+        )
+    };
+    let root = tokio::fs::canonicalize(&state.data_dir)
+        .await
+        .map_err(|_| missing())?;
+    let path = tokio::fs::canonicalize(root.join(&stored))
+        .await
+        .map_err(|_| missing())?;
     if !path.starts_with(&root) {
-        tracing::warn!(utterance = id, "recording path leaves the data directory; refused");
+        tracing::warn!(
+            utterance = id,
+            "recording path leaves the data directory; refused"
+        );
         return Err(missing());
     }
     let bytes = tokio::fs::read(&path).await.map_err(|_| missing())?;
