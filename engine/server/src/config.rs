@@ -82,13 +82,22 @@ pub struct ServeArgs {
     #[arg(long, env = "VOICECARE_RING_SECS", default_value_t = 45, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub ring_secs: u64,
     /// Local UDP addresses for call media (one per interface; `127.0.0.1:0` for loopback).
-    #[arg(long, env = "VOICECARE_MEDIA_BIND", default_value = "0.0.0.0:0", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "VOICECARE_MEDIA_BIND",
+        default_value = "0.0.0.0:0",
+        value_delimiter = ','
+    )]
     pub media_bind: Vec<SocketAddr>,
     /// Directory of IVR flow files.
     #[arg(long, env = "VOICECARE_FLOWS_DIR", default_value = "ivr-flows")]
     pub flows_dir: PathBuf,
     /// The service's name as prompts say it.
-    #[arg(long, env = "VOICECARE_SERVICE_NAME", default_value = "your care service")]
+    #[arg(
+        long,
+        env = "VOICECARE_SERVICE_NAME",
+        default_value = "your care service"
+    )]
     pub service_name: String,
     /// Whisper model for the calls (installed with scripts/install-model.sh).
     #[arg(long, env = "VOICECARE_ASR_MODEL", default_value = "base")]

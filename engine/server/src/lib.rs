@@ -5,8 +5,8 @@
 
 pub mod api;
 pub mod cmd;
-pub mod console;
 pub mod config;
+pub mod console;
 pub mod db;
 pub mod demo;
 pub mod runner;

@@ -7,8 +7,8 @@
 
 pub mod audit;
 pub mod calls;
-pub mod dialer;
 pub mod db;
+pub mod dialer;
 pub mod elders;
 pub mod embedded;
 pub mod error;

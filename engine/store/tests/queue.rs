@@ -490,9 +490,14 @@ async fn an_elder_who_moves_takes_their_open_items_to_the_new_units_operators() 
     let ann = common::operator(&db.pool, "ann", Role::Operator, c.street_a).await;
     let bob = common::operator(&db.pool, "bob", Role::Operator, c.street_b).await;
     let calls = common::elders_with_calls(&db.pool, c.community_a, 1, "m").await;
-    let e = queue::flag(&db.pool, &flag(calls[0], Level::Urgent, "fever"), &SlaPolicy::default(), now())
-        .await
-        .unwrap();
+    let e = queue::flag(
+        &db.pool,
+        &flag(calls[0], Level::Urgent, "fever"),
+        &SlaPolicy::default(),
+        now(),
+    )
+    .await
+    .unwrap();
     assert!(queue::get(&db.pool, &ann, e.id).await.is_ok());
     sqlx::query("UPDATE elders SET community_id = $1 WHERE id = $2")
         .bind(c.community_b)
@@ -500,6 +505,9 @@ async fn an_elder_who_moves_takes_their_open_items_to_the_new_units_operators() 
         .execute(&db.pool)
         .await
         .unwrap();
-    assert!(matches!(queue::get(&db.pool, &ann, e.id).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        queue::get(&db.pool, &ann, e.id).await,
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(queue::get(&db.pool, &bob, e.id).await.is_ok());
 }

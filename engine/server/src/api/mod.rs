@@ -84,7 +84,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/elders", get(handlers::elder_search))
         .route("/api/v1/elders/{id}", get(handlers::elder_view))
         .route("/api/v1/events", get(events::stream))
-        .route("/api/v1/utterances/{id}/audio", get(handlers::utterance_audio))
+        .route(
+            "/api/v1/utterances/{id}/audio",
+            get(handlers::utterance_audio),
+        )
         .route("/api/v1/reports/overview", get(reports::overview))
         .route("/api/v1/reports/audit-sample", get(reports::audit_sample))
         .merge(crate::console::router())
