@@ -327,7 +327,10 @@ pub async fn claim_next(
 }
 
 /// Claim one specific item. If another operator got there first, the error
-/// says who holds it.
+/// says who holds it. Unlike `claim_next` this waits for a concurrent claim's
+/// row lock instead of skipping the row: after the wait PostgreSQL re-checks
+/// `status = 'open'` against the committed row, so the loser's refusal names
+/// the winner rather than reporting a stale "open".
 pub async fn claim(
     pool: &PgPool,
     scope: &Scope,
@@ -339,7 +342,7 @@ pub async fn claim(
         "WITH target AS (
              SELECT e.id FROM escalations e
              WHERE e.id = $5 AND e.status = 'open' AND {IN_SCOPE}
-             FOR UPDATE OF e SKIP LOCKED
+             FOR UPDATE OF e
          ){claim}",
         claim = claim_target()
     )))
