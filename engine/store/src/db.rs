@@ -83,6 +83,23 @@ impl Database {
     }
 }
 
+/// A round trip to the server, for health checks.
+pub async fn ping(pool: &PgPool) -> Result<()> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(())
+}
+
+/// How many migrations have been applied successfully.
+pub async fn migrations_applied(pool: &PgPool) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
 pub(crate) async fn ensure_database(pg: &EmbeddedPostgres, name: &str) -> Result<()> {
     use sqlx::{ConnectOptions, Connection};
     let mut conn = pg.connect_options("postgres").connect().await?;

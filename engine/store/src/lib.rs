@@ -6,6 +6,7 @@
 //! the same transaction (usually the same statement).
 
 pub mod audit;
+pub mod bench;
 pub mod calls;
 pub mod db;
 pub mod dialer;

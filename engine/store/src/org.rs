@@ -116,6 +116,15 @@ pub async fn ensure_path(conn: &mut sqlx::PgConnection, names: &[&str]) -> Resul
     parent.ok_or_else(|| StoreError::invalid("unit", "empty path"))
 }
 
+/// The top of every tree (the cities), oldest first.
+pub async fn roots<'e>(db: impl PgExecutor<'e>) -> Result<Vec<OrgUnit>> {
+    Ok(sqlx::query_as(
+        "SELECT id, parent_id, level, name, path FROM org_units WHERE parent_id IS NULL ORDER BY id",
+    )
+    .fetch_all(db)
+    .await?)
+}
+
 pub async fn get<'e>(db: impl PgExecutor<'e>, id: i64) -> Result<OrgUnit> {
     sqlx::query_as("SELECT id, parent_id, level, name, path FROM org_units WHERE id = $1")
         .bind(id)

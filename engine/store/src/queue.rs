@@ -667,6 +667,19 @@ pub struct LevelCount {
 }
 
 pub async fn counts(pool: &PgPool, scope: &Scope, now: DateTime<Utc>) -> Result<Vec<LevelCount>> {
+    level_counts(pool, Some(scope.unit_id), now).await
+}
+
+/// The same counts over every unit, for the node's metrics (not an operator view).
+pub async fn counts_everywhere(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<LevelCount>> {
+    level_counts(pool, None, now).await
+}
+
+async fn level_counts(
+    pool: &PgPool,
+    unit: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Vec<LevelCount>> {
     Ok(sqlx::query_as(
         "SELECT l.level,
                 count(e.id) FILTER (WHERE e.status = 'open') AS open,
@@ -675,10 +688,11 @@ pub async fn counts(pool: &PgPool, scope: &Scope, now: DateTime<Utc>) -> Result<
                 EXTRACT(EPOCH FROM $2 - min(e.created_at) FILTER (WHERE e.status = 'open'))::float8 AS oldest_open_secs
          FROM (VALUES ('emergency', 3), ('urgent', 2), ('watch', 1)) AS l(level, p)
          LEFT JOIN escalations e
-              ON e.level = l.level AND e.status <> 'resolved' AND $1::bigint = ANY(e.unit_path)
+              ON e.level = l.level AND e.status <> 'resolved'
+                 AND ($1::bigint IS NULL OR $1::bigint = ANY(e.unit_path))
          GROUP BY l.level, l.p ORDER BY l.p DESC",
     )
-    .bind(scope.unit_id)
+    .bind(unit)
     .bind(now)
     .fetch_all(pool)
     .await?)

@@ -17,10 +17,7 @@ use super::auth::Authed;
 use super::error::{ApiError, JsonBody};
 
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-    {
+    match voicecare_store::db::ping(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
             Json(json!({"status": "ok", "database": "ok"})),

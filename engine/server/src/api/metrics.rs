@@ -23,31 +23,18 @@ pub fn handle() -> PrometheusHandle {
         .clone()
 }
 
-/// Level, open, claimed, breached, oldest open age in seconds.
-type LevelGauges = (String, i64, i64, i64, Option<f64>);
-
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let rows: Result<Vec<LevelGauges>, _> = sqlx::query_as(
-        "SELECT l.level,
-                count(e.id) FILTER (WHERE e.status = 'open'),
-                count(e.id) FILTER (WHERE e.status = 'claimed'),
-                count(e.id) FILTER (WHERE COALESCE(e.first_claimed_at, now()) > e.sla_deadline),
-                EXTRACT(EPOCH FROM now() - min(e.created_at) FILTER (WHERE e.status = 'open'))::float8
-         FROM (VALUES ('emergency'), ('urgent'), ('watch')) l(level)
-         LEFT JOIN escalations e ON e.level = l.level AND e.status <> 'resolved'
-         GROUP BY l.level",
-    )
-    .fetch_all(&state.pool)
-    .await;
+    let rows = voicecare_store::queue::counts_everywhere(&state.pool, chrono::Utc::now()).await;
     match rows {
         Ok(rows) => {
-            for (level, open, claimed, breached, oldest) in rows {
-                metrics::gauge!("voicecare_queue_depth", "level" => level.clone(), "status" => "open").set(open as f64);
-                metrics::gauge!("voicecare_queue_depth", "level" => level.clone(), "status" => "claimed").set(claimed as f64);
+            for c in rows {
+                let level = c.level;
+                metrics::gauge!("voicecare_queue_depth", "level" => level.clone(), "status" => "open").set(c.open as f64);
+                metrics::gauge!("voicecare_queue_depth", "level" => level.clone(), "status" => "claimed").set(c.claimed as f64);
                 metrics::gauge!("voicecare_queue_sla_breached", "level" => level.clone())
-                    .set(breached as f64);
+                    .set(c.breached as f64);
                 metrics::gauge!("voicecare_queue_oldest_open_seconds", "level" => level)
-                    .set(oldest.unwrap_or(0.0));
+                    .set(c.oldest_open_secs.unwrap_or(0.0));
             }
             metrics::gauge!("voicecare_database_up").set(1.0);
         }

@@ -16,9 +16,7 @@ use crate::config::DbArgs;
 pub async fn migrate(db_args: DbArgs) -> anyhow::Result<()> {
     // Opening the database applies pending migrations.
     let db = crate::db::open(&db_args, 2).await?;
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&db.pool)
-        .await?;
+    let applied = voicecare_store::db::migrations_applied(&db.pool).await?;
     println!("database is up to date ({applied} migrations applied)");
     db.close().await?;
     Ok(())
@@ -181,10 +179,11 @@ pub async fn queue(db_args: DbArgs, cmd: QueueCmd) -> anyhow::Result<()> {
         json,
     } = cmd;
     let db = crate::db::open(&db_args, 2).await?;
-    let cities: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM org_units WHERE parent_id IS NULL ORDER BY id")
-            .fetch_all(&db.pool)
-            .await?;
+    let cities: Vec<i64> = voicecare_store::org::roots(&db.pool)
+        .await?
+        .into_iter()
+        .map(|u| u.id)
+        .collect();
     let filter = ListFilter {
         levels: level,
         statuses: status,

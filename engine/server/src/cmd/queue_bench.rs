@@ -1,6 +1,7 @@
 //! `voicecare bench queue`: how fast operators can claim, against a plain
 //! `SKIP LOCKED` loop on the same server in the same run, and how quickly a
-//! new escalation's NOTIFY reaches a listener.
+//! new escalation reaches a LISTEN connection and a console's event stream
+//! (`GET /api/v1/events` over HTTP, through the same router `serve` runs).
 //!
 //! Runs in a throwaway database (on `DATABASE_URL`'s server, or a private
 //! cluster when it is unset) so it never touches real data.
@@ -12,6 +13,7 @@ use clap::Args;
 use sqlx::PgPool;
 use sqlx::postgres::PgListener;
 use voicecare_core::Level;
+use voicecare_store::bench;
 use voicecare_store::operators::{Role, Scope};
 use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::queue::{self, Flag, SlaPolicy};
@@ -36,12 +38,7 @@ pub struct QueueBenchArgs {
     pub notify_samples: usize,
 }
 
-const RAW_CLAIM: &str =
-    "UPDATE escalations SET status = 'claimed', claimed_by = $1, claimed_at = now(),
-        lease_expires_at = now() + interval '60 seconds'
-    WHERE id = (SELECT id FROM escalations WHERE status = 'open'
-                ORDER BY priority DESC, created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED)
-    RETURNING id";
+const BENCH_PASSWORD: &str = "bench-password-1";
 
 pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1) as u32;
@@ -53,7 +50,7 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     for i in 0..max_c {
         ops.push(seed_operator(&pool, street, i).await?);
     }
-    seed_items(&pool, community, args.items).await?;
+    bench::seed_queue(&pool, community, args.items).await?;
     println!(
         "queue claim throughput: {} items, {:.0} s per run, best of {} rounds",
         args.items, args.secs, args.rounds
@@ -66,9 +63,9 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
     for &c in &args.concurrency {
         let (mut best_raw, mut best_store) = (0.0f64, 0.0f64);
         for _ in 0..args.rounds {
-            reset(&pool).await?;
+            bench::reopen_claimed(&pool).await?;
             best_raw = best_raw.max(measure(&pool, c, window, Mode::Raw, &ops).await?);
-            reset(&pool).await?;
+            bench::reopen_claimed(&pool).await?;
             best_store = best_store.max(measure(&pool, c, window, Mode::Store, &ops).await?);
         }
         println!(
@@ -76,8 +73,16 @@ pub async fn run(args: QueueBenchArgs) -> anyhow::Result<()> {
             best_store / best_raw.max(1e-9)
         );
     }
-    reset(&pool).await?;
+    bench::reopen_claimed(&pool).await?;
     notify_latency(&pool, community, args.notify_samples).await?;
+    seed_operator(&pool, street, max_c).await?;
+    sse_latency(
+        &pool,
+        community,
+        &format!("bench{max_c}"),
+        args.notify_samples,
+    )
+    .await?;
     Ok(())
 }
 
@@ -102,11 +107,7 @@ async fn measure(
             let mut n = 0u64;
             while start.elapsed() < window {
                 let got = match mode {
-                    Mode::Raw => sqlx::query_scalar::<_, i64>(RAW_CLAIM)
-                        .bind(scope.operator_id)
-                        .fetch_optional(&pool)
-                        .await?
-                        .is_some(),
+                    Mode::Raw => bench::raw_claim(&pool, scope.operator_id).await?.is_some(),
                     Mode::Store => queue::claim_next(
                         &pool,
                         &scope,
@@ -132,19 +133,6 @@ async fn measure(
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
-async fn reset(pool: &PgPool) -> anyhow::Result<()> {
-    sqlx::query(
-        "UPDATE escalations SET status = 'open', claimed_by = NULL, claimed_at = NULL, lease_expires_at = NULL
-         WHERE status = 'claimed'",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query("VACUUM ANALYZE escalations")
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
 async fn seed_units(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
     let city = org::create(pool, None, UnitLevel::City, "Bench City")
         .await?
@@ -162,7 +150,7 @@ async fn seed_units(pool: &PgPool) -> anyhow::Result<(i64, i64)> {
 }
 
 async fn seed_operator(pool: &PgPool, unit: i64, n: u32) -> anyhow::Result<Scope> {
-    let pw = voicecare_store::operators::Password::new("bench-password-1")?;
+    let pw = voicecare_store::operators::Password::new(BENCH_PASSWORD)?;
     let op = voicecare_store::operators::add(
         pool,
         voicecare_store::operators::NewOperator {
@@ -178,37 +166,8 @@ async fn seed_operator(pool: &PgPool, unit: i64, n: u32) -> anyhow::Result<Scope
     Ok(op.scope())
 }
 
-async fn seed_items(pool: &PgPool, community: i64, n: i64) -> anyhow::Result<()> {
-    sqlx::query(
-        "WITH el AS (
-             INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
-             SELECT 'Bench ' || g, 'bench-' || g, 'en', 'UTC', $1 FROM generate_series(1, $2) g RETURNING id
-         ), c AS (
-             INSERT INTO calls (elder_id, direction, purpose) SELECT id, 'outbound', 'checkin' FROM el RETURNING id, elder_id
-         )
-         INSERT INTO escalations (call_id, elder_id, level, created_at, sla_deadline)
-         SELECT c.id, c.elder_id, (ARRAY['emergency','urgent','watch'])[1 + (c.id % 3)],
-                now() - (random() * interval '1 hour'), now() + interval '1 hour' FROM c",
-    )
-    .bind(community)
-    .bind(n)
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
 async fn notify_latency(pool: &PgPool, community: i64, samples: usize) -> anyhow::Result<()> {
-    let calls: Vec<i64> = sqlx::query_scalar(
-        "WITH el AS (
-             INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
-             SELECT 'Notify ' || g, 'notify-' || g, 'en', 'UTC', $1 FROM generate_series(1, $2) g RETURNING id
-         )
-         INSERT INTO calls (elder_id, direction, purpose) SELECT id, 'outbound', 'checkin' FROM el RETURNING id",
-    )
-    .bind(community)
-    .bind(samples as i64)
-    .fetch_all(pool)
-    .await?;
+    let calls = bench::seed_calls(pool, community, "notify", samples as i64).await?;
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(queue::CHANNEL).await?;
     let mut lat = Vec::with_capacity(samples);
@@ -226,14 +185,131 @@ async fn notify_latency(pool: &PgPool, community: i64, samples: usize) -> anyhow
         tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
+    report("escalation insert → NOTIFY received", &mut lat);
+    Ok(())
+}
+
+/// Flag → the event read off `GET /api/v1/events` by an HTTP client logged in
+/// as an operator: the path a console's live queue takes, minus the browser.
+async fn sse_latency(
+    pool: &PgPool,
+    community: i64,
+    username: &str,
+    samples: usize,
+) -> anyhow::Result<()> {
+    let calls = bench::seed_calls(pool, community, "console", samples as i64).await?;
+    let state = crate::api::AppState::new(
+        pool.clone(),
+        60,
+        1,
+        SlaPolicy::default(),
+        std::env::temp_dir(),
+    );
+    let fanout = crate::api::spawn_notify_fanout(pool.clone(), state.events.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let app =
+        crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let http = reqwest::Client::new();
+    let login: serde_json::Value = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({
+            "username": username,
+            "password": BENCH_PASSWORD,
+        }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = login["token"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("login answered without a token: {login}"))?
+        .to_string();
+    let mut stream = http
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(&token)
+        .send()
+        .await?
+        .error_for_status()?;
+    let mut lines = SseLines::default();
+    // The fan-out announces itself with a resync once it is listening.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let mut lat = Vec::with_capacity(samples);
+    for call in calls {
+        let f = Flag {
+            call_id: call,
+            level: Level::Emergency,
+            categories: vec!["fall".into()],
+            reasons: serde_json::json!([]),
+            elder_on_line: true,
+        };
+        let t0 = Instant::now();
+        let e = queue::flag(pool, &f, &SlaPolicy::default(), Utc::now()).await?;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if lines.take_event_for(e.id) {
+                    return anyhow::Ok(());
+                }
+                let chunk = stream
+                    .chunk()
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("the event stream ended"))?;
+                lines.push(&chunk);
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("escalation {} never reached the event stream", e.id))??;
+        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    server.abort();
+    fanout.abort();
+    report(
+        "escalation insert → console event stream (HTTP SSE)",
+        &mut lat,
+    );
+    Ok(())
+}
+
+/// Server-sent event lines read so far, and the escalation ids seen in them.
+#[derive(Default)]
+struct SseLines {
+    partial: String,
+    seen: Vec<i64>,
+}
+
+impl SseLines {
+    fn push(&mut self, chunk: &[u8]) {
+        self.partial.push_str(&String::from_utf8_lossy(chunk));
+        while let Some(nl) = self.partial.find('\n') {
+            let line: String = self.partial.drain(..=nl).collect();
+            if let Some(data) = line.trim_end().strip_prefix("data:")
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim())
+                && let Some(id) = v.get("id").and_then(|i| i.as_i64())
+            {
+                self.seen.push(id);
+            }
+        }
+    }
+
+    fn take_event_for(&mut self, id: i64) -> bool {
+        let before = self.seen.len();
+        self.seen.retain(|&s| s != id);
+        self.seen.len() != before
+    }
+}
+
+fn report(what: &str, lat: &mut [f64]) {
     lat.sort_by(f64::total_cmp);
     let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize];
     println!(
-        "escalation insert → NOTIFY received ({} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        "{what} ({} samples): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         lat.len(),
         pct(0.50),
         pct(0.99),
         lat[lat.len() - 1]
     );
-    Ok(())
 }
