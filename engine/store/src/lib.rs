@@ -18,6 +18,7 @@ pub mod operators;
 pub mod org;
 pub mod queue;
 pub mod reports;
+pub mod talks;
 #[cfg(feature = "testing")]
 pub mod testing;
 

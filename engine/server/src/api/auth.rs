@@ -27,6 +27,9 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct Authed {
     pub operator: Operator,
     pub scope: Scope,
+    /// The session's CSRF token when it came by cookie: requests that cannot
+    /// carry the header (a WebSocket upgrade) check it themselves.
+    pub cookie_csrf: Option<String>,
 }
 
 impl Authed {
@@ -93,7 +96,11 @@ impl FromRequestParts<AppState> for Authed {
             }
         }
         let scope = operator.scope();
-        Ok(Authed { operator, scope })
+        Ok(Authed {
+            operator,
+            scope,
+            cookie_csrf: via_cookie.then_some(csrf),
+        })
     }
 }
 

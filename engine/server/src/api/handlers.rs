@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use voicecare_store::operators::Role;
 use voicecare_store::org::UnitLevel;
 use voicecare_store::queue::{self, ListFilter, Outcome};
-use voicecare_store::{audit, calls, elders};
+use voicecare_store::{audit, calls, elders, talks};
 
 use super::AppState;
 use super::auth::Authed;
@@ -228,6 +228,13 @@ pub async fn escalation_detail(
     let history = calls::history(&state.pool, e.elder_id, 20).await?;
     let notes = queue::notes(&state.pool, id).await?;
     let trail = audit::trail(&state.pool, "escalation", id).await?;
+    let talks = talks::for_escalation(&state.pool, id).await?;
+    // Whether this node holds the call for an operator right now: the page
+    // offers "talk" only then, and "call back" once the elder has left.
+    let holding_here = state
+        .engine
+        .as_ref()
+        .is_some_and(|en| en.live.is_holding(e.call_id));
     Ok(Json(json!({
         "escalation": e,
         "elder": elder,
@@ -236,6 +243,11 @@ pub async fn escalation_detail(
         "history": history,
         "notes": notes,
         "audit": trail,
+        "talks": talks,
+        "live": {
+            "calls_here": state.engine.is_some(),
+            "holding_here": holding_here,
+        },
     })))
 }
 
@@ -271,6 +283,16 @@ pub async fn utterance_audio(
     Path(id): Path<i64>,
 ) -> Result<axum::response::Response, ApiError> {
     let stored = calls::utterance_audio_path(&state.pool, &auth.scope, id, Utc::now()).await?;
+    recording(&state, &stored, id).await
+}
+
+/// Send a recording stored under the data directory. A file that is gone (or
+/// a path that leaves the data directory) is a 404 naming the recording.
+pub(super) async fn recording(
+    state: &AppState,
+    stored: &str,
+    id: i64,
+) -> Result<axum::response::Response, ApiError> {
     let missing = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
@@ -281,14 +303,11 @@ pub async fn utterance_audio(
     let root = tokio::fs::canonicalize(&state.data_dir)
         .await
         .map_err(|_| missing())?;
-    let path = tokio::fs::canonicalize(root.join(&stored))
+    let path = tokio::fs::canonicalize(root.join(stored))
         .await
         .map_err(|_| missing())?;
     if !path.starts_with(&root) {
-        tracing::warn!(
-            utterance = id,
-            "recording path leaves the data directory; refused"
-        );
+        tracing::warn!(recording = id, "recording path leaves the data directory; refused");
         return Err(missing());
     }
     let bytes = tokio::fs::read(&path).await.map_err(|_| missing())?;

@@ -9,6 +9,7 @@ mod events;
 mod handlers;
 mod metrics;
 mod reports;
+mod talk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The data directory: recordings are read from under it.
     pub data_dir: PathBuf,
+    /// The call engine of this node, if it runs calls: operators' live talk.
+    pub engine: Option<Arc<crate::runner::Engine>>,
 }
 
 impl AppState {
@@ -55,7 +58,14 @@ impl AppState {
             events,
             metrics: metrics::handle(),
             data_dir,
+            engine: None,
         }
+    }
+
+    /// Let operators talk to elders on calls this node runs.
+    pub fn with_engine(mut self, engine: Option<Arc<crate::runner::Engine>>) -> Self {
+        self.engine = engine;
+        self
     }
 }
 
@@ -81,6 +91,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/escalations/{id}/resolve", post(handlers::resolve))
         .route("/api/v1/escalations/{id}/notes", post(handlers::add_note))
         .route("/api/v1/escalations/{id}/reopen", post(handlers::reopen))
+        .route("/api/v1/escalations/{id}/talk", get(talk::talk))
+        .route("/api/v1/talks/{id}/audio", get(talk::talk_audio))
         .route("/api/v1/elders", get(handlers::elder_search))
         .route("/api/v1/elders/{id}", get(handlers::elder_view))
         .route("/api/v1/events", get(events::stream))

@@ -28,7 +28,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "voicecare is serving the operator API");
     println!("voicecare listening on http://{addr}");
 
-    let app = api::router(state)
+    let app = api::router(state.with_engine(calls.engine.clone()))
         .merge(calls.routes.clone())
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)

@@ -149,7 +149,7 @@ pub async fn flag_until_stored(engine: &Engine, flag: &Flag, now: DateTime<Utc>)
 }
 
 /// Renew the lease every third of its length; tell the call when it is lost.
-fn spawn_lease_keeper(
+pub(super) fn spawn_lease_keeper(
     engine: Arc<Engine>,
     call_id: i64,
 ) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {

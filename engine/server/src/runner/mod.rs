@@ -9,6 +9,8 @@
 //! * [`session`]: one answered call: leg events, the endpointer and the ASR
 //!   pool feed the flow interpreter; its actions play prompts, flag
 //!   escalations and hang up.
+//! * [`live`]: operators joining held calls (and calling back) from the
+//!   browser: the registry of held calls, the bridge and its recording.
 //! * [`tts`]: prompt audio (recordings, or espeak-ng cached as WAV).
 //!
 //! Every decision is made in `voicecare-core`; this module only moves events
@@ -18,6 +20,7 @@ pub mod call;
 pub mod devices;
 pub mod dialer;
 pub mod gateway;
+pub mod live;
 pub mod session;
 pub mod tts;
 
@@ -74,6 +77,8 @@ pub struct Engine {
     hub: OnceLock<Arc<Hub>>,
     /// Calls running on this node: id → the task's abort handle.
     running: Mutex<HashMap<i64, tokio::task::AbortHandle>>,
+    /// Calls holding an elder for an operator to join.
+    pub live: Arc<live::Registry>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -113,6 +118,7 @@ impl Engine {
             flows: Mutex::new(FlowSet::new()),
             hub: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
+            live: Arc::new(live::Registry::default()),
             cfg,
         });
         engine.load_flows()?;

@@ -18,10 +18,12 @@ use voicecare_media::vad::{EndpointConfig, Endpointer, VadEvent};
 use voicecare_speech::{TranscribeRequest, Transcript};
 use voicecare_store::calls::{AssessmentRecord, NewUtterance};
 use voicecare_store::queue::Flag;
+use voicecare_store::talks::{self, EndedBy};
 use voicecare_telephony::leg::{CallLeg, LegEvent};
 
 use super::Engine;
 use super::call::{LineSlot, flag_until_stored};
+use super::live::{self, JoinRequest, TalkState};
 
 /// How a session ended.
 #[derive(Debug, Clone)]
@@ -90,7 +92,15 @@ fn lang_code(l: Lang) -> &'static str {
     }
 }
 
-/// Run the flow on an answered leg until it finishes.
+/// An operator whose join the session accepted: bridged once the flow hands over.
+struct Joined {
+    talk_id: i64,
+    operator: CallLeg,
+    state: watch::Sender<TalkState>,
+}
+
+/// Run the flow on an answered leg until it finishes (and, if an operator
+/// joins a held call, until their conversation ends).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     engine: &Arc<Engine>,
@@ -118,7 +128,6 @@ pub async fn run(
         end.reason = "media never connected";
     }
     let ctl = leg.control();
-    let (_, mut events) = leg.split();
     let mut call = Call::new(flow, lang, inputs);
     let lang = call.lang();
     let t0 = Instant::now();
@@ -144,6 +153,11 @@ pub async fn run(
         .data_dir
         .join("recordings")
         .join(Utc::now().format("%Y-%m-%d").to_string());
+    // While the flow holds the elder for an operator: registered for joins.
+    let mut hold: Option<(live::HoldGuard, mpsc::Receiver<JoinRequest>)> = None;
+    let mut held = false;
+    let mut joined: Option<Joined> = None;
+    let mut transferred = false;
 
     'call: loop {
         // Feed events to the flow and perform its actions, in order.
@@ -258,8 +272,16 @@ pub async fn run(
                         // Committed before the call goes on.
                         flag_until_stored(engine, &flag, Utc::now()).await;
                     }
-                    Action::Hold => {}
+                    Action::Hold => {
+                        held = true;
+                        if hold.is_none() {
+                            let (tx, rx) = mpsc::channel(1);
+                            hold = Some((engine.live.hold(call_id, tx), rx));
+                            tracing::info!("holding the elder for an operator");
+                        }
+                    }
                     Action::TransferToOperator => {
+                        transferred = joined.is_some();
                         tracing::info!("operator joined; the flow hands the call over");
                     }
                     Action::RecordVariable { name, .. } => {
@@ -282,7 +304,7 @@ pub async fn run(
             }
         };
         tokio::select! {
-            ev = events.recv() => match ev {
+            ev = leg.next_event() => match ev {
                 None | Some(LegEvent::Ended(_)) => pending.push(Event::HungUp),
                 Some(LegEvent::Audio(frame)) => {
                     let at = media_ms;
@@ -336,15 +358,78 @@ pub async fn run(
                 timer = None;
                 pending.push(Event::Tick);
             }
+            Some(req) = async {
+                match hold.as_mut() {
+                    Some((_, rx)) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                // The claim is checked (and the talk recorded) before the
+                // flow lets go of the elder: a refused join leaves them holding.
+                let JoinRequest { escalation_id, scope, operator, state, accepted } = req;
+                match talks::start_join(&engine.pool, &scope, escalation_id, call_id, &engine.cfg.node_id, Utc::now()).await {
+                    Ok(talk_id) => {
+                        if accepted.send(Ok(talk_id)).is_ok() {
+                            hold = None;
+                            joined = Some(Joined { talk_id, operator, state });
+                            pending.push(Event::OperatorJoined);
+                        } else {
+                            // The operator gave up while we checked.
+                            operator.control().hang_up();
+                            live::close_unbridged(engine, talk_id, &state, EndedBy::Operator, "operator left before the bridge").await;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = accepted.send(Err(e));
+                    }
+                }
+            }
             _ = lost.changed() => {
                 ctl.hang_up();
+                if let Some(j) = joined.take() {
+                    j.operator.control().hang_up();
+                    live::close_unbridged(engine, j.talk_id, &j.state, EndedBy::Engine, "the call's lease was lost").await;
+                }
                 end.lost = true;
                 end.reason = "lease lost";
                 return end;
             }
         }
     }
+    drop(hold);
+    match joined {
+        Some(j) if transferred => {
+            let by = live::converse(engine, call_id, j.talk_id, leg, j.operator, &j.state, &mut lost).await;
+            end.reason = match by {
+                EndedBy::Elder => "elder hung up on the operator",
+                EndedBy::Operator => "operator hung up",
+                EndedBy::Engine => "operator conversation ended by the engine",
+            };
+            if *lost.borrow() {
+                end.lost = true;
+                end.reason = "lease lost";
+            }
+        }
+        Some(j) => {
+            // Guard against a flow that did not hand over: the operator is told.
+            j.operator.control().hang_up();
+            live::close_unbridged(engine, j.talk_id, &j.state, EndedBy::Engine, "the flow did not hand the call over").await;
+        }
+        None => {}
+    }
     ctl.hang_up();
+    if held && !end.lost {
+        // Consoles stop offering "join" and offer "call back" instead.
+        for wait in [100u64, 500, 2000] {
+            match talks::elder_left(&engine.pool, call_id, Utc::now()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot mark the elder as off the line yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                }
+            }
+        }
+    }
     // Words still being transcribed when the call ended are stored and, if
     // they are worrying, queued: the last thing an elder says matters most.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -366,7 +451,9 @@ pub async fn run(
             flag_until_stored(engine, &flag, Utc::now()).await;
         }
     }
-    if let Some(r) = &end.report {
+    if let Some(r) = &end.report
+        && !transferred
+    {
         end.reason = match r.outcome {
             voicecare_core::flow::Outcome::ElderHungUp { .. } => "elder hung up",
             _ => "normal",
