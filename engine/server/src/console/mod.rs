@@ -16,8 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 /// The policy for every console response. `media-src 'self'` lets the page
-/// play recordings from the API; `connect-src 'self'` covers fetch and the
-/// event stream.
+/// play recordings from the API; `connect-src 'self'` covers fetch, the
+/// event stream and the talk WebSocket (same origin, ws: or wss:).
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      media-src 'self'; connect-src 'self'; font-src 'self'; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
@@ -58,6 +58,11 @@ const ASSETS: &[Asset] = &[
         name: "highlight.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("assets/highlight.js"),
+    },
+    Asset {
+        name: "talk.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("assets/talk.js"),
     },
     Asset {
         name: "i18n.js",

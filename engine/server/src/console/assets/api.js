@@ -25,6 +25,11 @@ export function hasCsrf() {
   return !!csrf;
 }
 
+/** For requests that cannot carry the header (the talk WebSocket). */
+export function csrfToken() {
+  return csrf;
+}
+
 export async function api(method, path, body) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';

@@ -6,6 +6,7 @@ import { api, ApiError, login, logout, setAuthLostHandler, hasCsrf, forgetSessio
 import { t, getLang, setLang, applyStatic } from './i18n.js';
 import { h, clear, duration, localTime } from './dom.js';
 import { highlighted } from './highlight.js';
+import { talkPanel, tickTalk } from './talk.js';
 
 const MAX_NOTE = 4000;
 const LEVELS = ['emergency', 'urgent', 'watch'];
@@ -369,6 +370,7 @@ function tick() {
     el.textContent = duration((now() - new Date(el.dataset.since).getTime()) / 1000);
   }
   alarmClock();
+  tickTalk();
 }
 
 // ───────────────────────── emergency alarm ─────────────────────────
@@ -619,6 +621,7 @@ function renderDetail(view, d) {
         : e.status === 'claimed' ? t('detail.heldBy', holderName(d))
           : t('detail.resolvedBy', (d.audit || []).filter((a) => a.action === 'escalation.resolve').map((a) => a.actor_name).pop() || '', t(`outcome.${e.outcome}`));
 
+  const c0 = d.call;
   const head = h('div', { class: `detail-head lvl-${e.level}` },
     h('a', { href: '#/queue', class: 'back' }, t('action.back')),
     levelBadge(e.level, true),
@@ -630,10 +633,15 @@ function renderDetail(view, d) {
   const actions = h('div', { class: 'actions' },
     e.status === 'open' ? h('button', { type: 'button', class: 'primary', id: 'claim', onclick: () => claim(e.id) }, t('action.claim')) : null,
     mine ? h('button', { type: 'button', id: 'release', onclick: () => release(e.id) }, t('action.release')) : null,
-    phone ? h('a', { class: 'button callback', id: 'callback', href: `tel:${phone}` }, t('action.callBack', phone)) : null,
-    h('span', { class: 'tip-wrap' },
-      h('button', { type: 'button', id: 'live-talk', disabled: true, title: t('action.liveTalkTip'), 'aria-describedby': 'live-talk-tip' }, t('action.liveTalk')),
-      h('span', { id: 'live-talk-tip', class: 'tip' }, t('action.liveTalkTip'))));
+    phone ? h('a', { class: 'button callback', id: 'callback', href: `tel:${phone}` }, t('action.callBack', phone)) : null);
+
+  // Live talk from the browser: join while the elder waits on the line (on
+  // this node), call back once they have left. The server checks again.
+  const onLine = e.elder_on_line && c0.status === 'in_progress';
+  const talk = talkPanel(e.id, {
+    canJoin: mine && onLine,
+    canCallBack: mine && !onLine && !!el.device_id,
+  }, () => setTimeout(refreshDetail, 300));
 
   // Resolve form (or reopen for supervisors once resolved).
   let form = null;
@@ -703,6 +711,18 @@ function renderDetail(view, d) {
     field(t('elder.notes'), el.notes)));
 
   const c = d.call;
+  const talksCard = (d.talks || []).length
+    ? section(t('detail.talks'), h('ol', { class: 'talks', id: 'talks' }, d.talks.map((x) => h('li', { dataset: { talk: String(x.id) } },
+      h('div', { class: 'utt-meta' },
+        h('span', { class: 'speaker' }, t(`talk.kind.${x.kind}`)),
+        h('span', {}, x.operator_name),
+        h('time', {}, localTime(x.bridged_at || x.started_at)),
+        x.bridged_at && x.ended_at ? h('span', {}, duration((new Date(x.ended_at) - new Date(x.bridged_at)) / 1000)) : null,
+        x.ended_by ? h('span', {}, endedBy(x)) : h('span', {}, t(`talk.status.${x.status}`))),
+      x.has_recording
+        ? h('audio', { controls: true, preload: 'metadata', src: `/api/v1/talks/${x.id}/audio`, dataset: { talk: String(x.id) } })
+        : null))))
+    : null;
   const callCard = section(t('detail.call'), h('dl', { class: 'facts' },
     field(t('call.time'), localTime(c.started_at || c.due_at)),
     field(t('call.kind'), `${c.direction} · ${c.purpose}`),
@@ -752,9 +772,14 @@ function renderDetail(view, d) {
 
   view.append(head, actions,
     h('div', { class: 'cols' },
-      h('div', { class: 'col-main' }, reasonsCard, transcript, form, notes),
+      h('div', { class: 'col-main' }, talk, reasonsCard, transcript, talksCard, form, notes),
       h('div', { class: 'col-side' }, elderCard, callCard, history, audit)));
   tick();
+}
+
+function endedBy(x) {
+  if (x.status === 'failed') return t('talk.status.failed', x.end_reason || '');
+  return t(`talk.ended.${x.ended_by}`);
 }
 
 function notesOk() {
