@@ -22,6 +22,9 @@ use voicecare_store::operators::{self, NewOperator, Password, Role};
 use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::queue::{self, Flag, Outcome, SlaPolicy};
 use voicecare_store::testing::TestDb;
+use voicecare_telephony::leg::LegConfig;
+use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
+use voicecare_telephony::{SimPhone, SimScript};
 
 const PW: &str = "correct horse battery";
 const WAIT: Duration = Duration::from_secs(10);
@@ -34,11 +37,14 @@ struct App {
     data_dir: TempDir,
     communities: Vec<i64>,
     ops: Vec<(String, i64)>,
+    /// `voicecare serve` running calls, for the live-talk tests.
+    _engine: Option<Child>,
 }
 
-async fn spawn_app() -> App {
-    let db = TestDb::new().await;
-    let pool = db.pool.clone();
+/// Units Riverside > North/South > Elm/Oak Street > communities, and operators
+/// ann, amy (Elm Street), bob (Oak Street), sue (supervisor of the city).
+async fn seed(pool: &sqlx::PgPool) -> (Vec<i64>, Vec<(String, i64)>) {
+    let pool = pool.clone();
     let city = org::create(&pool, None, UnitLevel::City, "Riverside")
         .await
         .unwrap()
@@ -94,6 +100,13 @@ async fn spawn_app() -> App {
         .unwrap();
         ops.push((u.to_string(), op.id));
     }
+    (vec![elm_court, elm_gardens, oak_court], ops)
+}
+
+async fn spawn_app() -> App {
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let (communities, ops) = seed(&pool).await;
     let data_dir = TempDir::new("data");
     let state = AppState::new(
         pool.clone(),
@@ -111,8 +124,62 @@ async fn spawn_app() -> App {
         base: format!("http://{addr}"),
         db,
         data_dir,
-        communities: vec![elm_court, elm_gardens, oak_court],
+        communities,
         ops,
+        _engine: None,
+    }
+}
+
+/// The real `voicecare serve` binary with calls on (device signalling, the
+/// dialer, whisper) on node `node-a`, on a seeded database.
+async fn spawn_engine_app() -> App {
+    let db = TestDb::new().await;
+    let (communities, ops) = seed(&db.pool).await;
+    let data_dir = TempDir::new("data");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
+        .arg("--data-dir")
+        .arg(&data_dir.0)
+        .arg("--database-url")
+        .arg(&db.url)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0", "--media-bind", "127.0.0.1:0"])
+        .arg("--flows-dir")
+        .arg(repo.join("ivr-flows"))
+        .args([
+            "--node-id",
+            "node-a",
+            "--dialer-tick-ms",
+            "200",
+            "--asr-workers",
+            "1",
+        ])
+        .args(["--service-name", "Riverside Care"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start voicecare serve");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let addr = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if let Some(a) = l.strip_prefix("voicecare listening on http://") {
+                return a.to_string();
+            }
+        }
+        panic!("voicecare serve exited before listening");
+    })
+    .await
+    .expect("voicecare serve listens");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    App {
+        base: format!("http://{addr}"),
+        db,
+        data_dir,
+        communities,
+        ops,
+        _engine: Some(child),
     }
 }
 
@@ -298,6 +365,11 @@ struct Browser {
 
 impl Browser {
     async fn start() -> Browser {
+        Self::start_with(&[]).await
+    }
+
+    /// With extra Chromium switches (fake media devices, for live talk).
+    async fn start_with(extra: &[String]) -> Browser {
         let driver_bin =
             std::env::var("VOICECARE_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let chromium =
@@ -324,19 +396,29 @@ impl Browser {
         .expect("chromedriver announces its port");
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let profile = TempDir::new("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+            "--autoplay-policy=no-user-gesture-required",
+            "--window-size=1366,768",
+            "--lang=en-GB",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect();
+        args.push(format!("--user-data-dir={}", profile.0.display()));
+        args.extend(extra.iter().cloned());
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
-            json!({
-                "binary": chromium,
-                "args": [
-                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                    "--disable-dev-shm-usage", "--autoplay-policy=no-user-gesture-required",
-                    "--window-size=1366,768", "--lang=en-GB",
-                    format!("--user-data-dir={}", profile.0.display()),
-                ],
-            }),
+            json!({ "binary": chromium, "args": args }),
         );
         let c = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
             .capabilities(caps)
@@ -1152,4 +1234,281 @@ async fn recordings_are_scoped_audited_and_missing_ones_are_not_found() {
             .iter()
             .all(|(_, who)| *who == Some(app.operator("ann")))
     );
+}
+
+// ───────────────────────── live talk ─────────────────────────
+
+/// What Chromium plays as the operator's microphone: bursts of a tone (200 ms
+/// on, 300 ms off), 48 kHz mono. Bursts rather than a steady tone, which the
+/// browser's noise suppression would learn and remove.
+fn write_bursts(path: &Path, hz: f32, secs: f32) {
+    let rate = 48_000u32;
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).unwrap();
+    for i in 0..(rate as f32 * secs) as u32 {
+        let t = i as f32 / rate as f32;
+        let on = (t % 0.5) < 0.2;
+        let s = if on {
+            (t * hz * std::f32::consts::TAU).sin() * 12_000.0
+        } else {
+            0.0
+        };
+        w.write_sample(s as i16).unwrap();
+    }
+    w.finalize().unwrap();
+}
+
+/// How many 20 ms frames (16 kHz) carry a tone at `hz`: audible, and with
+/// most of the frame's energy at that frequency (Goertzel).
+fn tone_frames(samples: &[i16], hz: f32) -> usize {
+    const N: usize = 320;
+    let k = (hz * N as f32 / 16_000.0).round();
+    let coeff = 2.0 * (std::f64::consts::TAU * k as f64 / N as f64).cos();
+    samples
+        .chunks_exact(N)
+        .filter(|f| {
+            let energy: f64 = f.iter().map(|&x| (x as f64).powi(2)).sum();
+            if (energy / N as f64).sqrt() < 200.0 {
+                return false;
+            }
+            let (mut s1, mut s2) = (0.0f64, 0.0f64);
+            for &x in f.iter() {
+                let s = x as f64 + coeff * s1 - s2;
+                s2 = s1;
+                s1 = s;
+            }
+            let power = s1 * s1 + s2 * s2 - coeff * s1 * s2;
+            // A pure tone on the bin gives 1.0.
+            2.0 * power / (N as f64 * energy) > 0.5
+        })
+        .count()
+}
+
+/// Poll a one-row, one-column query until it returns a row.
+async fn poll_i64(
+    pool: &sqlx::PgPool,
+    what: &str,
+    secs: u64,
+    query: &'static str,
+    bind: i64,
+) -> i64 {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r: Option<i64> = sqlx::query_scalar(query)
+            .bind(bind)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+        if let Some(v) = r {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// An elder with a registered device, in Elm Court; returns (elder id, device token).
+async fn enrol_device(app: &App, device: &str) -> (i64, String) {
+    let pool = &app.db.pool;
+    let elder: i64 = sqlx::query_scalar(
+        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
+         VALUES ('Mei Lin', $1, 'en', 'Asia/Shanghai', $2) RETURNING id",
+    )
+    .bind(device)
+    .bind(app.communities[0])
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let token = format!("secret-token-for-{device}");
+    let hash = voicecare_server::runner::gateway::token_hash(&token);
+    voicecare_store::dialer::set_device_token(pool, device, &hash, Utc::now())
+        .await
+        .unwrap();
+    (elder, token)
+}
+
+/// A simulated elder device on the engine's signalling socket.
+async fn sim_phone(app: &App, device: &str, token: &str, script: &str, dir: &Path) -> SimPhone {
+    let ws = format!("{}/v1/devices/ws", app.base.replace("http://", "ws://"));
+    let mut cfg = ClientConfig::new(ws, device, DeviceToken::new(token));
+    cfg.leg = LegConfig::loopback();
+    SimPhone::connect(cfg, SimScript::parse(script, dir).unwrap())
+        .await
+        .expect("the simulated elder registers")
+}
+
+/// Chromium whose microphone plays `mic` and whose permission prompts say yes.
+async fn talking_browser(mic: &Path) -> Browser {
+    Browser::start_with(&[
+        "--use-fake-device-for-media-stream".into(),
+        "--use-fake-ui-for-media-stream".into(),
+        format!("--use-file-for-fake-audio-capture={}", mic.display()),
+        // The engine's media is bound to 127.0.0.1 in tests.
+        "--allow-loopback-in-peer-connection".into(),
+    ])
+    .await
+}
+
+/// The elder presses 1 on the help line and is kept on the line; the operator
+/// claims the emergency, clicks "talk" and is bridged in from the browser.
+/// The elder hears the operator's microphone (1 kHz bursts), the page hears
+/// the elder (a 600 Hz tone) and shows the call live; the operator hangs up,
+/// and the conversation is recorded, audited and attached to the escalation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_joins_a_held_call_from_the_browser_and_the_elder_hears_them() {
+    let app = spawn_engine_app().await;
+    let pool = app.db.pool.clone();
+    let tmp = TempDir::new("talk");
+    let (elder, token) = enrol_device(&app, "tab-talk").await;
+    let mut script = String::from(
+        "call_in = true\nmax_call_ms = 150000\n\
+         [[step]]\ndo = \"wait_for_prompt\"\nquiet_ms = 1200\ntimeout_ms = 60000\n\
+         [[step]]\ndo = \"digits\"\nkeys = \"1\"\n",
+    );
+    // Then the elder's voice: a steady 600 Hz tone while holding and talking.
+    script.push_str(
+        "[[step]]\ndo = \"silence\"\nms = 300\n[[step]]\ndo = \"tone\"\nhz = 600\nms = 140000\n",
+    );
+    let mut sim = sim_phone(&app, "tab-talk", &token, &script, &tmp.0).await;
+    let elder_call = tokio::spawn(async move { sim.run_call().await });
+    let esc = poll_i64(
+        &pool,
+        "the help request to be queued with the elder on the line",
+        90,
+        "SELECT id FROM escalations WHERE elder_id = $1 AND elder_on_line",
+        elder,
+    )
+    .await;
+
+    let mic = tmp.0.join("operator-mic.wav");
+    write_bursts(&mic, 1000.0, 2.0);
+    let b = talking_browser(&mic).await;
+    b.login(&app.base, "ann").await;
+    b.c.goto(&format!("{}/#/e/{esc}", app.base)).await.unwrap();
+    b.wait(
+        "the claim button",
+        "return document.getElementById('claim') !== null",
+    )
+    .await;
+    b.click("#claim").await;
+    b.wait(
+        "the talk button, enabled once the item is ours",
+        "const x = document.getElementById('talk-join'); return x !== null && !x.disabled",
+    )
+    .await;
+    b.click("#talk-join").await;
+    b.wait(
+        "the call to be live",
+        "return document.getElementById('talk')?.dataset.state === 'live' && /Live with the elder/.test(document.getElementById('talk-state')?.textContent)",
+    )
+    .await;
+    b.wait(
+        "the elder's voice in the browser",
+        "return document.getElementById('talk')?.dataset.msHeard !== undefined",
+    )
+    .await;
+    let timings = b
+        .js("const d = document.getElementById('talk').dataset; return [Number(d.msLive), Number(d.msHeard)]")
+        .await;
+    eprintln!(
+        "live talk: click to bridged {} ms, click to the elder heard in the browser {} ms",
+        timings[0], timings[1]
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    b.screenshot("console-talk").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.click("#talk-hangup").await;
+    b.wait(
+        "the call to end",
+        "return document.getElementById('talk')?.dataset.state === 'ended' && /you hung up/.test(document.getElementById('talk-state')?.textContent)",
+    )
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(30), elder_call)
+        .await
+        .expect("the elder's call ends with the operator's")
+        .unwrap()
+        .unwrap();
+    let heard = tone_frames(&report.heard, 1000.0);
+    assert!(
+        heard >= 25,
+        "the elder heard the operator's tone in only {heard} frames of {}",
+        report.heard.len() / 320
+    );
+
+    // The conversation: ended by the operator, recorded in stereo.
+    let (status, ended_by, path, ms): (String, Option<String>, Option<String>, Option<i32>) =
+        sqlx::query_as(
+            "SELECT status, ended_by, recording_path, recording_ms FROM operator_talks WHERE escalation_id = $1",
+        )
+        .bind(esc)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), ended_by.as_deref()),
+        ("ended", Some("operator"))
+    );
+    let ms = ms.unwrap();
+    assert!(ms >= 2000, "recorded {ms} ms");
+    let path = path.expect("the conversation is recorded");
+    assert!(path.contains("recordings"), "{path}");
+    let mut wav = hound::WavReader::open(&path).unwrap();
+    assert_eq!(wav.spec().channels, 2);
+    let all: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+    let left: Vec<i16> = all.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = all.iter().skip(1).step_by(2).copied().collect();
+    assert!(
+        tone_frames(&right, 1000.0) >= 25,
+        "the operator's channel lacks the operator"
+    );
+    assert!(
+        tone_frames(&left, 600.0) >= 25,
+        "the elder's channel lacks the elder"
+    );
+
+    // Audited, and the escalation no longer says the elder waits.
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE entity = 'escalation' AND entity_id = $1 AND action LIKE 'talk.%' ORDER BY id",
+    )
+    .bind(esc)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    // The page's player may already have fetched the recording: that is a listen.
+    assert_eq!(actions[..2], ["talk.join", "talk.end"], "{actions:?}");
+    assert!(
+        actions[2..].iter().all(|a| a == "talk.listen"),
+        "{actions:?}"
+    );
+    let on_line: bool = sqlx::query_scalar("SELECT elder_on_line FROM escalations WHERE id = $1")
+        .bind(esc)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(!on_line);
+    let (call_status, outcome): (String, Option<String>) = sqlx::query_as(
+        "SELECT c.status, c.outcome FROM calls c JOIN escalations e ON e.call_id = c.id WHERE e.id = $1",
+    )
+    .bind(esc)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (call_status.as_str(), outcome.as_deref()),
+        ("completed", Some("escalated"))
+    );
+
+    // The page lists the conversation with a player for its recording.
+    b.wait(
+        "the recorded conversation on the page",
+        "return document.querySelector('#talks audio[data-talk]') !== null",
+    )
+    .await;
+    b.close().await;
+    drop(app);
 }

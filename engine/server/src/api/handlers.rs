@@ -307,7 +307,10 @@ pub(super) async fn recording(
         .await
         .map_err(|_| missing())?;
     if !path.starts_with(&root) {
-        tracing::warn!(recording = id, "recording path leaves the data directory; refused");
+        tracing::warn!(
+            recording = id,
+            "recording path leaves the data directory; refused"
+        );
         return Err(missing());
     }
     let bytes = tokio::fs::read(&path).await.map_err(|_| missing())?;

@@ -105,9 +105,7 @@ pub async fn talk(
         headers.get(header::HOST).and_then(|v| v.to_str().ok()),
     ) && origin.split_once("://").map(|(_, h)| h) != Some(host)
     {
-        return Err(ApiError::forbidden(
-            "WebSocket from another origin refused",
-        ));
+        return Err(ApiError::forbidden("WebSocket from another origin refused"));
     }
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
@@ -122,7 +120,12 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
     let writer = tokio::spawn(async move {
         while let Some(v) = out_rx.recv().await {
             let last = v["type"] == "error" || v["state"] == "ended";
-            if sink.send(Message::Text(v.to_string().into())).await.is_err() || last {
+            if sink
+                .send(Message::Text(v.to_string().into()))
+                .await
+                .is_err()
+                || last
+            {
                 break;
             }
         }
@@ -156,7 +159,9 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
                 let _ = out.send(json!({"type": "error", "code": "bad_message", "message": "send the offer before candidates"}));
             }
             Err((code, message)) => {
-                let _ = out.send(json!({"type": "error", "code": code, "message": message, "fatal": false}));
+                let _ = out.send(
+                    json!({"type": "error", "code": code, "message": message, "fatal": false}),
+                );
             }
         }
     };
@@ -333,14 +338,9 @@ async fn drive(
     }
     match mode {
         Mode::Join => join(&engine, &target, scope, leg, &state).await,
-        Mode::CallBack => crate::runner::live::call_back(
-            &engine,
-            &target,
-            scope,
-            leg,
-            &state,
-        )
-        .await,
+        Mode::CallBack => {
+            crate::runner::live::call_back(&engine, &target, scope, leg, &state).await
+        }
     }
 }
 
@@ -353,7 +353,8 @@ fn check(engine: &Engine, t: &TalkTarget, mode: Mode) -> Result<(), TalkState> {
             if !live {
                 return Err(TalkState::Failed {
                     code: "elder_gone",
-                    message: "the elder is no longer on the line; use Call back to ring them".into(),
+                    message: "the elder is no longer on the line; use Call back to ring them"
+                        .into(),
                 });
             }
             if let Some(node) = t.call_node.as_deref().filter(|n| *n != here) {
@@ -375,7 +376,9 @@ fn check(engine: &Engine, t: &TalkTarget, mode: Mode) -> Result<(), TalkState> {
             if live {
                 return Err(TalkState::Failed {
                     code: "elder_on_line",
-                    message: "the elder is still on the line waiting for you; use Talk to join the call".into(),
+                    message:
+                        "the elder is still on the line waiting for you; use Talk to join the call"
+                            .into(),
                 });
             }
             let Some(device) = t.device_id.as_deref() else {

@@ -76,7 +76,10 @@ impl Registry {
 
     /// Where to send a join request, if the call holds on this node.
     pub fn holding(&self, call_id: i64) -> Option<mpsc::Sender<JoinRequest>> {
-        self.map().get(&call_id).filter(|tx| !tx.is_closed()).cloned()
+        self.map()
+            .get(&call_id)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
     }
 
     pub fn is_holding(&self, call_id: i64) -> bool {
@@ -182,7 +185,12 @@ pub async fn converse(
         recording_ms: recording.as_ref().map(|(_, ms)| *ms),
     };
     store_end(engine, talk_id, &end).await;
-    tracing::info!(talk_id, ended_by = ended_by.as_str(), reason, "conversation ended");
+    tracing::info!(
+        talk_id,
+        ended_by = ended_by.as_str(),
+        reason,
+        "conversation ended"
+    );
     let _ = state.send(TalkState::Ended {
         talk_id: Some(talk_id),
         ended_by,
@@ -352,7 +360,10 @@ pub async fn call_back(
     let op_ctl = operator.control();
     let (Some(hub), Some(device)) = (engine.hub(), t.device_id.as_deref()) else {
         op_ctl.hang_up();
-        return fail("no_device", "the elder has no device this engine can ring".into());
+        return fail(
+            "no_device",
+            "the elder has no device this engine can ring".into(),
+        );
     };
     let pool = &engine.pool;
     let (call_id, talk_id) = match talks::start_callback(
@@ -395,7 +406,9 @@ pub async fn call_back(
     // elder who answers then is hung up at once rather than left ringing.
     let ringing = hub.call_device(device).await;
     let finish = |end: CallEnd| async move {
-        if let Err(e) = dialer::finish(pool, call_id, &engine.cfg.node_id, end, &[], Utc::now()).await {
+        if let Err(e) =
+            dialer::finish(pool, call_id, &engine.cfg.node_id, end, &[], Utc::now()).await
+        {
             tracing::warn!(error = %e, "cannot close the call back");
         }
     };
@@ -404,15 +417,30 @@ pub async fn call_back(
         Err(e) => {
             let (status, code, why) = match &e {
                 TelephonyError::NoAnswer => ("no_answer", "no_answer", "the elder did not answer"),
-                TelephonyError::Declined(HangupReason::Busy) => ("busy", "busy", "the elder's device is busy"),
-                TelephonyError::Declined(_) => ("no_answer", "declined", "the elder declined the call"),
-                TelephonyError::NotRegistered => ("failed", "device_offline", "the elder's device disconnected"),
-                _ => ("failed", "media_failed", "the call to the elder's device could not be set up"),
+                TelephonyError::Declined(HangupReason::Busy) => {
+                    ("busy", "busy", "the elder's device is busy")
+                }
+                TelephonyError::Declined(_) => {
+                    ("no_answer", "declined", "the elder declined the call")
+                }
+                TelephonyError::NotRegistered => (
+                    "failed",
+                    "device_offline",
+                    "the elder's device disconnected",
+                ),
+                _ => (
+                    "failed",
+                    "media_failed",
+                    "the call to the elder's device could not be set up",
+                ),
             };
             set_attempt(status, Some(why)).await;
             op_ctl.hang_up();
             close_unbridged(engine, talk_id, state, EndedBy::Engine, why).await;
-            let _ = state.send(TalkState::Failed { code, message: why.to_string() });
+            let _ = state.send(TalkState::Failed {
+                code,
+                message: why.to_string(),
+            });
             finish(CallEnd::Unreachable).await;
             keeper.abort();
             return;
@@ -423,7 +451,14 @@ pub async fn call_back(
     if op_ctl.end_reason().is_some() {
         elder_ctl.hang_up();
         set_attempt("ended", Some("operator left before the elder answered")).await;
-        close_unbridged(engine, talk_id, state, EndedBy::Operator, "operator left before the elder answered").await;
+        close_unbridged(
+            engine,
+            talk_id,
+            state,
+            EndedBy::Operator,
+            "operator left before the elder answered",
+        )
+        .await;
         finish(CallEnd::Completed("hung_up")).await;
         keeper.abort();
         return;
@@ -433,7 +468,11 @@ pub async fn call_back(
     }
     let _ = state.send(TalkState::Answered { talk_id });
     let mut elder = elder;
-    if elder.wait_connected(std::time::Duration::from_secs(10)).await.is_ok() {
+    if elder
+        .wait_connected(std::time::Duration::from_secs(10))
+        .await
+        .is_ok()
+    {
         let (lang, text) = callback_notice(&t.language, &engine.cfg.service_name);
         let prompts = engine.prompts.clone();
         let pcm = tokio::task::spawn_blocking(move || prompts.pcm(&text, None, lang, 0.9)).await;

@@ -399,7 +399,10 @@ pub async fn run(
     drop(hold);
     match joined {
         Some(j) if transferred => {
-            let by = live::converse(engine, call_id, j.talk_id, leg, j.operator, &j.state, &mut lost).await;
+            let by = live::converse(
+                engine, call_id, j.talk_id, leg, j.operator, &j.state, &mut lost,
+            )
+            .await;
             end.reason = match by {
                 EndedBy::Elder => "elder hung up on the operator",
                 EndedBy::Operator => "operator hung up",
@@ -413,7 +416,14 @@ pub async fn run(
         Some(j) => {
             // Guard against a flow that did not hand over: the operator is told.
             j.operator.control().hang_up();
-            live::close_unbridged(engine, j.talk_id, &j.state, EndedBy::Engine, "the flow did not hand the call over").await;
+            live::close_unbridged(
+                engine,
+                j.talk_id,
+                &j.state,
+                EndedBy::Engine,
+                "the flow did not hand the call over",
+            )
+            .await;
         }
         None => {}
     }
