@@ -1512,3 +1512,194 @@ async fn an_operator_joins_a_held_call_from_the_browser_and_the_elder_hears_them
     b.close().await;
     drop(app);
 }
+
+/// A call row as the engine leaves it, flagged: `live_on` names the node that
+/// holds the call with the elder on the line, `None` is a call that ended.
+async fn flag_call(app: &App, elder: i64, live_on: Option<&str>) -> i64 {
+    let pool = &app.db.pool;
+    let call: i64 = match live_on {
+        Some(node) => sqlx::query_scalar(
+            "INSERT INTO calls (elder_id, direction, purpose, status, flow, due_at, started_at, node_id, lease_expires_at)
+             VALUES ($1, 'inbound', 'help', 'in_progress', 'help_line', now(), now(), $2, now() + interval '1 hour') RETURNING id",
+        )
+        .bind(elder)
+        .bind(node)
+        .fetch_one(pool)
+        .await
+        .unwrap(),
+        None => sqlx::query_scalar(
+            "INSERT INTO calls (elder_id, direction, purpose, status, outcome, flow, due_at, started_at, ended_at)
+             VALUES ($1, 'inbound', 'help', 'completed', 'hung_up', 'help_line', now(), now(), now()) RETURNING id",
+        )
+        .bind(elder)
+        .fetch_one(pool)
+        .await
+        .unwrap(),
+    };
+    queue::flag(
+        pool,
+        &Flag {
+            call_id: call,
+            level: Level::Emergency,
+            categories: vec!["help_request".into()],
+            reasons: json!([{"category": "help_request", "evidence": "help", "rule": "test"}]),
+            elder_on_line: live_on.is_some(),
+        },
+        &SlaPolicy::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+async fn open_and_claim(b: &Browser, app: &App, esc: i64) {
+    b.c.goto(&format!("{}/#/e/{esc}", app.base)).await.unwrap();
+    b.wait(
+        "the claim button",
+        "return document.getElementById('claim') !== null",
+    )
+    .await;
+    b.click("#claim").await;
+    b.wait(
+        "the claim",
+        "return /You hold/.test(document.getElementById('status-line')?.textContent)",
+    )
+    .await;
+}
+
+/// A call held on another engine node is refused in words naming that node;
+/// an elder who has hung up is called back from the page: their device rings,
+/// they hear the recording notice, then the operator; they hang up, and the
+/// call back is recorded, audited and attached like a joined call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refused_in_words() {
+    let app = spawn_engine_app().await;
+    let pool = app.db.pool.clone();
+    let tmp = TempDir::new("callback");
+    let mic = tmp.0.join("operator-mic.wav");
+    write_bursts(&mic, 1000.0, 2.0);
+    let b = talking_browser(&mic).await;
+    b.login(&app.base, "ann").await;
+
+    // Held by node-b: this node (node-a) cannot join it, and says which can.
+    let (far, _) = enrol_device(&app, "tab-far").await;
+    let esc = flag_call(&app, far, Some("node-b")).await;
+    open_and_claim(&b, &app, esc).await;
+    b.wait(
+        "the talk button",
+        "const x = document.getElementById('talk-join'); return x !== null && !x.disabled",
+    )
+    .await;
+    b.click("#talk-join").await;
+    b.wait(
+        "the refusal naming the other node",
+        "return document.getElementById('talk')?.dataset.state === 'failed' && /another engine node.*node-b/.test(document.getElementById('talk-error')?.textContent)",
+    )
+    .await;
+
+    // The elder hung up: call back. Their phone answers, hears the notice
+    // begin, speaks (600 Hz) through the rest of it and on into the
+    // conversation, and hangs up.
+    let (elder, token) = enrol_device(&app, "tab-back").await;
+    let script = "answer_after_ms = 200\nmax_call_ms = 60000\n\
+         [[step]]\ndo = \"wait_for_prompt\"\nquiet_ms = 250\ntimeout_ms = 30000\n\
+         [[step]]\ndo = \"tone\"\nhz = 600\nms = 12000\n\
+         [[step]]\ndo = \"hang_up\"\n";
+    let mut sim = sim_phone(&app, "tab-back", &token, script, &tmp.0).await;
+    let elder_call = tokio::spawn(async move { sim.run_call().await });
+    let esc = flag_call(&app, elder, None).await;
+    open_and_claim(&b, &app, esc).await;
+    b.wait(
+        "call back enabled and talk disabled",
+        "const j = document.getElementById('talk-join'), c = document.getElementById('talk-callback'); return j !== null && j.disabled && c !== null && !c.disabled",
+    )
+    .await;
+    b.click("#talk-callback").await;
+    b.wait(
+        "the call back to be live",
+        "return document.getElementById('talk')?.dataset.state === 'live'",
+    )
+    .await;
+    b.wait(
+        "the elder hanging up",
+        "return document.getElementById('talk')?.dataset.state === 'ended' && /the elder hung up/.test(document.getElementById('talk-state')?.textContent)",
+    )
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(30), elder_call)
+        .await
+        .expect("the elder's phone finished the call")
+        .unwrap()
+        .unwrap();
+    assert!(report.answered);
+    assert!(
+        report.prompts_heard >= 1,
+        "the elder heard the notice: {report:?}"
+    );
+    let heard = tone_frames(&report.heard, 1000.0);
+    assert!(
+        heard >= 25,
+        "the elder heard the operator in only {heard} frames"
+    );
+
+    let (kind, status, ended_by, path, call): (String, String, Option<String>, Option<String>, i64) =
+        sqlx::query_as(
+            "SELECT kind, status, ended_by, recording_path, call_id FROM operator_talks WHERE escalation_id = $1",
+        )
+        .bind(esc)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (kind.as_str(), status.as_str(), ended_by.as_deref()),
+        ("callback", "ended", Some("elder"))
+    );
+    let mut wav = hound::WavReader::open(path.expect("the call back is recorded")).unwrap();
+    let all: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+    let left: Vec<i16> = all.iter().step_by(2).copied().collect();
+    assert!(
+        tone_frames(&left, 600.0) >= 25,
+        "the elder's channel lacks the elder"
+    );
+    // The call back is a call of its own, closed by the node that placed it.
+    let (purpose, call_status, outcome, node): (String, String, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT purpose, status, outcome, node_id FROM calls WHERE id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (
+            purpose.as_str(),
+            call_status.as_str(),
+            outcome.as_deref(),
+            node
+        ),
+        ("callback", "completed", Some("ok"), None)
+    );
+    let attempts: Vec<String> =
+        sqlx::query_scalar("SELECT status FROM call_attempts WHERE call_id = $1")
+            .bind(call)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(attempts, ["ended"]);
+    let actions: Vec<String> = sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE entity = 'escalation' AND entity_id = $1 AND action LIKE 'talk.%' ORDER BY id",
+    )
+    .bind(esc)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        actions[..3],
+        ["talk.call_back", "talk.connected", "talk.end"],
+        "{actions:?}"
+    );
+    b.wait(
+        "the call back listed with its recording",
+        "return document.querySelector('#talks audio[data-talk]') !== null && /Called back/.test(document.getElementById('talks').textContent)",
+    )
+    .await;
+    b.close().await;
+}

@@ -575,13 +575,14 @@ async function loadDetail(id) {
   return d;
 }
 
-async function refreshDetail() {
+/** Re-read the open item; re-render if it changed (or `force`: a conversation ended). */
+async function refreshDetail(force = false) {
   if (!state.detail) return;
   const id = state.detail.escalation.id;
   const before = state.detail.escalation.version;
   try {
     const d = await loadDetail(id);
-    if (d.escalation.version !== before && state.view === 'detail') {
+    if ((force || d.escalation.version !== before) && state.view === 'detail' && d.escalation.id === id) {
       saveDraftNow();
       renderDetail($('view'), d);
     }
@@ -641,7 +642,7 @@ function renderDetail(view, d) {
   const talk = talkPanel(e.id, {
     canJoin: mine && onLine,
     canCallBack: mine && !onLine && !!el.device_id,
-  }, () => setTimeout(refreshDetail, 300));
+  }, () => setTimeout(() => refreshDetail(true), 300));
 
   // Resolve form (or reopen for supervisors once resolved).
   let form = null;
