@@ -600,3 +600,249 @@ async fn live_events_arrive_for_new_escalations() {
     }
     assert!(buf.contains("event: escalation"));
 }
+
+// ───────────────────────── live talk ─────────────────────────
+
+mod talk {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{self, Message, client::IntoClientRequest};
+
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+
+    /// Log in for a cookie session: (cookie header, CSRF token).
+    async fn cookie_login(app: &App, user: &str) -> (String, String) {
+        let r: Value = app
+            .http
+            .post(format!("{}/api/v1/login", app.base))
+            .json(&json!({"username": user, "password": PW}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (
+            format!("vc_session={}", r["token"].as_str().unwrap()),
+            r["csrf_token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    async fn open(
+        app: &App,
+        id: i64,
+        cookie: &str,
+        csrf: Option<&str>,
+        origin: Option<&str>,
+    ) -> Result<Ws, tungstenite::Error> {
+        let mut url = format!(
+            "{}/api/v1/escalations/{id}/talk",
+            app.base.replace("http://", "ws://")
+        );
+        if let Some(c) = csrf {
+            url.push_str(&format!("?csrf={c}"));
+        }
+        let mut req = url.into_client_request().unwrap();
+        req.headers_mut().insert("cookie", cookie.parse().unwrap());
+        if let Some(o) = origin {
+            req.headers_mut().insert("origin", o.parse().unwrap());
+        }
+        tokio_tungstenite::connect_async(req)
+            .await
+            .map(|(ws, _)| ws)
+    }
+
+    fn refused_with(r: Result<Ws, tungstenite::Error>) -> u16 {
+        match r {
+            Err(tungstenite::Error::Http(resp)) => resp.status().as_u16(),
+            Err(e) => panic!("unexpected error {e}"),
+            Ok(_) => panic!("the upgrade was accepted"),
+        }
+    }
+
+    /// Next JSON message from the server, within 5 s.
+    async fn next(ws: &mut Ws) -> Value {
+        loop {
+            let m = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+                .await
+                .expect("a message within 5 s")
+                .expect("the socket is open")
+                .unwrap();
+            if let Message::Text(t) = m {
+                return serde_json::from_str(&t).unwrap();
+            }
+        }
+    }
+
+    async fn offer(ws: &mut Ws) {
+        let m = json!({"type": "offer", "sdp": "v=0\r\n", "mode": "join"});
+        ws.send(Message::Text(m.to_string().into())).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_talk_socket_checks_csrf_origin_claim_and_scope_and_says_why_in_words() {
+        let app = spawn_app().await;
+        let id = app.flagged(app.community_a, Level::Emergency, "help").await;
+        let (cookie, csrf) = cookie_login(&app, "ann").await;
+
+        // A cookie session without its CSRF token, or from another site, is
+        // refused before the upgrade; so is no session at all.
+        assert_eq!(refused_with(open(&app, id, &cookie, None, None).await), 403);
+        assert_eq!(
+            refused_with(open(&app, id, &cookie, Some("wrong"), None).await),
+            403
+        );
+        assert_eq!(
+            refused_with(open(&app, id, &cookie, Some(&csrf), Some("http://evil.example")).await),
+            403
+        );
+        assert_eq!(
+            refused_with(open(&app, id, "", Some(&csrf), None).await),
+            401
+        );
+
+        // Bad input is answered, not fatal; the offer is then checked.
+        let mut ws = open(&app, id, &cookie, Some(&csrf), None).await.unwrap();
+        ws.send(Message::Text("{nope".into())).await.unwrap();
+        let m = next(&mut ws).await;
+        assert_eq!(
+            (m["code"].as_str(), m["fatal"].as_bool()),
+            (Some("bad_json"), Some(false))
+        );
+        ws.send(Message::Text(r#"{"type":"dance"}"#.into()))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut ws).await["code"], "bad_message");
+        offer(&mut ws).await;
+        assert_eq!(next(&mut ws).await["state"], "connecting");
+        let m = next(&mut ws).await;
+        assert_eq!(m["code"], "not_claimed", "{m}");
+        assert!(
+            m["message"].as_str().unwrap().contains("claim escalation"),
+            "{m}"
+        );
+
+        // Held by another operator: the message names them.
+        let amy = app.login("amy").await;
+        let (s, _) = app
+            .post(&amy, &format!("/api/v1/escalations/{id}/claim"), json!({}))
+            .await;
+        assert_eq!(s, StatusCode::OK);
+        let mut ws = open(&app, id, &cookie, Some(&csrf), None).await.unwrap();
+        offer(&mut ws).await;
+        let _ = next(&mut ws).await;
+        let m = next(&mut ws).await;
+        assert_eq!(m["code"], "not_claimed");
+        assert!(
+            m["message"].as_str().unwrap().contains("held by amy"),
+            "{m}"
+        );
+
+        // Another unit's item answers like a missing one.
+        let (bob_cookie, bob_csrf) = cookie_login(&app, "bob").await;
+        let mut ws = open(&app, id, &bob_cookie, Some(&bob_csrf), None)
+            .await
+            .unwrap();
+        offer(&mut ws).await;
+        let _ = next(&mut ws).await;
+        assert_eq!(next(&mut ws).await["code"], "not_found");
+
+        // The claim holder on a node that runs no calls is told so.
+        let (amy_cookie, amy_csrf) = cookie_login(&app, "amy").await;
+        let mut ws = open(&app, id, &amy_cookie, Some(&amy_csrf), Some(&app.base))
+            .await
+            .unwrap();
+        offer(&mut ws).await;
+        let _ = next(&mut ws).await;
+        let m = next(&mut ws).await;
+        assert_eq!(m["code"], "calls_unavailable", "{m}");
+        // The socket is closed after a refusal.
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+            "{end:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn conversation_recordings_are_scoped_and_audited() {
+        let app = spawn_app().await;
+        let id = app.flagged(app.community_a, Level::Emergency, "help").await;
+        let ann = app.login("ann").await;
+        let bob = app.login("bob").await;
+        let (ann_id, call): (i64, i64) = sqlx::query_as(
+            "SELECT o.id, e.call_id FROM operators o, escalations e WHERE o.username = 'ann' AND e.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        // The app's data directory is the system temp directory.
+        let rel = format!(
+            "voicecare-api-talk-{}-{}.wav",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let path = std::env::temp_dir().join(&rel);
+        std::fs::write(&path, b"RIFF....WAVE").unwrap();
+        let talk: i64 = sqlx::query_scalar(
+            "INSERT INTO operator_talks (escalation_id, call_id, operator_id, kind, node_id, status, started_at, bridged_at, ended_at, ended_by, recording_path, recording_ms)
+             VALUES ($1, $2, $3, 'join', 'node-a', 'ended', now(), now(), now(), 'operator', $4, 1000) RETURNING id",
+        )
+        .bind(id)
+        .bind(call)
+        .bind(ann_id)
+        .bind(&rel)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        let r = app
+            .http
+            .get(format!("{}/api/v1/talks/{talk}/audio", app.base))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let r = app
+            .http
+            .get(format!("{}/api/v1/talks/{talk}/audio", app.base))
+            .bearer_auth(&ann)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "audio/wav");
+        assert_eq!(r.bytes().await.unwrap().as_ref(), b"RIFF....WAVE");
+        let listens: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM audit_events WHERE action = 'talk.listen' AND entity_id = $1 AND actor_id = $2",
+        )
+        .bind(id)
+        .bind(ann_id)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+        assert_eq!(listens, 1);
+        // The detail lists the conversation.
+        let (s, d) = app.get(&ann, &format!("/api/v1/escalations/{id}")).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(d["talks"][0]["id"], talk);
+        assert_eq!(d["talks"][0]["has_recording"], true);
+        assert_eq!(d["live"]["calls_here"], false);
+        // A conversation cannot jump from ended back to live.
+        let e = sqlx::query("UPDATE operator_talks SET status = 'live' WHERE id = $1")
+            .bind(talk)
+            .execute(&app.db.pool)
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("cannot go from ended to live"),
+            "{e}"
+        );
+        let _ = std::fs::remove_file(path);
+    }
+}

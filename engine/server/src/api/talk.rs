@@ -119,7 +119,8 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
     let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
     let writer = tokio::spawn(async move {
         while let Some(v) = out_rx.recv().await {
-            let last = v["type"] == "error" || v["state"] == "ended";
+            // A refusal or the end closes the socket; a bad message does not.
+            let last = (v["type"] == "error" && v["fatal"] != false) || v["state"] == "ended";
             if sink
                 .send(Message::Text(v.to_string().into()))
                 .await
@@ -156,7 +157,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
             }
             Ok(ClientMsg::Hangup) => return,
             Ok(ClientMsg::Candidate { .. }) => {
-                let _ = out.send(json!({"type": "error", "code": "bad_message", "message": "send the offer before candidates"}));
+                let _ = out.send(json!({"type": "error", "code": "bad_message", "message": "send the offer before candidates", "fatal": false}));
             }
             Err((code, message)) => {
                 let _ = out.send(
@@ -305,15 +306,16 @@ async fn drive(
     let fail = |s: TalkState| {
         let _ = state.send(s);
     };
+    // The claim first: it is what the operator can do something about.
+    let target = match talks::target(&app.pool, &scope, id, Utc::now()).await {
+        Ok(t) => t,
+        Err(e) => return fail(store_failure(e)),
+    };
     let Some(engine) = app.engine.clone() else {
         return fail(TalkState::Failed {
             code: "calls_unavailable",
             message: "this server does not run calls, so it cannot connect you to the elder; use the console of a node that runs calls".into(),
         });
-    };
-    let target = match talks::target(&app.pool, &scope, id, Utc::now()).await {
-        Ok(t) => t,
-        Err(e) => return fail(store_failure(e)),
     };
     if let Err(refused) = check(&engine, &target, mode) {
         return fail(refused);
