@@ -185,6 +185,8 @@ pub async fn converse(
         recording_ms: recording.as_ref().map(|(_, ms)| *ms),
     };
     store_end(engine, talk_id, &end).await;
+    metrics::counter!("voicecare_operator_talks_total", "ended_by" => ended_by.as_str())
+        .increment(1);
     tracing::info!(
         talk_id,
         ended_by = ended_by.as_str(),
@@ -282,9 +284,9 @@ impl Recorder {
                     std::collections::VecDeque::<i16>::new(),
                     std::collections::VecDeque::<i16>::new(),
                 );
-                let mut frames: i64 = 0;
+                let mut pairs: i64 = 0;
                 let mut pair = |l: i16, r: i16, w: &mut hound::WavWriter<_>| {
-                    frames += 1;
+                    pairs += 1;
                     w.write_sample(l)
                         .and_then(|_| w.write_sample(r))
                         .map_err(|e| e.to_string())
@@ -305,7 +307,7 @@ impl Recorder {
                     pair(l.unwrap_or(0), r.unwrap_or(0), &mut w)?;
                 }
                 w.finalize().map_err(|e| e.to_string())?;
-                Ok((frames / 16).min(i32::MAX as i64) as i32)
+                Ok((pairs / 16).min(i32::MAX as i64) as i32)
             };
             match write() {
                 Ok(ms) => Some((path, ms)),
@@ -497,4 +499,41 @@ pub async fn call_back(
         finish(CallEnd::Completed("ok")).await;
     }
     keeper.abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_recorder_writes_both_sides_side_by_side_and_pads_the_shorter() {
+        let dir = std::env::temp_dir().join(format!("voicecare-rec-{}", std::process::id()));
+        let path = dir.join("day").join("talk-1-2.wav");
+        let r = Recorder::start(path.clone());
+        // The elder sends three frames, the operator two (a lost packet).
+        for i in 0..3i16 {
+            r.tap
+                .send((Direction::AToB, vec![100 + i; 320]))
+                .await
+                .unwrap();
+            if i < 2 {
+                r.tap
+                    .send((Direction::BToA, vec![-200 - i; 320]))
+                    .await
+                    .unwrap();
+            }
+        }
+        let (written, ms) = r.finish().await.expect("a recording");
+        assert_eq!(written, path);
+        assert_eq!(ms, 60);
+        let mut wav = hound::WavReader::open(&path).unwrap();
+        assert_eq!(wav.spec().channels, 2);
+        let s: Vec<i16> = wav.samples::<i16>().map(Result::unwrap).collect();
+        assert_eq!(s.len(), 2 * 3 * 320);
+        assert_eq!((s[0], s[1]), (100, -200));
+        assert_eq!((s[2 * 320], s[2 * 320 + 1]), (101, -201));
+        // The operator's missing frame is silence at the end.
+        assert_eq!((s[2 * 640], s[2 * 640 + 1]), (102, 0));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -367,6 +367,10 @@ pub async fn run(
                 // The claim is checked (and the talk recorded) before the
                 // flow lets go of the elder: a refused join leaves them holding.
                 let JoinRequest { escalation_id, scope, operator, state, accepted } = req;
+                if operator.control().end_reason().is_some() {
+                    // The operator left while connecting: the elder keeps holding.
+                    continue;
+                }
                 match talks::start_join(&engine.pool, &scope, escalation_id, call_id, &engine.cfg.node_id, Utc::now()).await {
                     Ok(talk_id) => {
                         if accepted.send(Ok(talk_id)).is_ok() {
