@@ -1,0 +1,179 @@
+//! Operators' conversations with elders against a real PostgreSQL: only the
+//! claim holder starts one, one live conversation per call, every step
+//! audited, call backs are calls of their own.
+
+mod common;
+
+use chrono::{Duration, Utc};
+use voicecare_core::Level;
+use voicecare_store::StoreError;
+use voicecare_store::operators::Role;
+use voicecare_store::queue::{self, Flag, SlaPolicy};
+use voicecare_store::talks::{self, EndedBy, TalkEnd};
+use voicecare_store::testing::TestDb;
+
+async fn actions(pool: &sqlx::PgPool, escalation: i64) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT action FROM audit_events WHERE entity = 'escalation' AND entity_id = $1 ORDER BY id",
+    )
+    .bind(escalation)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn only_the_claim_holder_talks_one_conversation_at_a_time_and_each_step_is_audited() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let c = common::city(pool).await;
+    let ann = common::operator(pool, "ann", Role::Operator, c.street_a).await;
+    let amy = common::operator(pool, "amy", Role::Operator, c.street_a).await;
+    let bob = common::operator(pool, "bob", Role::Operator, c.street_b).await;
+    let call = common::elders_with_calls(pool, c.community_a, 1, "t").await[0];
+    let now = Utc::now();
+    let esc = queue::flag(
+        pool,
+        &Flag {
+            call_id: call,
+            level: Level::Emergency,
+            categories: vec!["help_request".into()],
+            reasons: serde_json::json!([{"category": "help_request", "evidence": "help", "rule": "t"}]),
+            elder_on_line: true,
+        },
+        &SlaPolicy::default(),
+        now,
+    )
+    .await
+    .unwrap();
+
+    // Unclaimed, another unit's, someone else's: refused, and nothing written.
+    let e = talks::start_join(pool, &ann, esc.id, call, "node-a", now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("claim escalation")),
+        "{e}"
+    );
+    let e = talks::target(pool, &bob, esc.id, now).await.unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e}");
+    queue::claim(pool, &amy, esc.id, Duration::seconds(60), now)
+        .await
+        .unwrap();
+    let e = talks::start_join(pool, &ann, esc.id, call, "node-a", now)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Conflict(m) if m.contains("held by amy")),
+        "{e}"
+    );
+    assert!(
+        talks::for_escalation(pool, esc.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // The holder joins; a second conversation on the same call cannot start.
+    let t = talks::target(pool, &amy, esc.id, now).await.unwrap();
+    assert_eq!((t.call_id, t.elder_on_line), (call, true));
+    let talk = talks::start_join(pool, &amy, esc.id, call, "node-a", now)
+        .await
+        .unwrap();
+    assert!(
+        talks::start_join(pool, &amy, esc.id, call, "node-a", now)
+            .await
+            .is_err()
+    );
+    let end = TalkEnd {
+        ended_by: EndedBy::Elder,
+        reason: "elder hung up",
+        recording_path: Some("recordings/x/talk.wav"),
+        recording_ms: Some(61_000),
+    };
+    talks::end(pool, talk, &end, now + Duration::seconds(61))
+        .await
+        .unwrap();
+    assert!(matches!(
+        talks::end(pool, talk, &end, now).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let details: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM audit_events WHERE action = 'talk.end' AND entity_id = $1",
+    )
+    .bind(esc.id)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(details["talk_ms"], 61_000);
+    assert_eq!(details["ended_by"], "elder");
+    assert_eq!(details["recorded"], true);
+
+    // The elder is off the line once; a second notice changes nothing.
+    assert!(talks::elder_left(pool, call, now).await.unwrap());
+    assert!(!talks::elder_left(pool, call, now).await.unwrap());
+
+    // Call back: a new outbound call held by the node, ringing, then live.
+    let (cb_call, cb) =
+        talks::start_callback(pool, &amy, esc.id, "node-a", Duration::seconds(30), now)
+            .await
+            .unwrap();
+    let (purpose, status, node): (String, String, Option<String>) =
+        sqlx::query_as("SELECT purpose, status, node_id FROM calls WHERE id = $1")
+            .bind(cb_call)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (purpose.as_str(), status.as_str(), node.as_deref()),
+        ("callback", "in_progress", Some("node-a"))
+    );
+    talks::connected(pool, cb, now).await.unwrap();
+    assert!(talks::connected(pool, cb, now).await.is_err());
+    let end = TalkEnd {
+        ended_by: EndedBy::Operator,
+        reason: "operator hung up",
+        recording_path: None,
+        recording_ms: None,
+    };
+    talks::end(pool, cb, &end, now).await.unwrap();
+    let list = talks::for_escalation(pool, esc.id).await.unwrap();
+    assert_eq!(
+        list.iter()
+            .map(|t| (t.kind.as_str(), t.status.as_str(), t.has_recording))
+            .collect::<Vec<_>>(),
+        [("join", "ended", true), ("callback", "ended", false)]
+    );
+    let a = actions(pool, esc.id).await;
+    let talk_actions: Vec<&str> = a
+        .iter()
+        .map(String::as_str)
+        .filter(|x| x.starts_with("talk.") || *x == "escalation.elder_left")
+        .collect();
+    assert_eq!(
+        talk_actions,
+        [
+            "talk.join",
+            "talk.end",
+            "escalation.elder_left",
+            "talk.call_back",
+            "talk.connected",
+            "talk.end"
+        ]
+    );
+
+    // Recordings: out of scope is not found; in scope is audited.
+    assert!(matches!(
+        talks::recording_path(pool, &bob, talk, now).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        talks::recording_path(pool, &amy, cb, now).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        talks::recording_path(pool, &amy, talk, now).await.unwrap(),
+        "recordings/x/talk.wav"
+    );
+    assert_eq!(actions(pool, esc.id).await.last().unwrap(), "talk.listen");
+}
