@@ -1471,7 +1471,7 @@ async fn an_operator_joins_a_held_call_from_the_browser_and_the_elder_hears_them
         "the elder's channel lacks the elder"
     );
 
-    // Audited, and the escalation no longer says the elder waits.
+    // Audited, and the escalation records that the elder has left the line.
     let actions: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_events WHERE entity = 'escalation' AND entity_id = $1 AND action LIKE 'talk.%' ORDER BY id",
     )
@@ -1485,12 +1485,16 @@ async fn an_operator_joins_a_held_call_from_the_browser_and_the_elder_hears_them
         actions[2..].iter().all(|a| a == "talk.listen"),
         "{actions:?}"
     );
-    let on_line: bool = sqlx::query_scalar("SELECT elder_on_line FROM escalations WHERE id = $1")
-        .bind(esc)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert!(!on_line);
+    let (on_line, left): (bool, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as("SELECT elder_on_line, elder_left_at FROM escalations WHERE id = $1")
+            .bind(esc)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(
+        on_line && left.is_some(),
+        "held, then left: {on_line} {left:?}"
+    );
     let (call_status, outcome): (String, Option<String>) = sqlx::query_as(
         "SELECT c.status, c.outcome FROM calls c JOIN escalations e ON e.call_id = c.id WHERE e.id = $1",
     )

@@ -275,12 +275,15 @@ pub async fn end(pool: &PgPool, talk_id: i64, end: &TalkEnd<'_>, now: DateTime<U
 }
 
 /// The elder of a held call is no longer on the line (hung up, or the
-/// operator's conversation ended): consoles stop offering "join".
+/// operator's conversation ended): `elder_left_at` is set and consoles, told
+/// by the change notice, offer a call back instead of joining.
+/// `elder_on_line` keeps saying that the flow held the elder for a person.
 pub async fn elder_left(pool: &PgPool, call_id: i64, now: DateTime<Utc>) -> Result<bool> {
     let n: Option<i64> = sqlx::query_scalar(
         "WITH e AS (
-             UPDATE escalations SET elder_on_line = false, version = version + 1
-             WHERE call_id = $1 AND status <> 'resolved' AND elder_on_line RETURNING id, elder_id
+             UPDATE escalations SET elder_left_at = $2, version = version + 1
+             WHERE call_id = $1 AND status <> 'resolved' AND elder_on_line AND elder_left_at IS NULL
+             RETURNING id, elder_id
          ), a AS (
              INSERT INTO audit_events (at, actor_kind, action, entity, entity_id, elder_id, details)
              SELECT $2, 'engine', 'escalation.elder_left', 'escalation', e.id, e.elder_id,

@@ -629,7 +629,7 @@ function renderDetail(view, d) {
     h('h1', {}, el.full_name, h('span', { class: 'muted' }, ` #${e.id}`)),
     h('span', { class: 'sla big', dataset: slaData(e) }, ''),
     h('p', { class: `status st-${e.status}`, id: 'status-line', role: 'status' }, statusLine),
-    e.elder_on_line ? h('p', { class: 'online' }, '☎ ', t('detail.onLine')) : null);
+    e.elder_on_line && c0.status === 'in_progress' ? h('p', { class: 'online' }, '☎ ', t('detail.onLine')) : null);
 
   const actions = h('div', { class: 'actions' },
     e.status === 'open' ? h('button', { type: 'button', class: 'primary', id: 'claim', onclick: () => claim(e.id) }, t('action.claim')) : null,
