@@ -1,11 +1,6 @@
 -- Live talk: an operator's browser leg bridged with the elder's leg, either by
 -- joining a call that kept the elder on the line or by calling the elder back.
 
--- `elder_on_line` says the flow kept the elder on the line for a person; this
--- says when they were no longer there (hung up, or the conversation ended),
--- after which consoles offer a call back instead of joining.
-ALTER TABLE escalations ADD COLUMN elder_left_at TIMESTAMPTZ;
-
 CREATE TABLE operator_talks (
     id              BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     escalation_id   BIGINT NOT NULL REFERENCES escalations(id),
