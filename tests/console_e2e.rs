@@ -154,7 +154,7 @@ async fn spawn_engine_app() -> App {
             "--asr-workers",
             "1",
         ])
-        .args(["--service-name", "Riverside Care"])
+        .args(["--service-name", "Riverside Care", "--ring-secs", "4"])
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -1705,5 +1705,45 @@ async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refus
         "return document.querySelector('#talks audio[data-talk]') !== null && /Called back/.test(document.getElementById('talks').textContent)",
     )
     .await;
+
+    // Nobody answers: the page says so, and the call back ends unreachable.
+    let (away, token) = enrol_device(&app, "tab-away").await;
+    let mut sim = sim_phone(&app, "tab-away", &token, "on_ring = \"ignore\"\n", &tmp.0).await;
+    let rang = tokio::spawn(async move { sim.run_call().await });
+    let esc = flag_call(&app, away, None).await;
+    open_and_claim(&b, &app, esc).await;
+    b.wait(
+        "call back enabled",
+        "const c = document.getElementById('talk-callback'); return c !== null && !c.disabled",
+    )
+    .await;
+    b.click("#talk-callback").await;
+    b.wait(
+        "ringing",
+        "return document.getElementById('talk')?.dataset.state === 'ringing'",
+    )
+    .await;
+    b.wait(
+        "no answer, in words",
+        "return document.getElementById('talk')?.dataset.state === 'failed' && /did not answer/.test(document.getElementById('talk-error')?.textContent)",
+    )
+    .await;
+    let report = tokio::time::timeout(Duration::from_secs(20), rang)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!report.answered);
+    let (status, call_status): (String, String) = sqlx::query_as(
+        "SELECT t.status, c.status FROM operator_talks t JOIN calls c ON c.id = t.call_id WHERE t.escalation_id = $1",
+    )
+    .bind(esc)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (status.as_str(), call_status.as_str()),
+        ("failed", "unreachable")
+    );
     b.close().await;
 }

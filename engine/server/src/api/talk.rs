@@ -181,9 +181,12 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
     ));
     let _ = out.send(json!({"type": "state", "state": "connecting"}));
     let leg = |slot: &Slot| slot.lock().ok().and_then(|s| s.clone());
+    // Once the page has gone, only the final state is awaited (to let the
+    // set-up or the bridge close things in order).
+    let mut page_open = true;
     loop {
         tokio::select! {
-            msg = stream.next() => match msg {
+            msg = stream.next(), if page_open => match msg {
                 Some(Ok(Message::Text(text))) => match parse(&text) {
                     Ok(ClientMsg::Candidate { candidate, sdp_mid, sdp_mline_index }) => {
                         if let Some(ctl) = leg(&slot)
@@ -209,6 +212,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
                 },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The page went away: the operator has left the conversation.
+                    page_open = false;
                     if !operator_left(&slot, &driver) {
                         break;
                     }

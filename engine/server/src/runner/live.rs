@@ -328,20 +328,56 @@ impl Recorder {
 }
 
 /// What the elder hears on answering a call back, before the operator: who
-/// is calling, and that the call is recorded.
-fn callback_notice(lang: &str, service: &str) -> (voicecare_core::flow::Lang, String) {
-    if lang == "zh" {
-        (
-            voicecare_core::flow::Lang::Zh,
+/// is calling, and that the call is recorded. `missed`: the operator had to
+/// leave while it rang, so the elder is told rather than hung up on in silence.
+fn callback_notice(
+    lang: &str,
+    service: &str,
+    missed: bool,
+) -> (voicecare_core::flow::Lang, String) {
+    use voicecare_core::flow::Lang;
+    match (lang == "zh", missed) {
+        (true, false) => (
+            Lang::Zh,
             format!("您好，这里是{service}。护理团队的工作人员给您回电话，通话会被录音。"),
-        )
-    } else {
-        (
-            voicecare_core::flow::Lang::En,
+        ),
+        (true, true) => (
+            Lang::Zh,
+            format!(
+                "您好，这里是{service}。抱歉，刚才给您打电话的工作人员有事走开了，护理团队会很快再给您打电话。"
+            ),
+        ),
+        (false, false) => (
+            Lang::En,
             format!(
                 "Hello, this is {service}. Someone from your care team is calling you back. This call is recorded."
             ),
-        )
+        ),
+        (false, true) => (
+            Lang::En,
+            format!(
+                "Hello, this is {service}. Sorry, the person calling you had to step away. Someone from your care team will call you again soon."
+            ),
+        ),
+    }
+}
+
+/// Play a call-back notice to the elder once their leg is up.
+async fn play_notice(engine: &Engine, elder: &mut CallLeg, lang: &str, missed: bool) {
+    if elder
+        .wait_connected(std::time::Duration::from_secs(10))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let (lang, text) = callback_notice(lang, &engine.cfg.service_name, missed);
+    let prompts = engine.prompts.clone();
+    match tokio::task::spawn_blocking(move || prompts.pcm(&text, None, lang, 0.9)).await {
+        Ok(Ok(pcm)) => {
+            let _ = elder.control().play(pcm).finished().await;
+        }
+        _ => tracing::warn!("call-back notice unavailable"),
     }
 }
 
@@ -450,7 +486,9 @@ pub async fn call_back(
     };
     set_attempt("answered", None).await;
     let elder_ctl = elder.control();
+    let mut elder = elder;
     if op_ctl.end_reason().is_some() {
+        play_notice(engine, &mut elder, &t.language, true).await;
         elder_ctl.hang_up();
         set_attempt("ended", Some("operator left before the elder answered")).await;
         close_unbridged(
@@ -469,22 +507,7 @@ pub async fn call_back(
         tracing::warn!(error = %e, "cannot mark the call back as answered");
     }
     let _ = state.send(TalkState::Answered { talk_id });
-    let mut elder = elder;
-    if elder
-        .wait_connected(std::time::Duration::from_secs(10))
-        .await
-        .is_ok()
-    {
-        let (lang, text) = callback_notice(&t.language, &engine.cfg.service_name);
-        let prompts = engine.prompts.clone();
-        let pcm = tokio::task::spawn_blocking(move || prompts.pcm(&text, None, lang, 0.9)).await;
-        match pcm {
-            Ok(Ok(pcm)) => {
-                let _ = elder_ctl.play(pcm).finished().await;
-            }
-            _ => tracing::warn!("call-back notice unavailable; bridging without it"),
-        }
-    }
+    play_notice(engine, &mut elder, &t.language, false).await;
     let by = converse(engine, call_id, talk_id, elder, operator, state, &mut lost).await;
     set_attempt(
         "ended",
