@@ -1747,3 +1747,38 @@ async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refus
     );
     b.close().await;
 }
+
+/// A browser that refuses the microphone gets the reason in words, and
+/// nothing is started on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_microphone_is_explained_in_words() {
+    let app = spawn_app().await;
+    let (elder, _) = enrol_device(&app, "tab-nomic").await;
+    let esc = flag_call(&app, elder, Some("node-a")).await;
+    let b = Browser::start_with(&[
+        "--use-fake-device-for-media-stream".into(),
+        "--deny-permission-prompts".into(),
+    ])
+    .await;
+    b.login(&app.base, "ann").await;
+    open_and_claim(&b, &app, esc).await;
+    b.wait(
+        "the talk button",
+        "const x = document.getElementById('talk-join'); return x !== null && !x.disabled",
+    )
+    .await;
+    // The keyboard way: `t` talks.
+    b.js("document.dispatchEvent(new KeyboardEvent('keydown', {key: 't'})); return true")
+        .await;
+    b.wait(
+        "the microphone refusal in words",
+        "return document.getElementById('talk')?.dataset.state === 'failed' && /did not allow the microphone/.test(document.getElementById('talk-error')?.textContent)",
+    )
+    .await;
+    let talks: i64 = sqlx::query_scalar("SELECT count(*) FROM operator_talks")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(talks, 0);
+    b.close().await;
+}

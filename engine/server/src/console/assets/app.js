@@ -1017,6 +1017,13 @@ function onKey(ev) {
         $('outcome').focus();
       }
       break;
+    case 't':
+      // Talk: join the call if the elder waits on the line, else call back.
+      if (inDetail) {
+        const go = [$('talk-join'), $('talk-callback')].find((x) => x && !x.disabled);
+        if (go) go.click();
+      }
+      break;
     case 's':
       toggleSound();
       break;
