@@ -11,6 +11,9 @@ import { h, clear, duration } from './dom.js';
 // How long to let the browser gather ICE candidates before sending the offer;
 // later ones are trickled.
 const GATHER_MS = 800;
+// Keep-alive on the signalling socket: proxies close WebSocket connections
+// that stay silent, and a closed socket hangs the call up.
+const PING_MS = 20000;
 
 const talk = {
   id: null, // escalation id of the conversation (active or last ended)
@@ -166,6 +169,10 @@ async function start(mode) {
     ws.addEventListener('error', () => reject(new Error('socket')), { once: true });
   });
   ws.addEventListener('message', (ev) => onMessage(ws, ev));
+  const ping = setInterval(() => {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'ping' }));
+    else if (ws.readyState > WebSocket.OPEN) clearInterval(ping);
+  }, PING_MS);
   ws.addEventListener('close', () => {
     if (talk.ws === ws && talking()) fail(t('talk.err.network'));
   });
