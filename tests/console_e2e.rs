@@ -1471,6 +1471,16 @@ async fn an_operator_joins_a_held_call_from_the_browser_and_the_elder_hears_them
         "the elder's channel lacks the elder"
     );
 
+    // The call is closed once the session has wound up after the bridge.
+    poll_i64(
+        &pool,
+        "the held call to be closed and the elder marked as gone",
+        30,
+        "SELECT e.id FROM escalations e JOIN calls c ON c.id = e.call_id
+         WHERE e.id = $1 AND c.status = 'completed' AND e.elder_left_at IS NOT NULL",
+        esc,
+    )
+    .await;
     // Audited, and the escalation records that the elder has left the line.
     let actions: Vec<String> = sqlx::query_scalar(
         "SELECT action FROM audit_events WHERE entity = 'escalation' AND entity_id = $1 AND action LIKE 'talk.%' ORDER BY id",
@@ -1586,6 +1596,41 @@ async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refus
     let b = talking_browser(&mic).await;
     b.login(&app.base, "ann").await;
 
+    // An elder who gives up waiting: the open page turns "talk" into "call
+    // back" by itself (the engine records that the elder left the line).
+    let (gone, token) = enrol_device(&app, "tab-gone").await;
+    let script = "call_in = true\nmax_call_ms = 60000\n\
+         [[step]]\ndo = \"wait_for_prompt\"\nquiet_ms = 1200\ntimeout_ms = 60000\n\
+         [[step]]\ndo = \"digits\"\nkeys = \"1\"\n\
+         [[step]]\ndo = \"silence\"\nms = 8000\n\
+         [[step]]\ndo = \"hang_up\"\n";
+    let mut sim = sim_phone(&app, "tab-gone", &token, script, &tmp.0).await;
+    let gave_up = tokio::spawn(async move { sim.run_call().await });
+    let esc = poll_i64(
+        &pool,
+        "the help request with the elder on the line",
+        90,
+        "SELECT id FROM escalations WHERE elder_id = $1 AND elder_on_line",
+        gone,
+    )
+    .await;
+    open_and_claim(&b, &app, esc).await;
+    b.wait(
+        "talk offered while the elder waits",
+        "const j = document.getElementById('talk-join'); return j !== null && !j.disabled",
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(30), gave_up)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    b.wait(
+        "call back offered once the elder has left, without a reload",
+        "const j = document.getElementById('talk-join'), c = document.getElementById('talk-callback'); return j !== null && j.disabled && c !== null && !c.disabled && !/waiting on the line/.test(document.querySelector('.detail-head').textContent)",
+    )
+    .await;
+
     // Held by node-b: this node (node-a) cannot join it, and says which can.
     let (far, _) = enrol_device(&app, "tab-far").await;
     let esc = flag_call(&app, far, Some("node-b")).await;
@@ -1666,6 +1711,14 @@ async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refus
         "the elder's channel lacks the elder"
     );
     // The call back is a call of its own, closed by the node that placed it.
+    poll_i64(
+        &pool,
+        "the call back to be closed",
+        30,
+        "SELECT id FROM calls WHERE id = $1 AND status <> 'in_progress'",
+        call,
+    )
+    .await;
     let (purpose, call_status, outcome, node): (String, String, Option<String>, Option<String>) =
         sqlx::query_as("SELECT purpose, status, outcome, node_id FROM calls WHERE id = $1")
             .bind(call)

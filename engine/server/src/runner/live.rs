@@ -472,15 +472,22 @@ pub async fn call_back(
                     "the call to the elder's device could not be set up",
                 ),
             };
+            // Everything is recorded before the page is told.
             set_attempt(status, Some(why)).await;
             op_ctl.hang_up();
-            close_unbridged(engine, talk_id, state, EndedBy::Engine, why).await;
+            let end = TalkEnd {
+                ended_by: EndedBy::Engine,
+                reason: why,
+                recording_path: None,
+                recording_ms: None,
+            };
+            store_end(engine, talk_id, &end).await;
+            finish(CallEnd::Unreachable).await;
+            keeper.abort();
             let _ = state.send(TalkState::Failed {
                 code,
                 message: why.to_string(),
             });
-            finish(CallEnd::Unreachable).await;
-            keeper.abort();
             return;
         }
     };
@@ -491,6 +498,7 @@ pub async fn call_back(
         play_notice(engine, &mut elder, &t.language, true).await;
         elder_ctl.hang_up();
         set_attempt("ended", Some("operator left before the elder answered")).await;
+        finish(CallEnd::Completed("hung_up")).await;
         close_unbridged(
             engine,
             talk_id,
@@ -499,7 +507,6 @@ pub async fn call_back(
             "operator left before the elder answered",
         )
         .await;
-        finish(CallEnd::Completed("hung_up")).await;
         keeper.abort();
         return;
     }

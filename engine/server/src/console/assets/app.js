@@ -569,7 +569,10 @@ function saveDraftNow() {
 
 async function loadDetail(id) {
   const d = await api('GET', `/api/v1/escalations/${id}`);
-  state.detail = d;
+  // A late answer about an item the operator has already left must not
+  // replace the one on screen.
+  const shown = /^#\/e\/(\d+)/.exec(location.hash);
+  if (!shown || Number(shown[1]) === id) state.detail = d;
   if (d.escalation.status === 'claimed' && d.escalation.claimed_by === state.me.id) trackLease(d.escalation);
   else state.leases.delete(d.escalation.id);
   return d;
@@ -582,7 +585,7 @@ async function refreshDetail(force = false) {
   const before = state.detail.escalation.version;
   try {
     const d = await loadDetail(id);
-    if ((force || d.escalation.version !== before) && state.view === 'detail' && d.escalation.id === id) {
+    if ((force || d.escalation.version !== before) && state.view === 'detail' && state.detail === d) {
       saveDraftNow();
       renderDetail($('view'), d);
     }
