@@ -89,7 +89,10 @@ pub struct Escalation {
     pub status: String,
     pub categories: Vec<String>,
     pub reasons: serde_json::Value,
+    /// The flow kept the elder on the line for an operator.
     pub elder_on_line: bool,
+    /// When a held elder left the line (hung up or the call ended).
+    pub elder_left_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub sla_deadline: DateTime<Utc>,
     pub first_claimed_at: Option<DateTime<Utc>>,
@@ -104,7 +107,7 @@ pub struct Escalation {
 }
 
 const COLS: &str = "e.id, e.call_id, e.elder_id, e.level, e.status, e.categories, e.reasons, e.elder_on_line,
-    e.created_at, e.sla_deadline, e.first_claimed_at, e.claimed_by, e.claimed_at, e.lease_expires_at,
+    e.elder_left_at, e.created_at, e.sla_deadline, e.first_claimed_at, e.claimed_by, e.claimed_at, e.lease_expires_at,
     e.resolved_by, e.resolved_at, e.outcome, e.resolution_notes, e.version";
 
 /// Scope test for an escalation aliased `e`: the elder's community lies under

@@ -304,7 +304,7 @@ function renderQueueRows() {
     },
     h('td', {}, levelBadge(it.level)),
     h('td', { class: 'elder' }, h('a', { href: `#/e/${it.id}` }, it.elder_name),
-      it.elder_on_line ? h('span', { class: 'online' }, ' ☎ ', t('detail.onLine')) : null),
+      it.elder_on_line && !it.elder_left_at ? h('span', { class: 'online' }, ' ☎ ', t('detail.onLine')) : null),
     h('td', {}, it.community),
     h('td', { class: 'why' }, firstEvidence(it)),
     h('td', { class: 'age', dataset: { since: it.created_at } }, ''),
