@@ -70,6 +70,8 @@ enum BenchCmd {
     Asr(cmd::asr_bench::AsrBenchArgs),
     /// Escalation claims per second against a raw SKIP LOCKED loop; NOTIFY latency.
     Queue(cmd::queue_bench::QueueBenchArgs),
+    /// Concurrent calls one node sustains with packet timing and turn latency in target.
+    Capacity(cmd::capacity_bench::CapacityBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -97,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench { which } => match which {
             BenchCmd::Asr(args) => cmd::asr_bench::run(args),
             BenchCmd::Queue(args) => rt().block_on(cmd::queue_bench::run(args)),
+            BenchCmd::Capacity(args) => rt().block_on(cmd::capacity_bench::run(db, args)),
         },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),

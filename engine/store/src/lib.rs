@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod bench;
 pub mod calls;
+pub mod cohort;
 pub mod db;
 pub mod dialer;
 pub mod elders;

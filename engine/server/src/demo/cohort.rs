@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use chrono::Utc;
 use sqlx::PgPool;
+use voicecare_store::cohort;
 
 /// A clip from `audio-fixtures/manifest.json` with the level it should raise.
 #[derive(Debug, Clone)]
@@ -141,8 +142,21 @@ pub fn clips(fixtures: &Path, out: &Path) -> anyhow::Result<Vec<Clip>> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    let all = manifest["clips"].as_array().cloned().unwrap_or_default();
+    // espeak-ng's Mandarin voice is too far from speech for whisper: it hears
+    // 救命啊，我摔倒了，起不来了 as "Qmin,我帅到,其不来人" and 胸口疼得厉害，喘不上气 as
+    // "顺口沉得了爱,善不善其", so the clip's label would describe words nobody
+    // can make out. Where a recorded voice says the same text, the cohort
+    // uses that recording instead.
+    let recorded = |text: &str| {
+        all.iter().any(|c| {
+            c["text"].as_str() == Some(text)
+                && c["voice"].as_str() != Some("espeak-ng")
+                && c["format"].as_str() == Some("flac")
+        })
+    };
     let mut by_level: Vec<Vec<Clip>> = vec![Vec::new(); LEVELS.len()];
-    for c in manifest["clips"].as_array().into_iter().flatten() {
+    for c in &all {
         let (Some(file), Some(lang), Some(level)) = (
             c["file"].as_str(),
             c["lang"].as_str(),
@@ -156,6 +170,12 @@ pub fn clips(fixtures: &Path, out: &Path) -> anyhow::Result<Vec<Clip>> {
         let Some(slot) = LEVELS.iter().position(|l| *l == level) else {
             continue;
         };
+        if c["voice"].as_str() == Some("espeak-ng")
+            && lang == "zh"
+            && c["text"].as_str().is_some_and(recorded)
+        {
+            continue;
+        }
         let audio = voicecare_media::load(&fixtures.join(file), None)
             .map_err(|e| anyhow::anyhow!("fixture {file}: {e}"))?;
         let wav = out.join(file.replace('/', "_")).with_extension("wav");
@@ -227,49 +247,28 @@ pub fn plan(n: usize, clips: &[Clip], tag: &str) -> Vec<Member> {
         .collect()
 }
 
+/// Enrol `m` in `community` with its device token.
 pub async fn enrol(pool: &PgPool, community: i64, m: &Member) -> anyhow::Result<i64> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
-         VALUES ($1, $2, $3, $4, $5) RETURNING id",
-    )
-    .bind(&m.name)
-    .bind(&m.device)
-    .bind(&m.lang)
-    .bind(&m.time_zone)
-    .bind(community)
-    .fetch_one(pool)
-    .await?;
     let hash = crate::runner::gateway::token_hash(&m.token);
-    voicecare_store::dialer::set_device_token(pool, &m.device, &hash, Utc::now()).await?;
-    Ok(id)
+    let elder = cohort::SimElder {
+        full_name: &m.name,
+        device_id: &m.device,
+        language: &m.lang,
+        time_zone: &m.time_zone,
+        community_id: community,
+    };
+    Ok(cohort::enrol(pool, &elder, &hash, Utc::now()).await?)
 }
 
 /// A daily window opening `offset_secs` from now in the elder's zone; two
 /// attempts one ladder minute apart.
-pub async fn schedule(
-    pool: &PgPool,
-    elder: i64,
-    zone: &str,
-    offset_secs: u64,
-) -> anyhow::Result<()> {
-    sqlx::query(
-        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
-         VALUES ($1, (now() AT TIME ZONE $2 + make_interval(secs => $3))::time,
-                     (now() AT TIME ZONE $2 + make_interval(secs => $3) + interval '3 hours')::time, 2, 1)",
-    )
-    .bind(elder)
-    .bind(zone)
-    .bind(offset_secs as f64)
-    .execute(pool)
-    .await?;
+pub async fn schedule(pool: &PgPool, elder: i64, zone: &str, offset_secs: u64) -> anyhow::Result<()> {
+    cohort::open_window(pool, elder, zone, offset_secs, 2, 1, Utc::now()).await?;
     Ok(())
 }
 
 /// Remove the cohort's schedules (its calls and escalations stay).
 pub async fn unschedule(pool: &PgPool, ids: &[i64]) -> anyhow::Result<()> {
-    sqlx::query("DELETE FROM checkin_schedules WHERE elder_id = ANY($1)")
-        .bind(ids)
-        .execute(pool)
-        .await?;
+    cohort::close_windows(pool, ids, Utc::now()).await?;
     Ok(())
 }

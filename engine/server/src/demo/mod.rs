@@ -101,43 +101,17 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     }
 
     // The engine: exactly `voicecare serve`, in this process.
-    let listen = if args.listen.port() == 0 {
-        let l = std::net::TcpListener::bind(args.listen)?;
-        l.local_addr()?
-    } else {
-        args.listen
-    };
-    let serve_db = DbArgs {
+    let engine = start_engine(EngineOpts {
+        db_url: db.url.clone(),
         data_dir: db_args.data_dir.clone(),
-        database_url: Some(db.url.clone()),
-    };
-    let serve_args = ServeOnly::try_parse_from([
-        "serve".to_string(),
-        "--listen".into(),
-        listen.to_string(),
-        "--media-bind".into(),
-        "127.0.0.1:0".into(),
-        "--flows-dir".into(),
-        args.flows_dir.display().to_string(),
-        "--node-id".into(),
-        "demo".into(),
-        "--dialer-tick-ms".into(),
-        "250".into(),
-        "--ladder-minute-ms".into(),
-        LADDER_MINUTE_MS.to_string(),
-        "--ring-secs".into(),
-        RING_SECS.to_string(),
-        "--max-calls-per-node".into(),
-        args.max_calls.to_string(),
-        "--asr-workers".into(),
-        args.asr_workers.to_string(),
-        "--service-name".into(),
-        "Riverside Care".into(),
-    ])?
-    .serve;
-    let sla = serve_args.sla();
-    let server = tokio::spawn(crate::cmd::serve::run(serve_db, serve_args));
-    wait_listening(listen, &server).await?;
+        listen: args.listen,
+        flows_dir: args.flows_dir.clone(),
+        node_id: "demo".into(),
+        max_calls: args.max_calls,
+        asr_workers: args.asr_workers,
+    })
+    .await?;
+    let (listen, sla, server) = (engine.listen, engine.sla, engine.server);
 
     println!();
     println!("  voicecare demo: {} simulated elders", members.len());
@@ -242,6 +216,72 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How to run the in-process engine.
+pub(crate) struct EngineOpts {
+    pub db_url: String,
+    pub data_dir: std::path::PathBuf,
+    pub listen: SocketAddr,
+    pub flows_dir: std::path::PathBuf,
+    pub node_id: String,
+    pub max_calls: i64,
+    pub asr_workers: u32,
+}
+
+pub(crate) struct Engine {
+    pub listen: SocketAddr,
+    pub sla: voicecare_store::queue::SlaPolicy,
+    pub server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Start `voicecare serve` in this process with the compressed day's timing
+/// and wait until it listens.
+pub(crate) async fn start_engine(o: EngineOpts) -> anyhow::Result<Engine> {
+    let listen = if o.listen.port() == 0 {
+        let l = std::net::TcpListener::bind(o.listen)?;
+        l.local_addr()?
+    } else {
+        o.listen
+    };
+    let serve_db = DbArgs {
+        data_dir: o.data_dir.clone(),
+        database_url: Some(o.db_url.clone()),
+    };
+    let serve_args = ServeOnly::try_parse_from([
+        "serve".to_string(),
+        "--listen".into(),
+        listen.to_string(),
+        "--media-bind".into(),
+        "127.0.0.1:0".into(),
+        "--flows-dir".into(),
+        o.flows_dir.display().to_string(),
+        "--node-id".into(),
+        o.node_id.clone(),
+        "--dialer-tick-ms".into(),
+        "250".into(),
+        "--ladder-minute-ms".into(),
+        LADDER_MINUTE_MS.to_string(),
+        "--ring-secs".into(),
+        RING_SECS.to_string(),
+        "--max-calls".into(),
+        o.max_calls.max(200).to_string(),
+        "--max-calls-per-node".into(),
+        o.max_calls.to_string(),
+        "--asr-workers".into(),
+        o.asr_workers.to_string(),
+        "--service-name".into(),
+        "Riverside Care".into(),
+    ])?
+    .serve;
+    let sla = serve_args.sla();
+    let server = tokio::spawn(crate::cmd::serve::run(serve_db, serve_args));
+    wait_listening(listen, &server).await?;
+    Ok(Engine {
+        listen,
+        sla,
+        server,
+    })
+}
+
 async fn wait_listening(
     addr: SocketAddr,
     server: &tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -262,7 +302,7 @@ async fn wait_listening(
 }
 
 /// (city id, community id) of a fresh demo organisation.
-async fn community(pool: &PgPool, tag: &str) -> anyhow::Result<(i64, i64)> {
+pub(crate) async fn community(pool: &PgPool, tag: &str) -> anyhow::Result<(i64, i64)> {
     let city = org::create(pool, None, UnitLevel::City, &format!("Demo City {tag}"))
         .await?
         .id;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use plotters::prelude::*;
 use serde::Serialize;
 use sqlx::PgPool;
+use voicecare_store::cohort;
 use voicecare_store::queue::SlaPolicy;
 
 use super::cohort::Member;
@@ -17,48 +18,10 @@ use super::sampler::Sample;
 /// Levels a reply can raise, most worrying first; `ok` is "nothing flagged".
 pub const LEVELS: [&str; 4] = ["emergency", "urgent", "watch", "ok"];
 
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Progress {
-    /// Calls rung at least once.
-    pub placed: i64,
-    /// Calls someone answered.
-    pub answered: i64,
-    /// Elders whose check-in is over (completed or unreachable).
-    pub done: i64,
-    /// Check-ins scheduled or in progress.
-    pub live: i64,
-    pub flagged: i64,
-    /// Escalations waiting for an operator.
-    pub queue: i64,
-}
+pub use voicecare_store::cohort::Progress;
 
 pub async fn progress(pool: &PgPool, ids: &[i64]) -> anyhow::Result<Progress> {
-    let (placed, answered, done, live, flagged, queue): (i64, i64, i64, i64, i64, i64) =
-        sqlx::query_as(
-            "SELECT
-               (SELECT count(DISTINCT a.call_id) FROM call_attempts a JOIN calls c ON c.id = a.call_id
-                 WHERE c.elder_id = ANY($1) AND a.callee = 'elder'),
-               (SELECT count(DISTINCT a.call_id) FROM call_attempts a JOIN calls c ON c.id = a.call_id
-                 WHERE c.elder_id = ANY($1) AND a.answered_at IS NOT NULL),
-               (SELECT count(DISTINCT elder_id) FROM calls
-                 WHERE elder_id = ANY($1) AND purpose = 'checkin' AND status IN ('completed', 'unreachable')),
-               (SELECT count(*) FROM calls
-                 WHERE elder_id = ANY($1) AND status = 'in_progress'
-                    OR elder_id = ANY($1) AND status = 'scheduled' AND due_at < now() + interval '30 minutes'),
-               (SELECT count(*) FROM escalations WHERE elder_id = ANY($1)),
-               (SELECT count(*) FROM escalations WHERE elder_id = ANY($1) AND status = 'open')",
-        )
-        .bind(ids)
-        .fetch_one(pool)
-        .await?;
-    Ok(Progress {
-        placed,
-        answered,
-        done,
-        live,
-        flagged,
-        queue,
-    })
+    Ok(cohort::progress(pool, ids).await?)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -134,47 +97,16 @@ pub async fn summarise(
 ) -> anyhow::Result<Summary> {
     let (turns, turn_respond_ms) = turn_latency(metrics);
     let ids: Vec<i64> = elders.iter().map(|e| e.0).collect();
-    let calls: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT elder_id, coalesce(outcome, status) FROM calls
-          WHERE elder_id = ANY($1) AND purpose = 'checkin'
-            AND NOT (status = 'scheduled' AND due_at > now() + interval '1 hour')
-          ORDER BY id",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    let attempts: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM call_attempts a JOIN calls c ON c.id = a.call_id WHERE c.elder_id = ANY($1)",
-    )
-    .bind(&ids)
-    .fetch_one(pool)
-    .await?;
-    let found: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (elder_id) elder_id, level FROM escalations
-          WHERE elder_id = ANY($1) ORDER BY elder_id, priority DESC",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    let found: BTreeMap<i64, String> = found.into_iter().collect();
-    let esc: Vec<(String, f64, bool)> = sqlx::query_as(
-        "SELECT level, extract(epoch FROM coalesce(first_claimed_at, now()) - created_at)::float8,
-                first_claimed_at IS NULL
-           FROM escalations WHERE elder_id = ANY($1) ORDER BY id",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-    let asr: Vec<(Option<i32>, Option<i32>)> = sqlx::query_as(
-        "SELECT u.asr_decode_ms, u.asr_queue_ms FROM utterances u JOIN calls c ON c.id = u.call_id
-          WHERE c.elder_id = ANY($1) AND u.speaker = 'elder' ORDER BY u.id",
-    )
-    .bind(&ids)
-    .fetch_all(pool)
-    .await?;
-
+    let r = cohort::results(pool, &ids).await?;
+    let (calls, attempts, found) = (&r.calls, r.attempts, &r.highest);
+    let esc: Vec<(String, f64, bool)> = r
+        .flags
+        .iter()
+        .map(|f| (f.level.clone(), f.wait_secs, !f.claimed))
+        .collect();
+    let asr = &r.asr;
     let mut outcomes = BTreeMap::new();
-    for (_, o) in &calls {
+    for (_, o) in calls {
         *outcomes.entry(o.clone()).or_insert(0) += 1;
     }
     let per_elder: Vec<ElderResult> = elders

@@ -1,0 +1,604 @@
+//! `voicecare bench capacity`: how many concurrent check-in calls one node
+//! sustains with packet timing clean and turns answered in time.
+//!
+//! The engine is `voicecare serve` in this process (as in `voicecare demo`);
+//! each step enrols N simulated elders whose windows open together, so the
+//! dialer rings N real WebRTC phones on loopback at once. Every phone answers
+//! the whole daily check-in with a fine reply and plain follow-ups, and times,
+//! from its side of the line:
+//!
+//! * packet timing: the gap between consecutive 20 ms frames it receives;
+//!   jitter is |gap − 20 ms|. The peer is an idle pair of legs in the same
+//!   process sending silence through the same step, so the ratio separates
+//!   what the engine's load does to media from what the machine does anyway.
+//! * turn latency: from the end of its speech to the first audio of the
+//!   engine's reply, minus the flow's end-of-utterance silence (the
+//!   endpointer must hear that much quiet before it may take the turn).
+//!
+//! A step passes when p99 jitter < 5 ms and p95 turn latency <= 800 ms. The
+//! largest passing step, over the mean call length, gives calls per hour per
+//! core.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::Args;
+use serde::Serialize;
+use voicecare_telephony::audio::rms;
+use voicecare_telephony::leg::LegConfig;
+use voicecare_telephony::signalling::{ClientConfig, DeviceClient, DeviceToken};
+use voicecare_telephony::{CallLeg, LegEvent};
+
+use crate::config::DbArgs;
+use crate::demo::cohort::{self, Behaviour, Member};
+
+#[derive(Debug, Clone, Args)]
+pub struct CapacityBenchArgs {
+    /// Concurrent calls to try, in order.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,6,8,12,16")]
+    pub steps: Vec<u32>,
+    /// Keep stepping after a step misses a target.
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Whisper workers on the node.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub asr_workers: u32,
+    /// Target: p99 packet jitter below this many ms.
+    #[arg(long, default_value_t = 5.0)]
+    pub jitter_p99_ms: f64,
+    /// Target: p95 turn latency (endpointing silence excluded) at most this many ms.
+    #[arg(long, default_value_t = 800.0)]
+    pub turn_p95_ms: f64,
+    /// Print the result as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, default_value = "ivr-flows")]
+    pub flows_dir: PathBuf,
+    /// Clips and their manifest (`manifest.json`).
+    #[arg(long, default_value = "audio-fixtures")]
+    pub fixtures: PathBuf,
+}
+
+/// The daily check-in's end-of-utterance silence (ivr-flows/daily_checkin.toml).
+const FLOW: &str = "daily_checkin";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub calls: u32,
+    /// Most calls answered at the same moment.
+    pub concurrent: u32,
+    pub completed: u32,
+    pub turns: usize,
+    pub turn_p50_ms: f64,
+    pub turn_p95_ms: f64,
+    pub jitter_p50_ms: f64,
+    pub jitter_p99_ms: f64,
+    /// The idle legs' p99 jitter through the same step, and the ratio.
+    pub idle_jitter_p99_ms: f64,
+    pub jitter_ratio: f64,
+    /// Mean answered call length, seconds.
+    pub call_secs: f64,
+    pub cpu_pct: f64,
+    pub passed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Capacity {
+    pub cores: usize,
+    pub asr_workers: u32,
+    pub target_jitter_p99_ms: f64,
+    pub target_turn_p95_ms: f64,
+    pub steps: Vec<Step>,
+    /// The largest step that passed, and what it means per hour.
+    pub sustained_calls: u32,
+    pub calls_per_hour: f64,
+    pub calls_per_hour_per_core: f64,
+}
+
+/// What one simulated phone measured on one call.
+#[derive(Default)]
+struct CallTiming {
+    answered: Option<Instant>,
+    ended: Option<Instant>,
+    gaps_ms: Vec<f64>,
+    turns_ms: Vec<f64>,
+}
+
+pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.steps.is_empty() && args.steps.iter().all(|&n| n > 0),
+        "--steps: give one or more positive call counts, e.g. 1,2,4,8"
+    );
+    let flow_path = args.flows_dir.join(format!("{FLOW}.toml"));
+    let flow_text = std::fs::read_to_string(&flow_path)
+        .with_context(|| format!("cannot read {}", flow_path.display()))?;
+    let eou_ms = end_of_utterance_ms(&flow_text)
+        .with_context(|| format!("{}: no end_of_utterance_ms", flow_path.display()))?;
+
+    let embedded = db_args
+        .database_url
+        .as_deref()
+        .is_none_or(|u| u.trim().is_empty());
+    if embedded && db_args.data_dir == std::path::Path::new(".voicecare") {
+        let dir = db_args.data_dir.join("bench-capacity");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("cannot clear {}", dir.display()))?;
+        }
+        db_args.data_dir = dir;
+    }
+    std::fs::create_dir_all(&db_args.data_dir)?;
+    let db = crate::db::open(&db_args, 10).await?;
+    let pool = db.pool.clone();
+
+    let wav_dir = db_args.data_dir.join("demo-clips");
+    std::fs::create_dir_all(&wav_dir)?;
+    let clips = cohort::clips(&args.fixtures, &wav_dir)?;
+    let fine = clips
+        .iter()
+        .find(|c| c.level == "ok" && c.lang == "en")
+        .context("no fine English clip in the fixtures")?
+        .clone();
+    let answers = cohort::answers(&wav_dir)?;
+    let tag = Utc::now().format("%Y%m%d%H%M%S").to_string();
+    let unit = crate::demo::community(&pool, &format!("capacity {tag}")).await?;
+
+    let max = *args.steps.iter().max().unwrap_or(&1);
+    let engine = crate::demo::start_engine(crate::demo::EngineOpts {
+        db_url: db.url.clone(),
+        data_dir: db_args.data_dir.clone(),
+        listen: "127.0.0.1:0".parse()?,
+        flows_dir: args.flows_dir.clone(),
+        node_id: "capacity".into(),
+        max_calls: max as i64,
+        asr_workers: args.asr_workers,
+    })
+    .await?;
+    let ws = format!("ws://{}/v1/devices/ws", engine.listen);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    let mut steps: Vec<Step> = Vec::new();
+    for (si, &n) in args.steps.iter().enumerate() {
+        // Enrol and register N phones, then open their windows together.
+        let mut ids = Vec::new();
+        let mut phones = Vec::new();
+        for i in 0..n {
+            let device = format!("cap-{tag}-{si}-{i:03}");
+            let m = Member {
+                name: format!("Capacity Elder {}", i + 1),
+                token: format!("token-{device}-{}", rand::random::<u64>()),
+                device,
+                lang: "en".into(),
+                time_zone: "Europe/London".into(),
+                behaviour: Behaviour::Speaks(fine.clone()),
+            };
+            let id = cohort::enrol(&pool, unit.1, &m).await?;
+            ids.push(id);
+            let mut cfg = ClientConfig::new(ws.clone(), &m.device, DeviceToken::new(&m.token));
+            cfg.leg = LegConfig::loopback();
+            let (client, rings) = DeviceClient::connect(cfg)
+                .await
+                .with_context(|| format!("simulated phone {} did not register", m.device))?;
+            let mut replies = vec![read_wav(&fine.wav)?];
+            for a in &answers.en {
+                replies.push(read_wav(a)?);
+            }
+            phones.push(tokio::spawn(phone_call(client, rings, replies, eou_ms)));
+        }
+        let cpu0 = cpu_ticks();
+        let t0 = Instant::now();
+        for id in &ids {
+            cohort::schedule(&pool, *id, "Europe/London", 2).await?;
+        }
+        let idle = tokio::spawn(idle_legs());
+        let mut timings = Vec::new();
+        for p in phones {
+            match tokio::time::timeout(Duration::from_secs(300), p).await {
+                Ok(Ok(Ok(t))) => timings.push(t),
+                Ok(Ok(Err(e))) => eprintln!("a simulated phone failed: {e:#}"),
+                Ok(Err(e)) => eprintln!("a simulated phone panicked: {e}"),
+                Err(_) => eprintln!("a call did not finish within 300 s"),
+            }
+        }
+        let wall = t0.elapsed().as_secs_f64();
+        let cpu_pct = match (cpu0, cpu_ticks()) {
+            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / 100.0 / wall * 100.0,
+            _ => 0.0,
+        };
+        idle.abort();
+        let idle_gaps = match idle.await {
+            Ok(g) => g,
+            Err(_) => IDLE.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default(),
+        };
+        cohort::unschedule(&pool, &ids).await?;
+
+        let step = score(n, &timings, &idle_gaps, cpu_pct, &args);
+        let passed = step.passed;
+        if !args.json {
+            if si == 0 {
+                print_header();
+            }
+            print_row(&step);
+        }
+        steps.push(step);
+        if !passed && !args.keep_going {
+            break;
+        }
+    }
+
+    let best = steps
+        .iter()
+        .filter(|s| s.passed)
+        .max_by_key(|s| s.calls)
+        .cloned();
+    let (sustained, per_hour) = match &best {
+        Some(s) if s.call_secs > 0.0 => (s.calls, s.calls as f64 * 3600.0 / s.call_secs),
+        _ => (0, 0.0),
+    };
+    let result = Capacity {
+        cores,
+        asr_workers: args.asr_workers,
+        target_jitter_p99_ms: args.jitter_p99_ms,
+        target_turn_p95_ms: args.turn_p95_ms,
+        steps,
+        sustained_calls: sustained,
+        calls_per_hour: per_hour,
+        calls_per_hour_per_core: per_hour / cores as f64,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!();
+        println!(
+            "sustained: {} concurrent calls on {} cores ({} whisper workers): {:.0} calls/hour, {:.0} calls/hour/core",
+            result.sustained_calls,
+            cores,
+            args.asr_workers,
+            result.calls_per_hour,
+            result.calls_per_hour_per_core
+        );
+    }
+    engine.server.abort();
+    drop(pool);
+    db.close().await?;
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "{:>5} {:>5} {:>5} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>6}  result",
+        "calls",
+        "conc",
+        "done",
+        "turns",
+        "turn p50",
+        "turn p95",
+        "jit p99",
+        "idle p99",
+        "jit ratio",
+        "call s",
+        "cpu %",
+        ""
+    );
+}
+
+fn print_row(s: &Step) {
+    println!(
+        "{:>5} {:>5} {:>5} {:>6} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>7.0} {:>6}  {}",
+        s.calls,
+        s.concurrent,
+        s.completed,
+        s.turns,
+        s.turn_p50_ms,
+        s.turn_p95_ms,
+        s.jitter_p99_ms,
+        s.idle_jitter_p99_ms,
+        s.jitter_ratio,
+        s.call_secs,
+        s.cpu_pct,
+        "",
+        if s.passed { "pass" } else { "MISS" }
+    );
+}
+
+fn score(n: u32, t: &[CallTiming], idle_gaps: &[f64], cpu_pct: f64, args: &CapacityBenchArgs) -> Step {
+    let mut jit: Vec<f64> = t
+        .iter()
+        .flat_map(|c| c.gaps_ms.iter().map(|g| (g - 20.0).abs()))
+        .collect();
+    let mut idle: Vec<f64> = idle_gaps.iter().map(|g| (g - 20.0).abs()).collect();
+    let mut turns: Vec<f64> = t.iter().flat_map(|c| c.turns_ms.iter().copied()).collect();
+    // Most calls answered at once: sweep over answer (+1) and end (-1) instants.
+    let mut edges: Vec<(Instant, i32)> = Vec::new();
+    for c in t {
+        if let (Some(a), Some(e)) = (c.answered, c.ended) {
+            edges.push((a, 1));
+            edges.push((e, -1));
+        }
+    }
+    edges.sort();
+    let (mut live, mut concurrent) = (0, 0);
+    for (_, d) in edges {
+        live += d;
+        concurrent = concurrent.max(live);
+    }
+    let lens: Vec<f64> = t
+        .iter()
+        .filter_map(|c| Some(c.ended?.duration_since(c.answered?).as_secs_f64()))
+        .collect();
+    let completed = lens.len() as u32;
+    let jitter_p99 = quantile(&mut jit, 0.99);
+    let idle_p99 = quantile(&mut idle, 0.99);
+    let turn_p95 = quantile(&mut turns, 0.95);
+    Step {
+        calls: n,
+        concurrent: concurrent as u32,
+        completed,
+        turns: turns.len(),
+        turn_p50_ms: quantile(&mut turns, 0.5),
+        turn_p95_ms: turn_p95,
+        jitter_p50_ms: quantile(&mut jit, 0.5),
+        jitter_p99_ms: jitter_p99,
+        idle_jitter_p99_ms: idle_p99,
+        jitter_ratio: if idle_p99 > 0.0 {
+            jitter_p99 / idle_p99
+        } else {
+            f64::NAN
+        },
+        call_secs: if lens.is_empty() {
+            0.0
+        } else {
+            lens.iter().sum::<f64>() / lens.len() as f64
+        },
+        cpu_pct,
+        // Every call must have happened, all at once, and been measured.
+        passed: completed == n
+            && concurrent as u32 == n
+            && !turns.is_empty()
+            && jitter_p99 < args.jitter_p99_ms
+            && turn_p95 <= args.turn_p95_ms,
+    }
+}
+
+/// Nearest-rank quantile; NaN for no data.
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let i = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1;
+    v[i]
+}
+
+fn read_wav(path: &std::path::Path) -> anyhow::Result<Vec<i16>> {
+    voicecare_telephony::sim::read_wav_16k(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// The call-wide end-of-utterance silence of a flow file.
+fn end_of_utterance_ms(flow: &str) -> Option<f64> {
+    let f = voicecare_core::flow::parse_flow(FLOW, flow).ok()?;
+    Some(f.settings.end_of_utterance_ms as f64)
+}
+
+/// Loud enough to be a prompt rather than comfort noise or silence.
+const LOUD_RMS: f32 = 500.0;
+const FRAME_MS: u64 = 20;
+
+/// One check-in from the phone's side: answer, wait for each question, say
+/// the next reply, and time the gaps between frames and each turn.
+async fn phone_call(
+    // Held for the call: dropping it would unregister the device.
+    _client: DeviceClient,
+    mut rings: tokio::sync::mpsc::Receiver<voicecare_telephony::signalling::RingingCall>,
+    replies: Vec<Vec<i16>>,
+    eou_ms: f64,
+) -> anyhow::Result<CallTiming> {
+    let ring = rings.recv().await.context("signalling connection lost")?;
+    ring.ringing();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut leg = ring.answer().await?;
+    leg.wait_connected(Duration::from_secs(10)).await?;
+    let answered = Instant::now();
+    let control = leg.control();
+    let (_, mut events) = leg.split();
+    let heard = Arc::new(Mutex::new(Heard::default()));
+    let (tick_tx, mut tick) = tokio::sync::watch::channel(0u64);
+    let listener = {
+        let heard = heard.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while let Some(ev) = events.recv().await {
+                let now = Instant::now();
+                match ev {
+                    LegEvent::Audio(frame) => {
+                        let loud = rms(&frame) > LOUD_RMS;
+                        let mut h = heard.lock().unwrap_or_else(|p| p.into_inner());
+                        if let Some(prev) = h.last {
+                            h.gaps_ms
+                                .push(now.duration_since(prev).as_secs_f64() * 1000.0);
+                        }
+                        h.last = Some(now);
+                        h.frames.push((now, loud));
+                        if loud {
+                            h.quiet_ms = 0;
+                        } else {
+                            h.quiet_ms += FRAME_MS;
+                        }
+                        n += 1;
+                        let _ = tick_tx.send(n);
+                    }
+                    LegEvent::Ended(_) => break,
+                    _ => {}
+                }
+            }
+        })
+    };
+    let mut timing = CallTiming {
+        answered: Some(answered),
+        ..CallTiming::default()
+    };
+    let mut since = answered;
+    for reply in &replies {
+        if !wait_prompt(&heard, &mut tick, since).await {
+            break;
+        }
+        let trailing_ms = trailing_quiet_ms(reply);
+        control.play(reply.clone()).finished().await;
+        // The last loud sample left the phone this long before playback ended.
+        let spoke_until = Instant::now() - Duration::from_millis(trailing_ms);
+        since = Instant::now();
+        // The reply: the first loud frame after our speech.
+        let first = tokio::time::timeout(Duration::from_secs(30), async {
+            loop {
+                {
+                    let h = heard.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some((t, _)) = h.frames.iter().find(|(t, l)| *l && *t > spoke_until) {
+                        return *t;
+                    }
+                }
+                if tick.changed().await.is_err() {
+                    return Instant::now();
+                }
+            }
+        })
+        .await;
+        if let Ok(t) = first {
+            let ms = t.duration_since(spoke_until).as_secs_f64() * 1000.0 - eou_ms;
+            timing.turns_ms.push(ms);
+        }
+    }
+    // Stay on the line until the engine says goodbye and hangs up.
+    let _ = tokio::time::timeout(Duration::from_secs(60), control.ended()).await;
+    control.hang_up();
+    timing.ended = Some(Instant::now());
+    let _ = listener.await;
+    timing.gaps_ms = std::mem::take(&mut heard.lock().unwrap_or_else(|p| p.into_inner()).gaps_ms);
+    Ok(timing)
+}
+
+/// What a phone has heard so far.
+#[derive(Default)]
+struct Heard {
+    last: Option<Instant>,
+    quiet_ms: u64,
+    /// (arrival, loud) of every frame.
+    frames: Vec<(Instant, bool)>,
+    /// Time between consecutive frames, ms.
+    gaps_ms: Vec<f64>,
+}
+
+/// Wait for a prompt to play and end: loud audio after `since`, then 1.5 s
+/// of quiet. False when none comes within 30 s or the call ends.
+async fn wait_prompt(
+    heard: &Mutex<Heard>,
+    tick: &mut tokio::sync::watch::Receiver<u64>,
+    since: Instant,
+) -> bool {
+    let until = Instant::now() + Duration::from_secs(30);
+    loop {
+        {
+            let h = heard.lock().unwrap_or_else(|p| p.into_inner());
+            let loud_after = h.frames.iter().rev().any(|(t, l)| *l && *t > since);
+            if loud_after && h.quiet_ms >= 1500 {
+                return true;
+            }
+        }
+        if Instant::now() > until {
+            return false;
+        }
+        let r = tokio::time::timeout(Duration::from_millis(200), tick.changed()).await;
+        if matches!(r, Ok(Err(_))) {
+            return false;
+        }
+    }
+}
+
+/// Milliseconds of quiet at the end of a clip.
+fn trailing_quiet_ms(pcm: &[i16]) -> u64 {
+    let frame = 320;
+    let loud_frames = pcm
+        .chunks(frame)
+        .rposition(|f| rms(f) > LOUD_RMS)
+        .map_or(0, |i| i + 1);
+    let quiet_frames = pcm.len().div_ceil(frame) - loud_frames;
+    quiet_frames as u64 * FRAME_MS
+}
+
+/// Frame gaps heard by the idle pair, kept here when the step aborts it.
+static IDLE: Mutex<Vec<f64>> = Mutex::new(Vec::new());
+
+/// The peer: two legs in this process connected over loopback, one sending
+/// silence to the other until aborted; the receiver's frame gaps.
+async fn idle_legs() -> Vec<f64> {
+    if let Ok(mut g) = IDLE.lock() {
+        g.clear();
+    }
+    let cfg = LegConfig::loopback();
+    let run = async {
+        let out = CallLeg::offer(&cfg).await?;
+        let (mut rx, sdp) = CallLeg::answer(&cfg, out.sdp()).await?;
+        let mut tx = out.accept_answer(&sdp).await?;
+        tx.wait_connected(Duration::from_secs(10)).await?;
+        rx.wait_connected(Duration::from_secs(10)).await?;
+        let _keep = tx;
+        let mut last: Option<Instant> = None;
+        while let Some(ev) = rx.next_event().await {
+            if let LegEvent::Audio(_) = ev {
+                let now = Instant::now();
+                if let Some(p) = last {
+                    if let Ok(mut g) = IDLE.lock() {
+                        g.push(now.duration_since(p).as_secs_f64() * 1000.0);
+                    }
+                }
+                last = Some(now);
+            }
+        }
+        Ok::<_, voicecare_telephony::TelephonyError>(())
+    };
+    if let Err(e) = run.await {
+        eprintln!("the idle peer legs failed: {e}");
+    }
+    IDLE.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default()
+}
+
+/// utime + stime of this process (engine and phones), in clock ticks.
+fn cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&mut v, 0.99), 99.0);
+        assert_eq!(quantile(&mut v, 0.5), 50.0);
+        assert!(quantile(&mut [], 0.5).is_nan());
+    }
+
+    #[test]
+    fn the_flows_end_of_utterance_silence_is_read() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ivr-flows/daily_checkin.toml"),
+        )
+        .unwrap();
+        assert_eq!(end_of_utterance_ms(&text), Some(1200.0));
+    }
+
+    #[test]
+    fn trailing_quiet_counts_whole_frames_after_the_last_loud_one() {
+        let mut pcm = vec![8000i16; 320 * 3];
+        pcm.extend(vec![0i16; 320 * 5]);
+        assert_eq!(trailing_quiet_ms(&pcm), 100);
+        assert_eq!(trailing_quiet_ms(&[0; 640]), 40);
+    }
+}
