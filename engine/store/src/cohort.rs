@@ -193,8 +193,8 @@ pub struct Results {
     /// Claims of the cohort's calls per node (a call rescued from a dead node
     /// and claimed again counts for both).
     pub calls_by_node: BTreeMap<String, i64>,
-    /// Elders with more than one check-in call in progress at once, or rung
-    /// while another of their calls was answered: should be none.
+    /// Rings of an elder that overlapped another ring of the same elder
+    /// (interrupted ones aside): should be none.
     pub double_calls: i64,
 }
 
@@ -244,13 +244,15 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
     .bind(elders)
     .fetch_all(pool)
     .await?;
-    // Two rings of the same elder whose spans overlap in time.
+    // Two rings of the same elder whose spans overlap in time. A ring cut
+    // off by a dead node ends when its call is rescued, not when its
+    // replacement rings, so interrupted attempts are left out.
     let double_calls: i64 = sqlx::query_scalar(
         "SELECT count(DISTINCT a.call_id) FROM call_attempts a
            JOIN calls c ON c.id = a.call_id
-           JOIN call_attempts b ON b.id <> a.id AND b.callee = 'elder'
+           JOIN call_attempts b ON b.id <> a.id AND b.callee = 'elder' AND b.status <> 'interrupted'
            JOIN calls d ON d.id = b.call_id AND d.elder_id = c.elder_id
-          WHERE c.elder_id = ANY($1) AND a.callee = 'elder'
+          WHERE c.elder_id = ANY($1) AND a.callee = 'elder' AND a.status <> 'interrupted'
             AND tstzrange(a.started_at, coalesce(a.ended_at, now()))
              && tstzrange(b.started_at, coalesce(b.ended_at, now()))",
     )

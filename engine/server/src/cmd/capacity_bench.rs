@@ -211,7 +211,10 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         idle.abort();
         let idle_gaps = match idle.await {
             Ok(g) => g,
-            Err(_) => IDLE.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default(),
+            Err(_) => IDLE
+                .lock()
+                .map(|mut g| std::mem::take(&mut *g))
+                .unwrap_or_default(),
         };
         cohort::unschedule(&pool, &ids).await?;
 
@@ -304,7 +307,13 @@ fn print_row(s: &Step) {
     );
 }
 
-fn score(n: u32, t: &[CallTiming], idle_gaps: &[f64], cpu_pct: f64, args: &CapacityBenchArgs) -> Step {
+fn score(
+    n: u32,
+    t: &[CallTiming],
+    idle_gaps: &[f64],
+    cpu_pct: f64,
+    args: &CapacityBenchArgs,
+) -> Step {
     let mut jit: Vec<f64> = t
         .iter()
         .flat_map(|c| c.gaps_ms.iter().map(|g| (g - 20.0).abs()))
@@ -562,7 +571,9 @@ async fn idle_legs() -> Vec<f64> {
     if let Err(e) = run.await {
         eprintln!("the idle peer legs failed: {e}");
     }
-    IDLE.lock().map(|mut g| std::mem::take(&mut *g)).unwrap_or_default()
+    IDLE.lock()
+        .map(|mut g| std::mem::take(&mut *g))
+        .unwrap_or_default()
 }
 
 /// utime + stime of this process (engine and phones), in clock ticks.
@@ -588,7 +599,8 @@ mod tests {
     #[test]
     fn the_flows_end_of_utterance_silence_is_read() {
         let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../ivr-flows/daily_checkin.toml"),
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../ivr-flows/daily_checkin.toml"),
         )
         .unwrap();
         assert_eq!(end_of_utterance_ms(&text), Some(1200.0));

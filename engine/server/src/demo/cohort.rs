@@ -262,7 +262,12 @@ pub async fn enrol(pool: &PgPool, community: i64, m: &Member) -> anyhow::Result<
 
 /// A daily window opening `offset_secs` from now in the elder's zone; two
 /// attempts one ladder minute apart.
-pub async fn schedule(pool: &PgPool, elder: i64, zone: &str, offset_secs: u64) -> anyhow::Result<()> {
+pub async fn schedule(
+    pool: &PgPool,
+    elder: i64,
+    zone: &str,
+    offset_secs: u64,
+) -> anyhow::Result<()> {
     cohort::open_window(pool, elder, zone, offset_secs, 2, 1, Utc::now()).await?;
     Ok(())
 }
