@@ -261,9 +261,22 @@ impl Assessment {
             .map(|r| severity_weight(r.level) * if r.phonetic { 0.6 } else { 1.0 })
             .fold(0.0f32, f32::max)
             * (0.5 + 0.5 * conf);
-        let top_phonetic = reasons.iter().any(|r| r.level == level && r.phonetic);
+        // An exact finding settles the level unless the same words also read
+        // as a sound-alike ("I feel down": low mood, or "fell down"?). So
+        // "救命啊，我摔倒了，起步来了" is an emergency on 救命 alone, while a level
+        // resting only on sound-alikes is confirmed with the elder.
+        let settled = reasons.iter().any(|r| {
+            r.level == level
+                && !r.phonetic
+                && !reasons.iter().any(|p| {
+                    p.phonetic
+                        && p.level == level
+                        && p.span.start < r.span.end
+                        && r.span.start < p.span.end
+                })
+        });
         let needs_confirmation =
-            level > Level::Ok && (top_phonetic || (conf < 0.5 && level >= Level::Urgent));
+            level > Level::Ok && (!settled || (conf < 0.5 && level >= Level::Urgent));
         Assessment {
             level,
             categories,

@@ -107,6 +107,16 @@ fn misheard_mandarin_still_flags_by_sound() {
     // The exact phrase is not phonetic and needs no confirmation.
     let a = assess("救命");
     assert!(!a.reasons[0].phonetic && !a.needs_confirmation);
+    // An exact finding at the top level settles it, whatever sound-alikes
+    // of the same level sit beside it.
+    let a = assess("救命啊,我摔倒了,起步来了。");
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.reasons.iter().any(|r| r.phonetic), "{a:?}");
+    assert!(!a.needs_confirmation, "{a:?}");
+    // A sound-alike above an exact lower finding still asks.
+    let a = assess("我摔倒了,起步来了。");
+    assert_eq!(a.level, Level::Emergency);
+    assert!(a.needs_confirmation, "{a:?}");
 }
 
 #[test]
