@@ -558,10 +558,8 @@ async fn idle_legs() -> Vec<f64> {
         while let Some(ev) = rx.next_event().await {
             if let LegEvent::Audio(_) = ev {
                 let now = Instant::now();
-                if let Some(p) = last {
-                    if let Ok(mut g) = IDLE.lock() {
-                        g.push(now.duration_since(p).as_secs_f64() * 1000.0);
-                    }
+                if let (Some(p), Ok(mut g)) = (last, IDLE.lock()) {
+                    g.push(now.duration_since(p).as_secs_f64() * 1000.0);
                 }
                 last = Some(now);
             }
