@@ -478,9 +478,29 @@ impl Browser {
     }
 
     async fn type_into(&self, css: &str, text: &str) {
-        let el = self.c.find(Locator::Css(css)).await.unwrap();
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
+        // Like `click`: a live re-render can swap the element mid-typing; find
+        // it again and type the whole text anew.
+        let mut last = String::new();
+        for _ in 0..5 {
+            let el = self
+                .c
+                .find(Locator::Css(css))
+                .await
+                .unwrap_or_else(|e| panic!("{css}: {e}"));
+            let typed = match el.clear().await {
+                Ok(()) => el.send_keys(text).await,
+                Err(e) => Err(e),
+            };
+            match typed {
+                Ok(()) => return,
+                Err(e) if e.to_string().contains("stale element") => {
+                    last = e.to_string();
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("type into {css}: {e}"),
+            }
+        }
+        panic!("type into {css}: {last}");
     }
 
     async fn login(&self, base: &str, user: &str) {
