@@ -72,6 +72,8 @@ enum BenchCmd {
     Queue(cmd::queue_bench::QueueBenchArgs),
     /// Concurrent calls one node sustains with packet timing and turn latency in target.
     Capacity(cmd::capacity_bench::CapacityBenchArgs),
+    /// Check-in calls to simulated phones: turn latency, call setup, packet timing, CPU per call.
+    Calls(cmd::calls_bench::CallsBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             BenchCmd::Asr(args) => cmd::asr_bench::run(args),
             BenchCmd::Queue(args) => rt().block_on(cmd::queue_bench::run(args)),
             BenchCmd::Capacity(args) => rt().block_on(cmd::capacity_bench::run(db, args)),
+            BenchCmd::Calls(args) => rt().block_on(cmd::calls_bench::run(args)),
         },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),

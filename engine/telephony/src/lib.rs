@@ -6,6 +6,7 @@
 //! with the application, whatever codec runs on the wire.
 
 pub mod audio;
+pub mod bench;
 pub mod bridge;
 pub mod codec;
 pub mod device;
@@ -22,4 +23,4 @@ pub use leg::{
     CallLeg, EndReason, IceServer, LegConfig, LegControl, LegEvent, LegStats, OutgoingLeg,
     PlayOutcome, Playback,
 };
-pub use sim::{SimPhone, SimReport, SimScript};
+pub use sim::{SimPhone, SimReport, SimScript, SimTurn};

@@ -33,6 +33,10 @@
 //! ms = 3000
 //!
 //! [[step]]
+//! do = "wait_for_speech"    # until the engine starts speaking, then after_ms more:
+//! after_ms = 800            # the next `say` talks over the prompt (barge-in)
+//!
+//! [[step]]
 //! do = "hang_up"            # hang up mid-call
 //! ```
 //!
@@ -42,7 +46,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use tokio::sync::watch;
@@ -72,6 +76,14 @@ pub enum Step {
     WaitForPrompt {
         #[serde(default = "default_quiet")]
         quiet_ms: u64,
+        #[serde(default = "default_prompt_timeout")]
+        timeout_ms: u64,
+    },
+    /// Wait until the engine starts speaking, then `after_ms` more, without
+    /// waiting for the prompt to end.
+    WaitForSpeech {
+        #[serde(default)]
+        after_ms: u64,
         #[serde(default = "default_prompt_timeout")]
         timeout_ms: u64,
     },
@@ -169,6 +181,33 @@ pub struct SimReport {
     pub prompts_heard: usize,
     /// How the engine ended ringing, if the phone never answered.
     pub ring_ended: Option<HangupReason>,
+    /// From the ring (the engine's offer arriving) to media flowing, less
+    /// the script's `answer_after_ms`.
+    pub ring_to_media_ms: Option<f64>,
+    /// From media flowing to the end of the call.
+    pub talk_ms: Option<f64>,
+    /// One per `say` step the engine answered with audio.
+    pub turns: Vec<SimTurn>,
+    /// Inter-arrival times of the engine's packets, in microseconds, when the
+    /// phone's leg was built with `record_timing`.
+    pub inter_arrival_us: Vec<u32>,
+}
+
+/// One reply of the phone and the engine's answer to it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SimTurn {
+    /// From the end of the phone's speech (the last loud frame of its clip)
+    /// to the first loud frame the engine sent after it. Includes the
+    /// engine's end-of-utterance silence.
+    pub reply_ms: f64,
+}
+
+/// Marks set by the script's `say` steps and filled in by the listener.
+#[derive(Debug, Default)]
+struct TurnMark {
+    /// When the phone's speech ended; the next loud frame answers it.
+    speech_end: Option<Instant>,
+    answered_at: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -176,6 +215,8 @@ struct Hearing {
     loud_frames: u64,
     /// Consecutive quiet time since the last loud frame.
     quiet_ms: u64,
+    /// Consecutive loud time since the last quiet frame.
+    loud_ms: u64,
     ended: Option<EndReason>,
 }
 
@@ -205,6 +246,7 @@ impl SimPhone {
     /// run the steps. Returns when the call is over.
     pub async fn run_call(&mut self) -> Result<SimReport, TelephonyError> {
         let mut report = SimReport::default();
+        let mut rang_at = None;
         let leg = if self.script.call_in {
             self.client.call(self.script.target.clone()).await?
         } else {
@@ -212,6 +254,7 @@ impl SimPhone {
                 self.rings.recv().await.ok_or_else(|| {
                     TelephonyError::Signalling("signalling connection lost".into())
                 })?;
+            rang_at = Some(Instant::now());
             info!(device = %self.client.device_id(), "sim phone ringing");
             ring.ringing();
             match self.script.on_ring {
@@ -238,7 +281,7 @@ impl SimPhone {
             ring.answer().await?
         };
         report.answered = true;
-        let (heard, digits, ended) = self.talk(leg, &mut report).await?;
+        let (heard, digits, ended) = self.talk(leg, rang_at, &mut report).await?;
         report.heard = heard;
         report.digits_heard = digits;
         report.ended = Some(ended);
@@ -251,10 +294,17 @@ impl SimPhone {
     async fn talk(
         &self,
         mut leg: CallLeg,
+        rang_at: Option<Instant>,
         report: &mut SimReport,
     ) -> Result<(Vec<i16>, String, EndReason), TelephonyError> {
         leg.wait_connected(Duration::from_secs(10)).await?;
+        let connected_at = Instant::now();
+        if let Some(r) = rang_at {
+            let setup = connected_at.duration_since(r).as_secs_f64() * 1000.0;
+            report.ring_to_media_ms = Some((setup - self.script.answer_after_ms as f64).max(0.0));
+        }
         let control = leg.control();
+        let mark = Arc::new(Mutex::new(TurnMark::default()));
         let (_, mut events) = leg.split();
         let heard = Arc::new(Mutex::new(Vec::<i16>::new()));
         let digits = Arc::new(Mutex::new(String::new()));
@@ -262,6 +312,7 @@ impl SimPhone {
         let listener = {
             let heard = heard.clone();
             let digits = digits.clone();
+            let mark = mark.clone();
             tokio::spawn(async move {
                 while let Some(ev) = events.recv().await {
                     match ev {
@@ -270,12 +321,21 @@ impl SimPhone {
                             if let Ok(mut h) = heard.lock() {
                                 h.extend_from_slice(&frame);
                             }
+                            if loud && let Ok(mut m) = mark.lock() {
+                                let now = Instant::now();
+                                if m.speech_end.is_some_and(|e| now > e) && m.answered_at.is_none()
+                                {
+                                    m.answered_at = Some(now);
+                                }
+                            }
                             state_tx.send_modify(|s| {
                                 if loud {
                                     s.loud_frames += 1;
                                     s.quiet_ms = 0;
+                                    s.loud_ms += FRAME_MS;
                                 } else {
                                     s.quiet_ms += FRAME_MS;
+                                    s.loud_ms = 0;
                                 }
                             });
                         }
@@ -295,6 +355,13 @@ impl SimPhone {
 
         let max_call = tokio::time::sleep(Duration::from_millis(self.script.max_call_ms));
         tokio::pin!(max_call);
+        let take_turn = |report: &mut SimReport, m: &mut TurnMark| {
+            if let (Some(end), Some(at)) = (m.speech_end.take(), m.answered_at.take()) {
+                report.turns.push(SimTurn {
+                    reply_ms: at.duration_since(end).as_secs_f64() * 1000.0,
+                });
+            }
+        };
         let steps = async {
             for step in &self.script.steps {
                 if state.borrow().ended.is_some() {
@@ -318,9 +385,35 @@ impl SimPhone {
                             report.prompts_heard += 1;
                         }
                     }
+                    Step::WaitForSpeech {
+                        after_ms,
+                        timeout_ms,
+                    } => {
+                        // Two loud frames in a row: the engine is speaking.
+                        let _ = tokio::time::timeout(
+                            Duration::from_millis(*timeout_ms),
+                            state.wait_for(|s| s.ended.is_some() || s.loud_ms >= 2 * FRAME_MS),
+                        )
+                        .await;
+                        tokio::time::sleep(Duration::from_millis(*after_ms)).await;
+                    }
                     Step::Say { wav } => match read_wav_16k(wav) {
                         Ok(pcm) => {
+                            if let Ok(mut m) = mark.lock() {
+                                take_turn(report, &mut m);
+                                m.answered_at = None;
+                            }
+                            let tail = trailing_quiet_ms(&pcm);
                             control.play(pcm).finished().await;
+                            if let Ok(mut m) = mark.lock() {
+                                let end = Instant::now()
+                                    .checked_sub(Duration::from_millis(tail))
+                                    .unwrap_or_else(Instant::now);
+                                m.speech_end = Some(end);
+                                // A loud frame heard while the phone spoke is
+                                // the prompt it talked over, not an answer.
+                                m.answered_at = None;
+                            }
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cannot play fixture");
@@ -356,10 +449,32 @@ impl SimPhone {
         }
         let reason = control.ended().await;
         let _ = listener.await;
+        if let Ok(mut m) = mark.lock() {
+            take_turn(report, &mut m);
+        }
+        report.talk_ms = Some(connected_at.elapsed().as_secs_f64() * 1000.0);
+        report.inter_arrival_us = std::mem::take(
+            &mut *control
+                .stats()
+                .inter_arrival_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        );
         let heard = std::mem::take(&mut *heard.lock().unwrap_or_else(|p| p.into_inner()));
         let digits = std::mem::take(&mut *digits.lock().unwrap_or_else(|p| p.into_inner()));
         Ok((heard, digits, reason))
     }
+}
+
+/// Quiet time at the end of a clip: the part after its last loud frame.
+fn trailing_quiet_ms(pcm: &[i16]) -> u64 {
+    let frames: Vec<&[i16]> = pcm.chunks(crate::audio::FRAME_SAMPLES).collect();
+    let quiet = frames
+        .iter()
+        .rev()
+        .take_while(|f| rms(f) <= SPEECH_RMS)
+        .count();
+    quiet as u64 * FRAME_MS
 }
 
 /// Read a WAV file as 16 kHz mono i16.

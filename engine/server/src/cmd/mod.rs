@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod asr_bench;
 pub mod capacity_bench;
+pub mod calls_bench;
 pub mod demo;
 pub mod distress;
 pub mod flow;
