@@ -201,8 +201,11 @@ impl Prompts {
             what: e.to_string(),
         })?;
         // Render to a temporary name and rename, so a crash never leaves a
-        // truncated file under the real key.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        // truncated file under the real key. The name is unique per render:
+        // concurrent calls asking for the same prompt must not share it.
+        static RENDERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = RENDERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_extension(format!("tmp{}-{n}", std::process::id()));
         self.synth.render(text, lang, rate, &tmp)?;
         let audio = voicecare_media::audio::read_wav(&tmp)
             .and_then(|a| a.to_rate(RATE))
