@@ -202,13 +202,46 @@ pub struct Started {
     pub routes: axum::Router,
     pub engine: Option<Arc<Engine>>,
     dialer: Option<tokio::task::JoinHandle<()>>,
+    reload: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
     pub fn stop(self) {
-        if let Some(d) = self.dialer {
-            d.abort();
+        for task in [self.dialer, self.reload].into_iter().flatten() {
+            task.abort();
         }
+    }
+}
+
+/// SIGHUP reloads the flows directory. A broken file is refused with its
+/// errors (file:line:col) in the log, and calls go on with the last good
+/// version of that flow.
+fn spawn_flow_reload(engine: Arc<Engine>) -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP; flows load at start only");
+                return None;
+            }
+        };
+        Some(tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match engine.load_flows() {
+                    Ok(n) => tracing::info!(flows = n, "flows reloaded (SIGHUP)"),
+                    Err(e) => {
+                        tracing::error!(error = %e, "flows not reloaded; the loaded ones stay in use")
+                    }
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = engine;
+        None
     }
 }
 
@@ -242,6 +275,7 @@ pub fn start(
             routes,
             engine: None,
             dialer: None,
+            reload: None,
         });
     }
     let model = match voicecare_speech::Model::load_named(&args.asr_model) {
@@ -252,6 +286,7 @@ pub fn start(
                 routes,
                 engine: None,
                 dialer: None,
+                reload: None,
             });
         }
     };
@@ -285,9 +320,11 @@ pub fn start(
     gateway.attach(&engine);
     tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
     let dialer = dialer::spawn(engine.clone());
+    let reload = spawn_flow_reload(engine.clone());
     Ok(Started {
         routes,
         engine: Some(engine),
         dialer: Some(dialer),
+        reload,
     })
 }
