@@ -53,17 +53,34 @@ pub async fn set_device_token(
     .bind(token_sha256)
     .fetch_optional(&mut *tx)
     .await?;
-    let id = id.ok_or_else(|| StoreError::invalid("device", "no elder has this device"))?;
+    // Otherwise it may be an emergency contact's device (the care app).
+    let (id, action, contact) = match id {
+        Some(id) => (id, "elder.set_device_token", None),
+        None => {
+            let row: Option<(i64, i16)> = sqlx::query_as(
+                "UPDATE emergency_contacts SET device_token_hash = $2 WHERE device_id = $1
+                 RETURNING elder_id, position",
+            )
+            .bind(device_id)
+            .bind(token_sha256)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (id, position) = row.ok_or_else(|| {
+                StoreError::invalid("device", "no elder or emergency contact has this device")
+            })?;
+            (id, "contact.set_device_token", Some(position))
+        }
+    };
     audit::record(
         &mut *tx,
         now,
         NewEvent {
             actor: Actor::System,
-            action: "elder.set_device_token",
+            action,
             entity: "elder",
             entity_id: Some(id),
             elder_id: Some(id),
-            details: serde_json::json!({"device_id": device_id}),
+            details: serde_json::json!({"device_id": device_id, "contact_position": contact}),
         },
     )
     .await?;
@@ -77,14 +94,22 @@ pub struct DeviceCredential {
     pub elder_id: i64,
     pub token_hash: Option<Vec<u8>>,
     pub active: bool,
+    /// Set when the device is an emergency contact's (its position), not the elder's.
+    pub contact_position: Option<i16>,
 }
 
+/// An elder's device, or an emergency contact's; device ids are one namespace.
 pub async fn device_credential<'e>(
     db: impl PgExecutor<'e>,
     device_id: &str,
 ) -> Result<Option<DeviceCredential>> {
     Ok(sqlx::query_as(
-        "SELECT id AS elder_id, device_token_hash AS token_hash, active FROM elders WHERE device_id = $1",
+        "SELECT id AS elder_id, device_token_hash AS token_hash, active, NULL::smallint AS contact_position
+         FROM elders WHERE device_id = $1
+         UNION ALL
+         SELECT c.elder_id, c.device_token_hash, e.active, c.position
+         FROM emergency_contacts c JOIN elders e ON e.id = c.elder_id WHERE c.device_id = $1
+         LIMIT 1",
     )
     .bind(device_id)
     .fetch_optional(db)
@@ -103,6 +128,33 @@ pub struct Callee {
     pub contacts: i64,
     pub max_attempts: Option<i16>,
     pub retry_minutes: Option<i16>,
+}
+
+/// An emergency contact the ladder calls.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Contact {
+    /// 1-based, the elder's order.
+    pub position: i16,
+    /// Personal data: never log it.
+    pub name: String,
+    /// The contact's care-app device, if they have one.
+    pub device_id: Option<String>,
+}
+
+/// The elder's `index`-th emergency contact (0-based, in their order).
+pub async fn contact<'e>(
+    db: impl PgExecutor<'e>,
+    elder_id: i64,
+    index: usize,
+) -> Result<Option<Contact>> {
+    Ok(sqlx::query_as(
+        "SELECT position, name, device_id FROM emergency_contacts WHERE elder_id = $1
+         ORDER BY position OFFSET $2 LIMIT 1",
+    )
+    .bind(elder_id)
+    .bind(index as i64)
+    .fetch_optional(db)
+    .await?)
 }
 
 pub async fn callee<'e>(db: impl PgExecutor<'e>, elder_id: i64) -> Result<Callee> {
@@ -497,7 +549,8 @@ pub async fn save_ladder<'e>(
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallEnd {
-    /// `completed` with an outcome: ok, escalated, answered_silent, not_understood, hung_up.
+    /// `completed` with an outcome: ok, escalated, answered_silent, not_understood, hung_up,
+    /// contact_confirmed.
     Completed(&'static str),
     /// Nobody could be reached.
     Unreachable,

@@ -367,26 +367,12 @@ async fn run_ladder(
                 outcome
             }
             Next::Contact { index } => {
-                // Contacts are telephone numbers; this engine reaches devices
-                // over WebRTC only, so the attempt is recorded as failed and
-                // the ladder moves on (ending with the operator queue).
-                let position = (index + 1).min(9) as i16;
-                let attempt =
-                    dialer::start_attempt(&engine.pool, c.id, Party::Contact(position), Utc::now())
-                        .await?;
-                dialer::update_attempt(
-                    &engine.pool,
-                    attempt,
-                    "failed",
-                    Some("emergency contacts are reached by telephone number; no telephone gateway is configured"),
-                    Utc::now(),
-                )
-                .await?;
-                tracing::info!(
-                    contact = position,
-                    "emergency contact cannot be called from this engine"
-                );
-                AttemptOutcome::ContactNoAnswer
+                let (outcome, lost_lease) =
+                    attempt_contact(engine, c, &callee, index, line.clone(), lost.clone()).await?;
+                if lost_lease {
+                    return Ok(());
+                }
+                outcome
             }
         };
         let now = Utc::now();
@@ -445,6 +431,7 @@ async fn run_ladder(
                         Some(r) => (outcome_code(r), r.path.clone()),
                         None => ("hung_up", Vec::new()),
                     },
+                    (LadderResult::ContactConfirmed { .. }, _) => ("contact_confirmed", Vec::new()),
                     _ => ("ok", Vec::new()),
                 };
                 dialer::finish(
@@ -548,4 +535,114 @@ async fn attempt_elder(
         _ => AttemptOutcome::Answered,
     };
     Ok((outcome, Some(end)))
+}
+
+/// The flow an emergency contact's device is rung with.
+pub const CONTACT_FLOW: &str = "contact_confirm";
+
+/// Ring the elder's `index`-th emergency contact on their care-app device
+/// with the contact notice flow. A key press that sets `contact_confirmed =
+/// "yes"` confirms; anything else lets the ladder move on. A contact with
+/// only a telephone number is a recorded failure: there is no telephone
+/// gateway. Returns the outcome, and whether the call's lease was lost.
+async fn attempt_contact(
+    engine: &Arc<Engine>,
+    c: &Claimed,
+    callee: &dialer::Callee,
+    index: usize,
+    line: LineSlot,
+    lost: watch::Receiver<bool>,
+) -> Result<(AttemptOutcome, bool), voicecare_store::StoreError> {
+    let pool = &engine.pool;
+    let contact = dialer::contact(pool, c.elder_id, index).await?;
+    let position = contact
+        .as_ref()
+        .map_or((index + 1).min(9) as i16, |k| k.position);
+    let attempt = dialer::start_attempt(pool, c.id, Party::Contact(position), Utc::now()).await?;
+    let fail = |why: &'static str| async move {
+        dialer::update_attempt(pool, attempt, "failed", Some(why), Utc::now()).await?;
+        tracing::info!(
+            contact = position,
+            reason = why,
+            "emergency contact not reached"
+        );
+        Ok::<_, voicecare_store::StoreError>((AttemptOutcome::ContactNoAnswer, false))
+    };
+    let Some(contact) = contact else {
+        return fail("the emergency contact was removed").await;
+    };
+    let (Some(device), Some(hub)) = (contact.device_id.as_deref(), engine.hub()) else {
+        return fail(
+            "the contact has only a telephone number and no telephone gateway is configured",
+        )
+        .await;
+    };
+    if !hub.is_registered(device) {
+        return fail("contact's device not connected").await;
+    }
+    dialer::update_attempt(pool, attempt, "ringing", None, Utc::now()).await?;
+    let leg = match hub.call_device(device).await {
+        Ok(leg) => leg,
+        Err(e) => {
+            let (status, why) = match &e {
+                TelephonyError::NoAnswer => ("no_answer", "no answer"),
+                TelephonyError::Declined(HangupReason::Busy) => ("busy", "busy"),
+                TelephonyError::Declined(_) => ("no_answer", "declined"),
+                _ => ("failed", "call setup failed"),
+            };
+            tracing::info!(
+                contact = position,
+                reason = why,
+                "emergency contact not reached"
+            );
+            dialer::update_attempt(pool, attempt, status, Some(why), Utc::now()).await?;
+            return Ok((AttemptOutcome::ContactNoAnswer, false));
+        }
+    };
+    dialer::update_attempt(pool, attempt, "answered", None, Utc::now()).await?;
+    let end = match engine.flow(CONTACT_FLOW) {
+        Ok(flow) => {
+            let mut inputs = inputs(engine, &callee.full_name);
+            inputs.insert("contact_name".into(), contact.name.clone());
+            session::run(
+                engine,
+                c.id,
+                Some(attempt),
+                flow,
+                lang_of(&callee.language),
+                inputs,
+                leg,
+                line,
+                lost,
+            )
+            .await
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "no contact notice flow: the contact cannot confirm");
+            leg.control().hang_up();
+            SessionEnd::no_flow()
+        }
+    };
+    if end.lost {
+        return Ok((AttemptOutcome::ContactNoAnswer, true));
+    }
+    let confirmed = end
+        .report
+        .as_ref()
+        .is_some_and(|r| r.variables.get("contact_confirmed").map(String::as_str) == Some("yes"));
+    let reason = if confirmed {
+        "confirmed"
+    } else {
+        "not confirmed"
+    };
+    dialer::update_attempt(pool, attempt, "ended", Some(reason), Utc::now()).await?;
+    tracing::info!(contact = position, confirmed, "emergency contact answered");
+    Ok((
+        if confirmed {
+            AttemptOutcome::ContactConfirmed
+        } else {
+            AttemptOutcome::ContactNoAnswer
+        },
+        false,
+    ))
 }

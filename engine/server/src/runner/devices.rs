@@ -1,4 +1,5 @@
-//! `voicecare devices set-token`: give an elder's device its secret.
+//! `voicecare devices set-token`: give an elder's device, or an emergency
+//! contact's care app, its secret.
 
 use std::io::Read;
 
@@ -11,7 +12,8 @@ pub enum DevicesCmd {
     /// Set the token a device registers with. The token is read from
     /// VOICECARE_DEVICE_TOKEN, or else from standard input; only its SHA-256 is stored.
     SetToken {
-        /// The device id enrolled for the elder (`elders.device_id`).
+        /// The device id enrolled for the elder (`elders.device_id`) or for one
+        /// of their emergency contacts (`emergency_contacts.device_id`).
         #[arg(long)]
         device: String,
     },

@@ -1,6 +1,7 @@
 //! The telephony crate's [`DeviceGateway`]: elders' devices authenticate with
-//! the token whose SHA-256 is `elders.device_token_hash`, and calls they place
-//! run the inbound help flow.
+//! the token whose SHA-256 is `elders.device_token_hash` (emergency contacts'
+//! care apps with `emergency_contacts.device_token_hash`), and calls elders
+//! place run the inbound help flow.
 
 use std::sync::{Arc, Weak};
 
@@ -76,7 +77,11 @@ impl DeviceGateway for Gateway {
         }
         Ok(DeviceProfile {
             device_id: device_id.to_string(),
-            kind: DeviceKind::Elder,
+            kind: if cred.contact_position.is_some() {
+                DeviceKind::Contact
+            } else {
+                DeviceKind::Elder
+            },
         })
     }
 

@@ -33,6 +33,9 @@ pub enum DeviceKind {
     Elder,
     /// An operator's browser, joining calls as the human on the other end.
     Operator,
+    /// An elder's emergency contact (a relative's care app): rung by the
+    /// no-answer ladder; does not call in.
+    Contact,
 }
 
 /// A device that passed authentication.
