@@ -297,13 +297,22 @@ fn print_table(r: &Report) {
         "  endpointing silence                {}",
         d(&r.endpoint_silence_ms)
     );
-    println!("  as heard at the phone              {}", d(&r.turn_heard_ms));
+    println!(
+        "  as heard at the phone              {}",
+        d(&r.turn_heard_ms)
+    );
     println!(
         "  engine: endpointer → prompt        {}",
         d(&r.engine_respond_ms)
     );
-    println!("  whisper queue                      {}", d(&r.asr_queue_ms));
-    println!("  whisper decode                     {}", d(&r.asr_decode_ms));
+    println!(
+        "  whisper queue                      {}",
+        d(&r.asr_queue_ms)
+    );
+    println!(
+        "  whisper decode                     {}",
+        d(&r.asr_decode_ms)
+    );
     println!(
         "call setup, ring → media             {}   (bare legs: {})",
         d(&r.setup_ms),
@@ -395,7 +404,8 @@ impl Engine {
                 };
                 let f = &v["fields"];
                 if f["message"] == "turn" {
-                    if let (Some(e), Some(r)) = (f["endpoint_ms"].as_f64(), f["respond_ms"].as_f64())
+                    if let (Some(e), Some(r)) =
+                        (f["endpoint_ms"].as_f64(), f["respond_ms"].as_f64())
                     {
                         sink.lock().unwrap_or_else(|p| p.into_inner()).push((e, r));
                     }
