@@ -2,8 +2,8 @@
 
 pub mod admin;
 pub mod asr_bench;
-pub mod capacity_bench;
 pub mod calls_bench;
+pub mod capacity_bench;
 pub mod demo;
 pub mod distress;
 pub mod flow;
