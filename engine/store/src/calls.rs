@@ -291,3 +291,13 @@ pub async fn utterance_audio_path(
     tx.commit().await?;
     Ok(path)
 }
+
+/// Whisper's queue wait and decode time (ms) of every stored utterance, for
+/// benchmarks on a throwaway database.
+pub async fn asr_times<'e>(db: impl PgExecutor<'e>) -> Result<Vec<(i32, i32)>> {
+    Ok(sqlx::query_as(
+        "SELECT coalesce(asr_queue_ms, 0), coalesce(asr_decode_ms, 0) FROM utterances",
+    )
+    .fetch_all(db)
+    .await?)
+}

@@ -217,14 +217,11 @@ pub async fn run(args: CallsBenchArgs) -> anyhow::Result<()> {
     engine.stop();
     let reports = std::mem::take(&mut *reports.lock().unwrap_or_else(|p| p.into_inner()));
 
-    let (asr_queue, asr_decode): (Vec<f64>, Vec<f64>) = sqlx::query_as::<_, (i32, i32)>(
-        "SELECT coalesce(asr_queue_ms, 0), coalesce(asr_decode_ms, 0) FROM utterances",
-    )
-    .fetch_all(&pool)
-    .await?
-    .into_iter()
-    .map(|(q, d)| (q as f64, d as f64))
-    .unzip();
+    let (asr_queue, asr_decode): (Vec<f64>, Vec<f64>) = voicecare_store::calls::asr_times(&pool)
+        .await?
+        .into_iter()
+        .map(|(q, d)| (q as f64, d as f64))
+        .unzip();
     drop(pool);
 
     let codec = Codec::all()[0];
