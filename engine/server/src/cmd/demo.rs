@@ -16,8 +16,9 @@ pub struct DemoArgs {
     /// Operator API address (port 0 picks a free one).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
-    /// Concurrent calls on this node.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i64).range(1..))]
+    /// Concurrent calls on this node (most of a call is the elder listening to
+    /// prompts, so two cores keep ten calls' whisper work moving).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(i64).range(1..))]
     pub max_calls: i64,
     /// Whisper workers.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
