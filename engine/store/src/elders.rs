@@ -67,6 +67,8 @@ pub struct Contact {
     pub name: String,
     pub relation: Option<String>,
     pub phone: Phone,
+    /// The contact's care-app device (`voicecare devices set-token` gives it a token).
+    pub device_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -127,12 +129,13 @@ pub async fn insert(conn: &mut PgConnection, e: &NewElder, now: DateTime<Utc>) -
         other => other,
     })?;
     for (i, c) in e.contacts.iter().enumerate() {
-        sqlx::query("INSERT INTO emergency_contacts (elder_id, position, name, relation, phone) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO emergency_contacts (elder_id, position, name, relation, phone, device_id) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(id)
             .bind((i + 1) as i16)
             .bind(&c.name)
             .bind(&c.relation)
             .bind(c.phone.as_str())
+            .bind(&c.device_id)
             .execute(&mut *conn)
             .await?;
     }

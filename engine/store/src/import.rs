@@ -36,12 +36,15 @@ pub const COLUMNS: &[&str] = &[
     "contact1_name",
     "contact1_relation",
     "contact1_phone",
+    "contact1_device",
     "contact2_name",
     "contact2_relation",
     "contact2_phone",
+    "contact2_device",
     "contact3_name",
     "contact3_relation",
     "contact3_phone",
+    "contact3_device",
 ];
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -213,17 +216,16 @@ fn parse_rows(
                 None
             }
         });
-        let device_id = opt(get("device_id"));
-        if device_id.as_deref().is_some_and(|d| {
+        let bad_device = |d: &str| {
             !(3..=64).contains(&d.len())
                 || !d
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
-        }) {
-            err(
-                "device_id",
-                "must be 3–64 characters of A-Z, a-z, 0-9, dot, dash, underscore".into(),
-            );
+        };
+        const DEVICE_RULE: &str = "must be 3–64 characters of A-Z, a-z, 0-9, dot, dash, underscore";
+        let device_id = opt(get("device_id"));
+        if device_id.as_deref().is_some_and(bad_device) {
+            err("device_id", DEVICE_RULE.into());
         }
         if phone.is_none() && device_id.is_none() && opt(get("phone")).is_none() {
             err(
@@ -297,11 +299,19 @@ fn parse_rows(
             match (name, phone_raw) {
                 (None, None) => {}
                 (Some(name), Some(p)) => match Phone::parse(&p) {
-                    Ok(phone) => contacts.push(Contact {
-                        name,
-                        relation: opt(get(&format!("contact{n}_relation"))),
-                        phone,
-                    }),
+                    Ok(phone) => {
+                        // The contact's care app, rung by the no-answer ladder.
+                        let device_id = opt(get(&format!("contact{n}_device")));
+                        if device_id.as_deref().is_some_and(bad_device) {
+                            err(&format!("contact{n}_device"), DEVICE_RULE.into());
+                        }
+                        contacts.push(Contact {
+                            name,
+                            relation: opt(get(&format!("contact{n}_relation"))),
+                            phone,
+                            device_id,
+                        })
+                    }
                     Err(m) => err(&format!("contact{n}_phone"), m),
                 },
                 (None, Some(_)) => err(
