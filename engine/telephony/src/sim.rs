@@ -543,6 +543,31 @@ do = "hang_up"
     }
 
     #[test]
+    fn a_phone_can_talk_over_a_prompt() {
+        let s = SimScript::parse(
+            "[[step]]\ndo = \"wait_for_speech\"\nafter_ms = 800\n",
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(
+            s.steps,
+            vec![Step::WaitForSpeech {
+                after_ms: 800,
+                timeout_ms: 20_000
+            }]
+        );
+    }
+
+    #[test]
+    fn the_end_of_speech_is_the_last_loud_frame() {
+        let mut pcm = sine(440.0, 8000, 16_000);
+        pcm.extend(std::iter::repeat_n(0i16, 4_800 + 100));
+        // 300 ms of silence plus a partial frame, which counts as a frame.
+        assert_eq!(trailing_quiet_ms(&pcm), 320);
+        assert_eq!(trailing_quiet_ms(&sine(440.0, 8000, 1_600)), 0);
+    }
+
+    #[test]
     fn script_errors_are_clear() {
         let e = SimScript::parse("[[step]]\ndo = \"dance\"\n", Path::new(".")).unwrap_err();
         assert!(e.to_string().contains("dance"), "{e}");
