@@ -154,6 +154,7 @@ impl App {
             &self.db.pool,
             &voicecare_store::calls::NewUtterance {
                 call_id: call,
+                attempt_id: None,
                 seq: 0,
                 flow_step: Some("how_are_you"),
                 transcript,

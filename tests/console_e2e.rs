@@ -264,6 +264,7 @@ impl App {
             pool,
             &NewUtterance {
                 call_id: call,
+                attempt_id: None,
                 seq: 0,
                 flow_step: Some("how_are_you"),
                 transcript: c.transcript,

@@ -474,6 +474,48 @@ fn elder_hanging_up_right_after_a_distress_phrase_is_flagged_and_escalated() {
 }
 
 #[test]
+fn hanging_up_after_an_unrelated_answer_to_the_confirming_question_still_escalates() {
+    let mut s = at_how_are_you(Lang::En);
+    s.finish_prompt();
+    let _ = s.say_with("my chest hurts", Level::Urgent, true);
+    assert_eq!(s.step(), "confirm_distress");
+    s.finish_prompt();
+    // Not a yes, not a no: the question is asked again, then the line drops.
+    let _ = s.say("I had my lunch");
+    assert!(s.escalations().is_empty());
+    let out = s.send(Event::HungUp);
+    assert!(
+        out.iter().any(|a| matches!(a, Action::Escalate { level: Level::Urgent, reasons, .. } if reasons[1].contains("my chest hurts"))),
+        "{out:?}"
+    );
+    assert_eq!(
+        s.outcome(),
+        Outcome::ElderHungUp {
+            after_distress: true
+        }
+    );
+}
+
+#[test]
+fn hanging_up_after_denying_an_unsure_finding_is_not_escalated() {
+    let mut s = at_how_are_you(Lang::En);
+    s.finish_prompt();
+    let _ = s.say_with("my chest hurts", Level::Urgent, true);
+    assert_eq!(s.step(), "confirm_distress");
+    s.finish_prompt();
+    let _ = s.say("no");
+    assert_ne!(s.step(), "confirm_distress");
+    let _ = s.send(Event::HungUp);
+    assert!(s.escalations().is_empty(), "{:?}", s.escalations());
+    assert_eq!(
+        s.outcome(),
+        Outcome::ElderHungUp {
+            after_distress: false
+        }
+    );
+}
+
+#[test]
 fn ordinary_hang_up_is_its_own_outcome() {
     let mut s = at_how_are_you(Lang::En);
     let out = s.send(Event::HungUp);

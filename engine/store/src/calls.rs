@@ -53,6 +53,9 @@ pub async fn create<'e>(
 /// A transcribed reply to store.
 pub struct NewUtterance<'a> {
     pub call_id: i64,
+    /// The attempt (ring) of the call it was heard in.
+    pub attempt_id: Option<i64>,
+    /// Unique within the call, across all its attempts.
     pub seq: i32,
     pub flow_step: Option<&'a str>,
     pub transcript: &'a str,
@@ -62,6 +65,17 @@ pub struct NewUtterance<'a> {
     pub audio_ms: Option<i32>,
     pub asr_queue_ms: Option<i32>,
     pub asr_decode_ms: Option<i32>,
+}
+
+/// The highest utterance number used so far in a call (0 when none): a
+/// retried attempt continues the call's numbering instead of reusing it.
+pub async fn last_utterance_seq<'e>(db: impl PgExecutor<'e>, call_id: i64) -> Result<i32> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM utterances WHERE call_id = $1")
+            .bind(call_id)
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// Store an utterance and its assessment together.
@@ -74,8 +88,8 @@ pub async fn record_utterance(
     let mut tx = pool.begin().await?;
     let uid: i64 = sqlx::query_scalar(
         "INSERT INTO utterances (call_id, seq, flow_step, transcript, language, confidence, audio_path, audio_ms,
-                                 asr_queue_ms, asr_decode_ms, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
+                                 asr_queue_ms, asr_decode_ms, created_at, attempt_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
     )
     .bind(u.call_id)
     .bind(u.seq)
@@ -88,6 +102,7 @@ pub async fn record_utterance(
     .bind(u.asr_queue_ms)
     .bind(u.asr_decode_ms)
     .bind(now)
+    .bind(u.attempt_id)
     .fetch_one(&mut *tx)
     .await?;
     let aid = insert_assessment(&mut *tx, u.call_id, Some(uid), assessment, now).await?;

@@ -510,6 +510,15 @@ impl Call {
         } else {
             None
         };
+        // A clear spoken "no" to an unsure finding ("did you say you fell?")
+        // settles it; anything else (silence, a hang-up, an unrelated answer)
+        // leaves it standing.
+        if intent == Some(Intent::No)
+            && level == Level::Ok
+            && self.concern.as_ref().is_some_and(|c| c.needs_confirmation)
+        {
+            self.concern = None;
+        }
         if let Some(i) = intent
             && let Some(r) = ask.routes.iter().find(|r| r.on == Match::Intent(i))
         {
@@ -899,11 +908,14 @@ impl Call {
     }
 
     fn finish(&mut self, end: End, out: &mut Vec<Action>) {
-        // The last thing heard was distress that no escalation has covered yet.
+        // Distress heard earlier in the call that no escalation has covered
+        // and the elder has not denied: the answer to a confirming question
+        // may be unrelated ("I ate") before the line drops, and the finding
+        // must still reach a person.
         let distress = self
-            .last_heard
+            .concern
             .as_ref()
-            .filter(|h| h.level >= self.flow.settings.distress_level && self.concern.is_some())
+            .filter(|h| h.level >= self.flow.settings.distress_level)
             .map(|h| (h.level, h.transcript.clone()));
         let outcome = match end {
             End::Operator => Outcome::Escalated {

@@ -144,7 +144,17 @@ pub async fn run(
     let mut media_ms: u64 = 0;
     let mut timer: Option<tokio::time::Instant> = None;
     let mut plays: HashMap<u64, PromptId> = HashMap::new();
-    let mut seq: i32 = 0;
+    // One numbering per call, across its attempts: a retry after a dropped
+    // attempt must not reuse the first attempt's keys or recording names.
+    let mut seq: i32 = match voicecare_store::calls::last_utterance_seq(&engine.pool, call_id).await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the call's utterance count; numbering after this attempt's id");
+            // Distinct per attempt even without the database.
+            attempt_id.map_or(0, |a| ((a % 1000) as i32) * 1000)
+        }
+    };
     let mut last_categories: Vec<String> = Vec::new();
     // The end of the last utterance, until the next prompt starts playing.
     let mut awaiting_reply: Option<(Instant, u64)> = None;
@@ -551,6 +561,7 @@ async fn hear(
     };
     let u = NewUtterance {
         call_id,
+        attempt_id,
         seq: t.seq,
         flow_step: t.step.as_deref(),
         transcript: text,
@@ -561,7 +572,6 @@ async fn hear(
         asr_queue_ms: Some((tr.queue_wait_s * 1000.0) as i32),
         asr_decode_ms: Some((tr.decode_s * 1000.0) as i32),
     };
-    let _ = attempt_id;
     let mut stored = false;
     for wait in [100u64, 400, 1000, 2000] {
         match voicecare_store::calls::record_utterance(&engine.pool, &u, &record, Utc::now()).await
