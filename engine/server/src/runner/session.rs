@@ -139,6 +139,8 @@ pub async fn run(
     }];
     let (asr_tx, mut asr_rx) = mpsc::channel::<Transcribed>(16);
     let mut in_flight = 0usize;
+    // A timer fired while an utterance was in the ASR pool.
+    let mut tick_held = false;
     let mut endpointer: Option<Endpointer> = None;
     let mut recording = false;
     let mut media_ms: u64 = 0;
@@ -363,10 +365,20 @@ pub async fn run(
                     awaiting_reply = Some((t.ended_at, t.endpoint_ms));
                     pending.push(Event::Heard(heard));
                 }
+                if tick_held && in_flight == 0 {
+                    tick_held = false;
+                    pending.push(Event::Tick);
+                }
             }
             _ = sleep => {
                 timer = None;
-                pending.push(Event::Tick);
+                // Words still being transcribed are an answer on its way: the
+                // flow's timer (the no-input re-prompt) waits for them.
+                if in_flight > 0 {
+                    tick_held = true;
+                } else {
+                    pending.push(Event::Tick);
+                }
             }
             Some(req) = async {
                 match hold.as_mut() {
