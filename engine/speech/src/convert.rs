@@ -4,9 +4,12 @@
 //! The ggml file is: magic `0x67676d6c`; eleven `i32` hyper-parameters; the mel
 //! filter bank (`i32 n_mel`, `i32 n_fft`, `n_mel*n_fft` f32); the vocabulary
 //! (`i32 count`, then per token `u32 len` and its raw bytes); then every tensor
-//! as `i32 n_dims`, `i32 name_len`, `i32 type` (0 = f32, 1 = f16), the dims
-//! innermost first, the name and the data. Tensor names and types follow
-//! whisper.cpp's loader. CTranslate2 fuses the attention projections
+//! as `i32 n_dims`, `i32 name_len`, `i32 type` (0 = f32, 1 = f16, 8 = q8_0),
+//! the dims innermost first, the name and the data. Tensor names and types
+//! follow whisper.cpp's loader: the 2-D weight matrices take the file's weight
+//! type (f16, or q8_0 as whisper.cpp's own `quantize` tool writes it); the
+//! convolution kernels stay f16; biases, layer norms and positional
+//! embeddings stay f32. CTranslate2 fuses the attention projections
 //! (query/key/value in one matrix, key/value in another); they are split here,
 //! and the key bias, which Whisper does not have and CTranslate2 stores as
 //! zeros, is dropped.
@@ -18,6 +21,65 @@ use crate::ct2::{Ct2Model, DType, Variable};
 
 const GGML_MAGIC: u32 = 0x6767_6d6c;
 const N_FFT_BINS: usize = 201;
+/// ggml's tensor type codes.
+const GGML_TYPE_F32: usize = 0;
+const GGML_TYPE_F16: usize = 1;
+const GGML_TYPE_Q8_0: usize = 8;
+/// Weights per q8_0 block; a block is one f16 scale and 32 int8 values.
+pub const QK8_0: usize = 32;
+const Q8_0_BLOCK_BYTES: usize = 2 + QK8_0;
+/// ggml's `GGML_QNT_VERSION * GGML_QNT_VERSION_FACTOR`, added to a quantized file type.
+const QNT_VERSION_OFFSET: usize = 2 * 1000;
+
+/// How the 2-D weight matrices (projections, MLPs, token embedding) are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightType {
+    /// Half precision, as OpenAI's weights were trained and published.
+    F16,
+    /// ggml's q8_0: 8-bit weights with one f16 scale per 32, about half the size of f16.
+    Q8_0,
+}
+
+impl WeightType {
+    /// The `ftype` hyper-parameter of the file header (ggml's `GGML_FTYPE_*`,
+    /// plus the quantization version for quantized files).
+    fn header_ftype(self) -> usize {
+        match self {
+            WeightType::F16 => 1,
+            WeightType::Q8_0 => QNT_VERSION_OFFSET + 7,
+        }
+    }
+}
+
+/// Quantize `values` to ggml q8_0 blocks exactly as ggml's reference
+/// `quantize_row_q8_0_ref` does: per block of 32, `d = max|x| / 127` (stored as
+/// f16) and `q = round(x / d)`. `values.len()` must be a multiple of [`QK8_0`].
+pub fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
+    assert!(
+        values.len().is_multiple_of(QK8_0),
+        "q8_0 needs whole blocks of {QK8_0}"
+    );
+    let mut out = Vec::with_capacity(values.len() / QK8_0 * Q8_0_BLOCK_BYTES);
+    for block in values.chunks_exact(QK8_0) {
+        let amax = block.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        // f32::round rounds halves away from zero, like C's roundf.
+        out.extend(block.iter().map(|&x| (x * id).round() as i8 as u8));
+    }
+    out
+}
+
+/// Expand q8_0 blocks back to f32 (`x = q * d`), as ggml's `dequantize_row_q8_0` does.
+pub fn dequantize_q8_0(bytes: &[u8]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(bytes.len() / Q8_0_BLOCK_BYTES * QK8_0);
+    for block in bytes.chunks_exact(Q8_0_BLOCK_BYTES) {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        out.extend(block[2..].iter().map(|&q| q as i8 as f32 * d));
+    }
+    out
+}
 
 /// Why a model could not be converted.
 #[derive(Debug, thiserror::Error)]
@@ -163,6 +225,8 @@ pub fn mel_filters(n_mels: usize) -> Vec<f32> {
 
 #[derive(Clone, Copy, PartialEq)]
 enum Out {
+    /// A 2-D weight matrix: stored in the file's [`WeightType`].
+    Weight,
     F16,
     F32,
 }
@@ -236,7 +300,7 @@ impl<'m, 'a> Planner<'m, 'a> {
             format!("{ggml}.weight"),
             &format!("{ct2}/weight"),
             None,
-            Out::F16,
+            Out::Weight,
         )?;
         self.add(
             format!("{ggml}.bias"),
@@ -265,14 +329,19 @@ impl<'m, 'a> Planner<'m, 'a> {
     fn fused_qkv(&mut self, ggml: &str, ct2: &str, d: usize) -> Result<(), ConvertError> {
         let (w, b) = (format!("{ct2}/weight"), format!("{ct2}/bias"));
         self.check_zero_rows(&b, d, 2 * d)?;
-        self.add(format!("{ggml}.query.weight"), &w, Some((0, d)), Out::F16)?;
+        self.add(format!("{ggml}.query.weight"), &w, Some((0, d)), Out::Weight)?;
         self.add(format!("{ggml}.query.bias"), &b, Some((0, d)), Out::F32)?;
-        self.add(format!("{ggml}.key.weight"), &w, Some((d, 2 * d)), Out::F16)?;
+        self.add(
+            format!("{ggml}.key.weight"),
+            &w,
+            Some((d, 2 * d)),
+            Out::Weight,
+        )?;
         self.add(
             format!("{ggml}.value.weight"),
             &w,
             Some((2 * d, 3 * d)),
-            Out::F16,
+            Out::Weight,
         )?;
         self.add(
             format!("{ggml}.value.bias"),
@@ -286,12 +355,12 @@ impl<'m, 'a> Planner<'m, 'a> {
     fn fused_kv(&mut self, ggml: &str, ct2: &str, d: usize) -> Result<(), ConvertError> {
         let (w, b) = (format!("{ct2}/weight"), format!("{ct2}/bias"));
         self.check_zero_rows(&b, 0, d)?;
-        self.add(format!("{ggml}.key.weight"), &w, Some((0, d)), Out::F16)?;
+        self.add(format!("{ggml}.key.weight"), &w, Some((0, d)), Out::Weight)?;
         self.add(
             format!("{ggml}.value.weight"),
             &w,
             Some((d, 2 * d)),
-            Out::F16,
+            Out::Weight,
         )?;
         self.add(format!("{ggml}.value.bias"), &b, Some((d, 2 * d)), Out::F32)
     }
@@ -322,11 +391,36 @@ fn values_f32(t: &Tensor) -> Vec<f32> {
     vals
 }
 
-fn tensor_bytes(t: &Tensor) -> Vec<u8> {
+impl Tensor<'_, '_> {
+    /// The stored type, given the file's weight type.
+    fn ggml_type(&self, weights: WeightType) -> usize {
+        match (self.out, weights) {
+            (Out::Weight, WeightType::Q8_0) => GGML_TYPE_Q8_0,
+            (Out::Weight | Out::F16, _) => GGML_TYPE_F16,
+            (Out::F32, _) => GGML_TYPE_F32,
+        }
+    }
+
+    fn n_bytes(&self, weights: WeightType) -> u64 {
+        let n = self.shape.iter().product::<usize>() as u64;
+        match self.ggml_type(weights) {
+            GGML_TYPE_Q8_0 => n / QK8_0 as u64 * Q8_0_BLOCK_BYTES as u64,
+            GGML_TYPE_F16 => n * 2,
+            _ => n * 4,
+        }
+    }
+}
+
+fn tensor_bytes(t: &Tensor, weights: WeightType) -> Vec<u8> {
     let row: usize = t.src.shape[1..].iter().product::<usize>().max(1);
+    if t.ggml_type(weights) == GGML_TYPE_Q8_0 {
+        return quantize_q8_0(&values_f32(t));
+    }
     match (t.out, t.src.dtype, t.scale) {
-        (Out::F16, DType::F16, None) => t.src.data[t.rows.0 * row * 2..t.rows.1 * row * 2].to_vec(),
-        (Out::F16, _, _) => values_f32(t)
+        (Out::Weight | Out::F16, DType::F16, None) => {
+            t.src.data[t.rows.0 * row * 2..t.rows.1 * row * 2].to_vec()
+        }
+        (Out::Weight | Out::F16, _, _) => values_f32(t)
             .into_iter()
             .flat_map(|v| half::f16::from_f32(v).to_le_bytes())
             .collect(),
@@ -344,11 +438,13 @@ fn put_i32(out: &mut impl Write, v: usize) -> Result<(), ConvertError> {
     Ok(())
 }
 
-/// Convert a parsed CTranslate2 Whisper model to ggml, writing to `out`.
+/// Convert a parsed CTranslate2 Whisper model to ggml, writing to `out`, with
+/// the 2-D weight matrices stored as `weights`.
 /// `progress(done, total)` is called with bytes of tensor data written.
 pub fn convert(
     m: &Ct2Model,
     vocab: &Vocabulary,
+    weights: WeightType,
     out: &mut impl Write,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ConvertSummary, ConvertError> {
@@ -449,7 +545,7 @@ pub fn convert(
         "decoder.token_embedding.weight".into(),
         "decoder/embeddings/weight",
         None,
-        Out::F16,
+        Out::Weight,
     )?;
     for i in 0..n_dec {
         let (g, c) = (format!("decoder.blocks.{i}"), format!("decoder/layer_{i}"));
@@ -518,7 +614,7 @@ pub fn convert(
         dec_heads,
         n_dec,
         n_mels,
-        1,
+        weights.header_ftype(),
     ] {
         put_i32(out, v)?;
     }
@@ -534,19 +630,29 @@ pub fn convert(
         out.write_all(&bytes)?;
     }
 
+    // q8_0 blocks run along the innermost dimension (a row of the matrix).
+    if weights == WeightType::Q8_0
+        && let Some(t) = p
+            .plan
+            .iter()
+            .find(|t| t.out == Out::Weight && !t.shape[t.shape.len() - 1].is_multiple_of(QK8_0))
+    {
+        return Err(ConvertError::Layout(format!(
+            "{} has rows of {} values, not a multiple of {QK8_0}; it cannot be stored as q8_0",
+            t.name,
+            t.shape[t.shape.len() - 1]
+        )));
+    }
+
     // Tensors.
-    let total: u64 = p
-        .plan
-        .iter()
-        .map(|t| t.shape.iter().product::<usize>() as u64 * if t.out == Out::F16 { 2 } else { 4 })
-        .sum();
+    let total: u64 = p.plan.iter().map(|t| t.n_bytes(weights)).sum();
     let mut done = 0u64;
     progress(0, total);
     for t in &p.plan {
-        let data = tensor_bytes(t);
+        let data = tensor_bytes(t, weights);
         put_i32(out, t.shape.len())?;
         put_i32(out, t.name.len())?;
-        put_i32(out, if t.out == Out::F16 { 1 } else { 0 })?;
+        put_i32(out, t.ggml_type(weights))?;
         for &dim in t.shape.iter().rev() {
             put_i32(out, dim)?;
         }
@@ -602,11 +708,48 @@ mod tests {
     }
 
     #[test]
+    fn q8_0_round_trip_error_is_bounded() {
+        // Two blocks: a smooth ramp with a large outlier, and a block of zeros.
+        let mut x: Vec<f32> = (0..32).map(|i| (i as f32 - 15.5) * 0.013).collect();
+        x[7] = -0.9;
+        x.extend([0.0f32; 32]);
+        let q = quantize_q8_0(&x);
+        assert_eq!(q.len(), 2 * 34);
+        let y = dequantize_q8_0(&q);
+        assert_eq!(y.len(), x.len());
+        let d = 0.9 / 127.0;
+        for (a, b) in x.iter().zip(&y) {
+            // Half a step from rounding, plus the f16 rounding of the scale (<= 127 * d * 2^-11).
+            assert!((a - b).abs() <= d * 0.57, "{a} -> {b}");
+        }
+        // The largest value maps to +-127 exactly; zeros stay zero.
+        assert_eq!(q[2 + 7] as i8, -127);
+        assert!(y[32..].iter().all(|&v| v == 0.0));
+        assert_eq!(&q[34..36], &[0, 0], "zero scale for an all-zero block");
+    }
+
+    #[test]
+    fn q8_0_matches_ggml_rounding() {
+        // 63.5 / 127 * 127 = 63.5 rounds away from zero, as C's roundf does.
+        let mut x = [0.0f32; 32];
+        x[0] = 1.0;
+        x[1] = 0.5;
+        x[2] = -0.5;
+        let q = quantize_q8_0(&x);
+        assert_eq!(half::f16::from_le_bytes([q[0], q[1]]), half::f16::from_f32(1.0 / 127.0));
+        assert_eq!(
+            [q[2] as i8, q[3] as i8, q[4] as i8],
+            [127, 64, -64],
+            "63.5 rounds to 64"
+        );
+    }
+
+    #[test]
     fn non_whisper_model_is_an_unknown_layout() {
         let f = crate::ct2::tests::write_ct2(&[("x", &[1], 0, vec![0; 4])], &[]);
         let m = Ct2Model::parse(&f).unwrap();
         let vocab = Vocabulary::from_txt("<|endoftext|>\n");
-        let err = convert(&m, &vocab, &mut Vec::new(), &mut |_, _| {}).unwrap_err();
+        let err = convert(&m, &vocab, WeightType::F16, &mut Vec::new(), &mut |_, _| {}).unwrap_err();
         assert!(matches!(err, ConvertError::Layout(_)), "{err}");
     }
 }

