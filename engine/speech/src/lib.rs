@@ -22,9 +22,7 @@ pub mod recognizer;
 pub mod text;
 
 pub use pool::{AsrPool, TranscribeRequest};
-pub use recognizer::{
-    DecodeOptions, Lang, LoadOptions, Model, PromptMode, Recognizer, Transcript,
-};
+pub use recognizer::{DecodeOptions, Lang, LoadOptions, Model, PromptMode, Recognizer, Transcript};
 
 pub use models::{DEFAULT_MODEL, find_model, model_dir};
 

@@ -496,11 +496,10 @@ fn convert_bytes(
     })?;
     convert::convert(&ct2, vocab, weights, w, &mut |d, t| {
         progress("convert", d, t)
-    }).map_err(|e| {
-        SpeechError::Convert {
-            path: src.to_path_buf(),
-            source: e,
-        }
+    })
+    .map_err(|e| SpeechError::Convert {
+        path: src.to_path_buf(),
+        source: e,
     })
 }
 

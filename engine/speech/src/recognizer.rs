@@ -229,11 +229,10 @@ impl Model {
         }
         let mut params = WhisperContextParameters::default();
         params.flash_attn(opts.flash_attn);
-        let ctx = WhisperContext::new_with_params(path, params)
-            .map_err(|e| SpeechError::Load {
-                path: path.to_path_buf(),
-                what: e.to_string(),
-            })?;
+        let ctx = WhisperContext::new_with_params(path, params).map_err(|e| SpeechError::Load {
+            path: path.to_path_buf(),
+            what: e.to_string(),
+        })?;
         let multilingual = ctx.is_multilingual();
         Ok(Self {
             ctx: Arc::new(ctx),
