@@ -24,7 +24,7 @@ pub struct AsrBenchArgs {
     /// Models to measure (comma-separated): base, base-f16, tiny.en.
     #[arg(long, value_delimiter = ',', default_value = "base")]
     pub models: Vec<String>,
-    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback, no-flash.
+    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback, flash.
     #[arg(
         long,
         value_delimiter = ',',
@@ -128,8 +128,8 @@ fn options(setting: &str, threads: usize) -> anyhow::Result<(LoadOptions, Decode
         threads,
         ..DecodeOptions::default()
     };
-    if setting == "no-flash" {
-        return Ok((LoadOptions { flash_attn: false }, base));
+    if setting == "flash" {
+        return Ok((LoadOptions { flash_attn: true }, base));
     }
     let decode = match setting {
         "default" => base,
@@ -154,7 +154,7 @@ fn options(setting: &str, threads: usize) -> anyhow::Result<(LoadOptions, Decode
             ..base
         },
         other => bail!(
-            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback, no-flash)"
+            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback, flash)"
         ),
     };
     Ok((LoadOptions::default(), decode))
