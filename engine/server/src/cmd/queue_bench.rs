@@ -166,21 +166,26 @@ async fn seed_operator(pool: &PgPool, unit: i64, n: u32) -> anyhow::Result<Scope
     Ok(op.scope())
 }
 
+/// The sample both latency measurements time: an emergency on `call`.
+async fn flag_emergency(pool: &PgPool, call: i64) -> anyhow::Result<queue::Escalation> {
+    let f = Flag {
+        call_id: call,
+        level: Level::Emergency,
+        categories: vec!["fall".into()],
+        reasons: serde_json::json!([]),
+        elder_on_line: true,
+    };
+    Ok(queue::flag(pool, &f, &SlaPolicy::default(), Utc::now()).await?)
+}
+
 async fn notify_latency(pool: &PgPool, community: i64, samples: usize) -> anyhow::Result<()> {
     let calls = bench::seed_calls(pool, community, "notify", samples as i64).await?;
     let mut listener = PgListener::connect_with(pool).await?;
     listener.listen(queue::CHANNEL).await?;
     let mut lat = Vec::with_capacity(samples);
     for call in calls {
-        let f = Flag {
-            call_id: call,
-            level: Level::Emergency,
-            categories: vec!["fall".into()],
-            reasons: serde_json::json!([]),
-            elder_on_line: true,
-        };
         let t0 = Instant::now();
-        queue::flag(pool, &f, &SlaPolicy::default(), Utc::now()).await?;
+        flag_emergency(pool, call).await?;
         // Measured from before the insert, so it includes the commit.
         tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -240,15 +245,8 @@ async fn sse_latency(
 
     let mut lat = Vec::with_capacity(samples);
     for call in calls {
-        let f = Flag {
-            call_id: call,
-            level: Level::Emergency,
-            categories: vec!["fall".into()],
-            reasons: serde_json::json!([]),
-            elder_on_line: true,
-        };
         let t0 = Instant::now();
-        let e = queue::flag(pool, &f, &SlaPolicy::default(), Utc::now()).await?;
+        let e = flag_emergency(pool, call).await?;
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 if lines.take_event_for(e.id) {
