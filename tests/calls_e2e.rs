@@ -6,6 +6,8 @@
 //!
 //! Every wait polls the database (or the process output) against a deadline.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,30 +15,16 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
-use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::testing::TestDb;
 use voicecare_telephony::leg::LegConfig;
 use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
 use voicecare_telephony::{SimPhone, SimScript};
 
+use support::{community, fixture_wav, repo};
+
 /// One call test at a time: each runs a whole engine with whisper, and the
 /// machine's cores are better spent keeping every call real-time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// A fixture clip converted to the WAV the simulated phone plays.
-fn fixture_wav(dir: &Path, clip: &str) -> PathBuf {
-    let audio = voicecare_media::load(&repo().join("audio-fixtures").join(clip), None)
-        .unwrap_or_else(|e| panic!("fixture {clip}: {e}"));
-    let out = dir
-        .join(Path::new(clip).file_name().unwrap())
-        .with_extension("wav");
-    voicecare_media::write_wav(&out, &audio).unwrap();
-    out
-}
 
 struct Engine {
     child: Child,
@@ -158,25 +146,6 @@ struct Elder {
     id: i64,
     device: String,
     token: String,
-}
-
-async fn community(pool: &PgPool) -> i64 {
-    let city = org::create(pool, None, UnitLevel::City, "Riverside")
-        .await
-        .unwrap()
-        .id;
-    let county = org::create(pool, Some(city), UnitLevel::County, "North")
-        .await
-        .unwrap()
-        .id;
-    let street = org::create(pool, Some(county), UnitLevel::Street, "Elm Street")
-        .await
-        .unwrap()
-        .id;
-    org::create(pool, Some(street), UnitLevel::Community, "Elm Court")
-        .await
-        .unwrap()
-        .id
 }
 
 async fn enrol(pool: &PgPool, community: i64, device: &str, lang: &str, contacts: usize) -> Elder {

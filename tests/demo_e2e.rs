@@ -7,12 +7,11 @@
 //! Needs the whisper model (`scripts/install-model.sh`) and, unless
 //! `DATABASE_URL` is set, the embedded PostgreSQL.
 
-use std::path::{Path, PathBuf};
+mod support;
+
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use support::repo;
 
 /// The text of the element with this id in the report's HTML.
 fn cell<'a>(html: &'a str, id: &str) -> &'a str {

@@ -9,33 +9,22 @@
 //! load balancer would reconnect), so whichever node claims the call can
 //! ring it.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use sqlx::PgPool;
 use voicecare_store::cohort::{self, SimElder};
-use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::testing::TestDb;
 use voicecare_telephony::leg::LegConfig;
 use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
 use voicecare_telephony::{SimPhone, SimScript};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn fixture_wav(dir: &Path, clip: &str) -> PathBuf {
-    let audio = voicecare_media::load(&repo().join("audio-fixtures").join(clip), None)
-        .unwrap_or_else(|e| panic!("fixture {clip}: {e}"));
-    let out = dir
-        .join(Path::new(clip).file_name().unwrap())
-        .with_extension("wav");
-    voicecare_media::write_wav(&out, &audio).unwrap();
-    out
-}
+use support::{community, fixture_wav, repo};
 
 struct Node {
     child: Child,
@@ -88,25 +77,6 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-async fn community(pool: &PgPool) -> i64 {
-    let city = org::create(pool, None, UnitLevel::City, "Riverside")
-        .await
-        .unwrap()
-        .id;
-    let county = org::create(pool, Some(city), UnitLevel::County, "North")
-        .await
-        .unwrap()
-        .id;
-    let street = org::create(pool, Some(county), UnitLevel::Street, "Elm Street")
-        .await
-        .unwrap()
-        .id;
-    org::create(pool, Some(street), UnitLevel::Community, "Elm Court")
-        .await
-        .unwrap()
-        .id
 }
 
 /// Poll `query` (one row, one column, no parameters) until it returns a row.

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 
-use crate::error::Result;
+use crate::error::{Result, StoreError};
+use crate::operators::Scope;
 
 /// Who acted.
 #[derive(Debug, Clone, Copy)]
@@ -92,4 +93,32 @@ pub async fn trail<'e>(
     .bind(entity_id)
     .fetch_all(db)
     .await?)
+}
+
+/// Look up a recording's path for an operator and audit the listen in the
+/// same transaction. `sql` takes the caller's unit as `$1` and `id` as `$2`
+/// and returns, within scope, one row of (the audited entity's id, the
+/// elder's id, the path); no row answers `NotFound`. `event` builds the audit
+/// event from those two ids.
+pub(crate) async fn listened<'a>(
+    pool: &PgPool,
+    sql: &'static str,
+    scope: &Scope,
+    id: i64,
+    now: DateTime<Utc>,
+    event: impl FnOnce(i64, i64) -> NewEvent<'a>,
+) -> Result<String> {
+    let mut tx = pool.begin().await?;
+    let row: Option<(i64, i64, String)> = sqlx::query_as(sql)
+        .bind(scope.unit_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (entity, elder, path) = row.ok_or(StoreError::NotFound {
+        entity: "recording",
+        id,
+    })?;
+    record(&mut *tx, now, event(entity, elder)).await?;
+    tx.commit().await?;
+    Ok(path)
 }

@@ -275,25 +275,16 @@ pub async fn utterance_audio_path(
     utterance_id: i64,
     now: DateTime<Utc>,
 ) -> Result<String> {
-    let mut tx = pool.begin().await?;
-    let row: Option<(i64, i64, String)> = sqlx::query_as(
+    audit::listened(
+        pool,
         "SELECT ut.call_id, c.elder_id, ut.audio_path
          FROM utterances ut JOIN calls c ON c.id = ut.call_id
          JOIN elders el ON el.id = c.elder_id JOIN org_units u ON u.id = el.community_id
          WHERE ut.id = $2 AND ut.audio_path IS NOT NULL AND $1::bigint = ANY(u.path)",
-    )
-    .bind(scope.unit_id)
-    .bind(utterance_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (call_id, elder_id, path) = row.ok_or(StoreError::NotFound {
-        entity: "recording",
-        id: utterance_id,
-    })?;
-    audit::record(
-        &mut *tx,
+        scope,
+        utterance_id,
         now,
-        NewEvent {
+        |call_id, elder_id| NewEvent {
             actor: Actor::Operator(scope.operator_id),
             action: "utterance.listen",
             entity: "utterance",
@@ -302,9 +293,7 @@ pub async fn utterance_audio_path(
             details: serde_json::json!({"call_id": call_id}),
         },
     )
-    .await?;
-    tx.commit().await?;
-    Ok(path)
+    .await
 }
 
 /// Whisper's queue wait and decode time (ms) of every stored utterance, for

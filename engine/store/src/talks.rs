@@ -341,24 +341,15 @@ pub async fn recording_path(
     talk_id: i64,
     now: DateTime<Utc>,
 ) -> Result<String> {
-    let mut tx = pool.begin().await?;
-    let row: Option<(i64, i64, String)> = sqlx::query_as(
+    audit::listened(
+        pool,
         "SELECT e.id, e.elder_id, t.recording_path
          FROM operator_talks t JOIN escalations e ON e.id = t.escalation_id
          WHERE t.id = $2 AND t.recording_path IS NOT NULL AND $1::bigint = ANY(e.unit_path)",
-    )
-    .bind(scope.unit_id)
-    .bind(talk_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let (escalation, elder, path) = row.ok_or(StoreError::NotFound {
-        entity: "recording",
-        id: talk_id,
-    })?;
-    audit::record(
-        &mut *tx,
+        scope,
+        talk_id,
         now,
-        NewEvent {
+        |escalation, elder| NewEvent {
             actor: Actor::Operator(scope.operator_id),
             action: "talk.listen",
             entity: "escalation",
@@ -367,7 +358,5 @@ pub async fn recording_path(
             details: serde_json::json!({"talk_id": talk_id}),
         },
     )
-    .await?;
-    tx.commit().await?;
-    Ok(path)
+    .await
 }
