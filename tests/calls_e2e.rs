@@ -881,6 +881,103 @@ async fn words_spoken_over_a_prompt_stop_it_and_are_taken_as_the_answer() {
     barge_in_call(&engine, &pool, &elder, &tmp).await;
 }
 
+/// A flow that never escalates by itself and waits 5 s of silence before it
+/// takes the elder's turn.
+const PATIENT_FLOW: &str = r#"[flow]
+id = "patient_test"
+name = "Patient listener"
+languages = ["en", "zh"]
+start = "how_are_you"
+inputs = ["elder_name"]
+end_of_utterance_ms = 5000
+
+[[step]]
+id = "how_are_you"
+type = "ask"
+input = "speech"
+prompt.en = "How are you today?"
+prompt.zh = "您今天好吗？"
+next = "thanks"
+
+[[step]]
+id = "thanks"
+type = "hangup"
+prompt.en = "Thank you. Goodbye."
+prompt.zh = "谢谢，再见。"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("early");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-early", "en", 0).await;
+    let flows = tmp.join("flows");
+    std::fs::create_dir_all(&flows).unwrap();
+    std::fs::write(flows.join("patient_test.toml"), PATIENT_FLOW).unwrap();
+    let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
+    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    let script = format!(
+        r#"
+max_call_ms = 120000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 90000
+"#,
+        wav.display()
+    );
+    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    let call = schedule_flow(&pool, elder.id, "patient_test").await;
+    let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    assert!(report.answered);
+    finished_call(&pool, elder.id, 60).await;
+    let row = call_row(&pool, call).await;
+    assert_eq!(row.flow_path, vec!["how_are_you", "thanks"]);
+
+    // The flow never escalates: this item can only come from the early transcript.
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "emergency");
+    let rules: Vec<&str> = esc[0]
+        .2
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["rule"].as_str())
+        .collect();
+    assert!(rules.contains(&"runner.early_transcript"), "{rules:?}");
+    // Queued during the elder's pause, seconds before the turn ended and the
+    // utterance was stored.
+    let (flagged, stored): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) = sqlx::query_as(
+        "SELECT e.created_at, u.created_at FROM escalations e JOIN utterances u ON u.call_id = e.call_id
+         WHERE e.call_id = $1 ORDER BY u.seq LIMIT 1",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(
+        stored - flagged > chrono::Duration::milliseconds(2000),
+        "flagged at {flagged}, the turn's utterance stored at {stored}"
+    );
+    let heard = utterances(&pool, call).await;
+    assert_eq!(heard.len(), 1, "{heard:?}");
+    assert!(heard[0].1.to_lowercase().contains("fell"), "{heard:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_noise_burst_over_a_prompt_does_not_stop_it() {
     let _one = SERIAL.lock().await;

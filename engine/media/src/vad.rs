@@ -16,6 +16,14 @@
 //! - an utterance ends only after [`EndpointConfig::end_silence_ms`] of
 //!   silence (elders pause mid-sentence; the default is 1.1 s) or when it
 //!   reaches [`EndpointConfig::max_utterance_ms`].
+//!
+//! Waiting out that long silence costs the elder time on every turn, so the
+//! endpointer also reports a [`VadEvent::Paused`] early in the silence
+//! ([`EndpointConfig::early_ms`]) with the utterance so far. The caller can
+//! transcribe it speculatively: if no more speech comes, the final utterance
+//! has exactly the same samples and the transcript is ready (or nearly) when
+//! the silence ends; [`Endpointer::in_progress`] tells whether speech came
+//! since.
 
 use std::collections::VecDeque;
 
@@ -29,6 +37,9 @@ pub struct EndpointConfig {
     pub end_silence_ms: u32,
     /// Longest utterance; longer speech is cut and delivered in pieces.
     pub max_utterance_ms: u32,
+    /// Silence after which [`VadEvent::Paused`] reports the utterance so far;
+    /// 0 turns it off. Must be shorter than `end_silence_ms` to matter.
+    pub early_ms: u32,
     /// Speech needed before an utterance counts as started (barge-in on real words only).
     pub min_speech_ms: u32,
     /// After [`Endpointer::arm`], report [`VadEvent::NoInput`] if nobody spoke for this long.
@@ -51,6 +62,7 @@ impl Default for EndpointConfig {
             sample_rate: 16000,
             end_silence_ms: 1100,
             max_utterance_ms: 20_000,
+            early_ms: 0,
             min_speech_ms: 200,
             no_input_ms: 8000,
             pre_roll_ms: 300,
@@ -103,6 +115,10 @@ pub struct Utterance {
 pub enum VadEvent {
     /// Real speech began (after `min_speech_ms`): stop the prompt for barge-in.
     SpeechStarted { at_ms: u64 },
+    /// The speaker paused for `early_ms`: the utterance so far, which is
+    /// exactly what [`VadEvent::UtteranceEnded`] will deliver if no more
+    /// speech comes (same `start_ms`, same samples).
+    Paused(Utterance),
     /// An utterance is complete.
     UtteranceEnded(Utterance),
     /// Nobody spoke for `no_input_ms` after the endpointer was armed.
@@ -138,6 +154,8 @@ pub struct Endpointer {
     silence_ms: u32,
     /// Length of `buf` at the last speech-level frame.
     last_speech_len: usize,
+    /// `Paused` was reported for the current pause.
+    paused_sent: bool,
 }
 
 fn frame_db(frame: &[f32]) -> f32 {
@@ -165,6 +183,7 @@ impl Endpointer {
             speech_ms: 0,
             silence_ms: 0,
             last_speech_len: 0,
+            paused_sent: false,
         }
     }
 
@@ -269,6 +288,7 @@ impl Endpointer {
                     self.speech_ms += ms;
                     self.silence_ms = 0;
                     self.last_speech_len = self.buf.len();
+                    self.paused_sent = false;
                 } else {
                     self.silence_ms += ms;
                     self.adapt_floor_in_pause(db);
@@ -284,8 +304,30 @@ impl Endpointer {
                         self.end_utterance(EndReason::MaxLength, now_ms + ms as u64),
                     ));
                 }
+                if self.cfg.early_ms > 0
+                    && !self.paused_sent
+                    && self.silence_ms >= self.cfg.early_ms
+                {
+                    self.paused_sent = true;
+                    return Some(VadEvent::Paused(self.so_far()));
+                }
                 None
             }
+        }
+    }
+
+    /// The utterance an end now would deliver, as (`start_ms`, sample count):
+    /// compare with a [`VadEvent::Paused`] to know whether speech came since.
+    pub fn in_progress(&self) -> Option<(u64, usize)> {
+        (self.state == State::Speaking).then(|| (self.buf_start_ms, self.kept_len()))
+    }
+
+    /// Silence so far in the current utterance (0 while speech comes).
+    pub fn silence_ms(&self) -> u32 {
+        if self.state == State::Speaking {
+            self.silence_ms
+        } else {
+            0
         }
     }
 
@@ -362,25 +404,44 @@ impl Endpointer {
         self.last_speech_len = self.buf.len();
     }
 
-    fn end_utterance(&mut self, reason: EndReason, now_ms: u64) -> Utterance {
+    /// Samples of the utterance in progress that an end now would deliver:
+    /// up to the last speech-level frame plus the tail.
+    fn kept_len(&self) -> usize {
         let tail = (self.cfg.tail_ms as u64 * self.cfg.sample_rate as u64 / 1000) as usize;
-        let keep = (self.last_speech_len + tail).min(self.buf.len());
-        let mut samples = std::mem::take(&mut self.buf);
-        samples.truncate(keep);
+        (self.last_speech_len + tail).min(self.buf.len())
+    }
+
+    fn utterance_of(&self, samples: Vec<f32>, reason: EndReason, now_ms: u64) -> Utterance {
         let start_ms = self.buf_start_ms;
         let end_ms = start_ms + samples.len() as u64 * 1000 / self.cfg.sample_rate as u64;
-        let utt = Utterance {
+        Utterance {
             samples,
             sample_rate: self.cfg.sample_rate,
             start_ms,
             end_ms: end_ms.min(now_ms.max(start_ms)),
             speech_ms: self.speech_ms,
             reason,
-        };
+        }
+    }
+
+    /// A copy of the utterance so far, for [`VadEvent::Paused`]: as it would
+    /// end if the silence lasts.
+    fn so_far(&self) -> Utterance {
+        let samples = self.buf[..self.kept_len()].to_vec();
+        let end = self.buf_start_ms + samples.len() as u64 * 1000 / self.cfg.sample_rate as u64;
+        self.utterance_of(samples, EndReason::Silence, end)
+    }
+
+    fn end_utterance(&mut self, reason: EndReason, now_ms: u64) -> Utterance {
+        let keep = self.kept_len();
+        let mut samples = std::mem::take(&mut self.buf);
+        samples.truncate(keep);
+        let utt = self.utterance_of(samples, reason, now_ms);
         self.state = State::Idle;
         self.speech_ms = 0;
         self.silence_ms = 0;
         self.last_speech_len = 0;
+        self.paused_sent = false;
         if reason == EndReason::MaxLength {
             // Speech continues: the next piece starts right away.
             self.state = State::Speaking;
@@ -462,6 +523,84 @@ mod tests {
             now += 20;
         }
         out
+    }
+
+    #[test]
+    fn pauses_are_reported_early_and_match_the_final_utterance() {
+        let mut s = 11;
+        let mut audio = quiet(500, &mut s);
+        audio.extend(syllables(1500, &mut s));
+        audio.extend(quiet(600, &mut s)); // a pause: reported, then speech resumes
+        audio.extend(syllables(1000, &mut s));
+        audio.extend(quiet(2000, &mut s));
+        let mut ep = Endpointer::new(EndpointConfig {
+            early_ms: 400,
+            ..EndpointConfig::for_rate(RATE)
+        });
+        let ev = run(&mut ep, &audio);
+        let kinds: Vec<&str> = ev
+            .iter()
+            .map(|(_, e)| match e {
+                VadEvent::SpeechStarted { .. } => "start",
+                VadEvent::Paused(_) => "paused",
+                VadEvent::UtteranceEnded(_) => "end",
+                VadEvent::NoInput { .. } => "no-input",
+            })
+            .collect();
+        assert_eq!(kinds, ["start", "paused", "paused", "end"]);
+        let (VadEvent::Paused(first), VadEvent::Paused(second), VadEvent::UtteranceEnded(fin)) =
+            (&ev[1].1, &ev[2].1, &ev[3].1)
+        else {
+            unreachable!()
+        };
+        // The first pause was followed by more speech: it is not the utterance.
+        assert!(first.samples.len() < fin.samples.len());
+        // The second was the end: same start, same samples, delivered 700 ms earlier.
+        assert_eq!(second.start_ms, fin.start_ms);
+        assert_eq!(second.samples, fin.samples);
+        assert_eq!(
+            ev[3].0 - ev[2].0,
+            700,
+            "1100 ms end silence minus the 400 ms early report"
+        );
+    }
+
+    #[test]
+    fn in_progress_tells_whether_speech_came_since_a_pause() {
+        let mut s = 5;
+        let mut ep = Endpointer::new(EndpointConfig {
+            early_ms: 300,
+            ..EndpointConfig::for_rate(RATE)
+        });
+        let mut audio = quiet(400, &mut s);
+        audio.extend(syllables(1200, &mut s));
+        let ev = run(&mut ep, &audio);
+        assert!(matches!(
+            ev.last(),
+            Some((_, VadEvent::SpeechStarted { .. }))
+        ));
+        let mut now = 1600;
+        let mut feed = |ep: &mut Endpointer, audio: Vec<f32>| {
+            let mut out = Vec::new();
+            for f in audio.chunks((RATE / 50) as usize) {
+                out.extend(ep.push(f, now));
+                now += 20;
+            }
+            out
+        };
+        let ev = feed(&mut ep, quiet(400, &mut s));
+        let Some(VadEvent::Paused(paused)) = ev.first() else {
+            panic!("a 400 ms pause is reported at 300 ms: {ev:?}")
+        };
+        assert_eq!(
+            ep.in_progress(),
+            Some((paused.start_ms, paused.samples.len())),
+            "no speech since the pause"
+        );
+        feed(&mut ep, syllables(600, &mut s));
+        let (start, len) = ep.in_progress().expect("still speaking");
+        assert_eq!(start, paused.start_ms);
+        assert!(len > paused.samples.len(), "speech came since the pause");
     }
 
     #[test]

@@ -108,6 +108,10 @@ pub struct ServeArgs {
     /// Do not keep utterance audio under `<data-dir>/recordings/`.
     #[arg(long, env = "VOICECARE_NO_RECORDINGS")]
     pub no_recordings: bool,
+    /// Start transcribing after this much of a pause, before the utterance is
+    /// known to be over (on an idle worker only); 0 turns it off.
+    #[arg(long, env = "VOICECARE_EARLY_ASR_MS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=5000))]
+    pub early_asr_ms: u32,
 }
 
 impl ServeArgs {

@@ -9,5 +9,6 @@ pub mod config;
 pub mod console;
 pub mod db;
 pub mod demo;
+pub mod event_stream;
 pub mod runner;
 pub mod telemetry;

@@ -21,8 +21,10 @@ pub mod pool;
 pub mod recognizer;
 pub mod text;
 
-pub use pool::{AsrPool, TranscribeRequest};
-pub use recognizer::{DecodeOptions, Lang, LoadOptions, Model, PromptMode, Recognizer, Transcript};
+pub use pool::{AsrPool, Speculation, TranscribeRequest};
+pub use recognizer::{
+    DecodeOptions, Lang, LoadOptions, LoopRetry, Model, PromptMode, Recognizer, Transcript,
+};
 
 pub use models::{DEFAULT_MODEL, find_model, model_dir};
 
@@ -67,6 +69,8 @@ pub enum SpeechError {
     Whisper(String),
     #[error("the recognition pool has shut down")]
     PoolClosed,
+    #[error("the transcription was cancelled")]
+    Cancelled,
 }
 
 impl SpeechError {

@@ -5,10 +5,18 @@
 //! on dedicated OS threads, never on the async runtime. When every worker is
 //! busy, requests wait in the queue (they are never dropped) and the time they
 //! waited is reported in [`Transcript::queue_wait_s`].
+//!
+//! [`AsrPool::speculate`] runs optional work on idle capacity only: the call
+//! engine transcribes an utterance while the elder's pause may still turn out
+//! to be mid-sentence. A speculation never waits behind real work, and
+//! dropping it cancels it, inside whisper if it is already running.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -16,6 +24,34 @@ use tokio::sync::oneshot;
 
 use crate::SpeechError;
 use crate::recognizer::{DecodeOptions, Lang, Model, Transcript};
+
+/// Niceness of the worker threads. Media must be sent every 20 ms while
+/// whisper runs for hundreds of milliseconds: on a busy node the scheduler
+/// should pick the packet over the decode. At +10 a worker gets about a tenth
+/// of the CPU weight of a normal thread when both want the same core, and
+/// all of it when the core is otherwise idle.
+pub const WORKER_NICE: i32 = 10;
+
+/// Lower the calling thread's scheduling priority (Linux: niceness is per
+/// thread). Failure only costs packet timing, so it is logged, not fatal.
+fn lower_thread_priority(nice: i32) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: plain system calls on the calling thread; no memory is shared.
+        let rc = unsafe {
+            let tid = libc::gettid();
+            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, nice)
+        };
+        if rc != 0 {
+            tracing::warn!(
+                error = %std::io::Error::last_os_error(),
+                "cannot lower the priority of a speech worker; media may jitter while it decodes"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = nice;
+}
 
 /// One utterance to transcribe.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +68,32 @@ struct Job {
     req: TranscribeRequest,
     queued: Instant,
     reply: oneshot::Sender<Result<Transcript, SpeechError>>,
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// A transcription started by [`AsrPool::speculate`]. Await it for the
+/// transcript; drop it to cancel the work.
+#[derive(Debug)]
+pub struct Speculation {
+    rx: oneshot::Receiver<Result<Transcript, SpeechError>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Future for Speculation {
+    type Output = Result<Transcript, SpeechError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(SpeechError::PoolClosed)))
+    }
+}
+
+impl Drop for Speculation {
+    fn drop(&mut self) {
+        // After completion this changes nothing; before, it frees the worker.
+        self.cancel.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The pool. Dropping it lets queued work finish, then stops the workers.
@@ -39,6 +101,7 @@ pub struct AsrPool {
     tx: Option<mpsc::Sender<Job>>,
     workers: Vec<JoinHandle<()>>,
     queued: Arc<AtomicUsize>,
+    busy: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for AsrPool {
@@ -74,16 +137,19 @@ impl AsrPool {
         let (tx, rx) = mpsc::channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let queued = Arc::new(AtomicUsize::new(0));
+        let busy = Arc::new(AtomicUsize::new(0));
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
             // Allocate each decoder up front so a missing model fails here, not mid-call.
             let mut rec = model.recognizer()?;
             let rx = Arc::clone(&rx);
             let queued = Arc::clone(&queued);
+            let busy = Arc::clone(&busy);
             let opts = opts.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("asr-{i}"))
                 .spawn(move || {
+                    lower_thread_priority(WORKER_NICE);
                     loop {
                         let job = {
                             let Ok(guard) = rx.lock() else { return };
@@ -92,15 +158,19 @@ impl AsrPool {
                                 Err(_) => return,
                             }
                         };
+                        busy.fetch_add(1, Ordering::SeqCst);
                         queued.fetch_sub(1, Ordering::SeqCst);
                         let wait = job.queued.elapsed().as_secs_f64();
                         let r = &job.req;
+                        rec.set_cancel(job.cancel.clone());
                         let result = rec
                             .transcribe(&r.samples_16k, r.lang, r.prompt.as_deref(), &opts)
                             .map(|mut t| {
                                 t.queue_wait_s = wait;
                                 t
                             });
+                        rec.set_cancel(None);
+                        busy.fetch_sub(1, Ordering::SeqCst);
                         // The caller may have gone away; nothing to do then.
                         let _ = job.reply.send(result);
                     }
@@ -112,6 +182,7 @@ impl AsrPool {
             tx: Some(tx),
             workers: handles,
             queued,
+            busy,
         })
     }
 
@@ -125,8 +196,35 @@ impl AsrPool {
         self.queued.load(Ordering::SeqCst)
     }
 
+    /// Workers neither decoding nor spoken for by a queued request.
+    pub fn idle(&self) -> usize {
+        self.workers
+            .len()
+            .saturating_sub(self.busy.load(Ordering::SeqCst) + self.queued.load(Ordering::SeqCst))
+    }
+
     /// Transcribe one utterance. Waits in the queue when every worker is busy.
     pub async fn transcribe(&self, req: TranscribeRequest) -> Result<Transcript, SpeechError> {
+        let rx = self.submit(req, None)?;
+        rx.await.map_err(|_| SpeechError::PoolClosed)?
+    }
+
+    /// Start a transcription only if a worker is idle now, so optional work
+    /// never delays an utterance that must be heard. `None` when all are busy.
+    pub fn speculate(&self, req: TranscribeRequest) -> Option<Speculation> {
+        if self.idle() == 0 {
+            return None;
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        let rx = self.submit(req, Some(Arc::clone(&cancel))).ok()?;
+        Some(Speculation { rx, cancel })
+    }
+
+    fn submit(
+        &self,
+        req: TranscribeRequest,
+        cancel: Option<Arc<AtomicBool>>,
+    ) -> Result<oneshot::Receiver<Result<Transcript, SpeechError>>, SpeechError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(SpeechError::PoolClosed)?;
         self.queued.fetch_add(1, Ordering::SeqCst);
@@ -135,13 +233,14 @@ impl AsrPool {
                 req,
                 queued: Instant::now(),
                 reply,
+                cancel,
             })
             .is_err()
         {
             self.queued.fetch_sub(1, Ordering::SeqCst);
             return Err(SpeechError::PoolClosed);
         }
-        rx.await.map_err(|_| SpeechError::PoolClosed)?
+        Ok(rx)
     }
 }
 

@@ -12,7 +12,9 @@
 //! whisper.cpp 1.8 it decodes about twice as slowly on these CPUs, so the
 //! call engine loads without it and favours turn latency.
 
+use std::ffi::c_void;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
@@ -101,6 +103,8 @@ pub struct DecodeOptions {
     pub threads: usize,
     /// Size the audio context to the utterance instead of 30 s.
     pub reduced_audio_ctx: bool,
+    /// What to do when a decode with the reduced context loops.
+    pub loop_retry: LoopRetry,
     /// Beam width; `None` is greedy decoding.
     pub beam_size: Option<usize>,
     /// Retry at higher temperatures when the decode looks bad (openai-whisper's default).
@@ -116,6 +120,7 @@ impl Default for DecodeOptions {
         Self {
             threads: 1,
             reduced_audio_ctx: true,
+            loop_retry: LoopRetry::FullContext,
             beam_size: None,
             temperature_fallback: false,
             prompt_mode: PromptMode::Plain,
@@ -126,6 +131,20 @@ impl Default for DecodeOptions {
             },
         }
     }
+}
+
+/// The second decode when the first, with a reduced audio context, loops
+/// (repeats itself). The retry's context sets the worst-case working memory
+/// of a decoder, which is what sizes a worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopRetry {
+    /// Whisper's full 30 s context: its native setting, and its full memory.
+    FullContext,
+    /// Twice the reduced context (capped at 30 s).
+    WiderContext,
+    /// The same context, sampling at temperature 0.4 (openai-whisper's
+    /// remedy for repetition): no more memory than the first decode.
+    Temperature,
 }
 
 /// What was heard. `text` is health data: never log it above debug level.
@@ -276,6 +295,7 @@ impl Model {
         Ok(Recognizer {
             model: self.clone(),
             state,
+            cancel: None,
         })
     }
 }
@@ -284,6 +304,16 @@ impl Model {
 pub struct Recognizer {
     model: Model,
     state: WhisperState,
+    /// Set by another thread to stop the decode in progress.
+    cancel: Option<Arc<AtomicBool>>,
+}
+
+/// whisper.cpp's abort callback: `data` points at the [`AtomicBool`] of
+/// [`Recognizer::set_cancel`], kept alive by the recognizer for the whole decode.
+unsafe extern "C" fn abort_when_set(data: *mut c_void) -> bool {
+    // SAFETY: `run_whisper` passes a pointer into an `Arc<AtomicBool>` it
+    // holds until `full` returns; an atomic may be read from any thread.
+    unsafe { (*(data as *const AtomicBool)).load(Ordering::Relaxed) }
 }
 
 impl std::fmt::Debug for Recognizer {
@@ -320,6 +350,12 @@ pub fn max_audio_ctx(flash_attn: bool) -> i32 {
 const RECORDING_MAX_UTTERANCE_MS: u32 = 24_000;
 
 impl Recognizer {
+    /// A flag that, once set (from any thread), stops the decode in progress
+    /// and makes it return [`SpeechError::Cancelled`]. `None` clears it.
+    pub fn set_cancel(&mut self, flag: Option<Arc<AtomicBool>>) {
+        self.cancel = flag;
+    }
+
     /// One whisper.cpp run: (text, sum of token log-probs, token count, no-speech probability).
     fn run_whisper(
         &mut self,
@@ -327,7 +363,8 @@ impl Recognizer {
         lang: Option<Lang>,
         prompt: Option<&str>,
         opts: &DecodeOptions,
-        reduced: bool,
+        audio_ctx: i32,
+        temperature: f32,
     ) -> Result<(String, f32, usize, f32), SpeechError> {
         // About 12 tokens per second of audio is more than anyone speaks.
         let max_tokens = (input.len() as f64 / SAMPLE_RATE as f64 * 12.0) as i32 + 16;
@@ -353,25 +390,35 @@ impl Recognizer {
         params.set_print_timestamps(false);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);
-        params.set_temperature(0.0);
+        params.set_temperature(temperature);
         params.set_temperature_inc(if opts.temperature_fallback { 0.2 } else { 0.0 });
         params.set_language(Some(lang.map(Lang::code).unwrap_or("auto")));
         if lang.is_none() {
             params.set_detect_language(false);
         }
-        let flash = self.model.flash_attn;
-        params.set_audio_ctx(if reduced {
-            audio_ctx_for(input.len(), flash)
-        } else {
-            max_audio_ctx(flash)
-        });
+        params.set_audio_ctx(audio_ctx);
         if let Some(p) = prompt {
             params.set_initial_prompt(p);
         }
+        // Held until `full` returns, so the callback's pointer stays valid.
+        let cancel = self.cancel.clone();
+        if let Some(flag) = &cancel {
+            if flag.load(Ordering::Relaxed) {
+                return Err(SpeechError::Cancelled);
+            }
+            // SAFETY: the pointer is to the AtomicBool inside `cancel`, which
+            // outlives the decode; `abort_when_set` only reads it.
+            unsafe {
+                params.set_abort_callback(Some(abort_when_set));
+                params.set_abort_callback_user_data(Arc::as_ptr(flag) as *mut c_void);
+            }
+        }
 
-        self.state
-            .full(params, input)
-            .map_err(|e| SpeechError::Whisper(e.to_string()))?;
+        let run = self.state.full(params, input);
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(SpeechError::Cancelled);
+        }
+        run.map_err(|e| SpeechError::Whisper(e.to_string()))?;
 
         let eot = self.model.ctx.token_eot();
         let mut raw = String::new();
@@ -440,15 +487,26 @@ impl Recognizer {
         };
 
         let started = Instant::now();
+        let flash = self.model.flash_attn;
+        let full_ctx = max_audio_ctx(flash);
+        let ctx = if opts.reduced_audio_ctx {
+            audio_ctx_for(input.len(), flash)
+        } else {
+            full_ctx
+        };
         let (mut raw, mut logprob_sum, mut n_tokens, mut no_speech_prob) =
-            self.run_whisper(input, lang, prompt, opts, opts.reduced_audio_ctx)?;
+            self.run_whisper(input, lang, prompt, opts, ctx, 0.0)?;
         if opts.reduced_audio_ctx
             && (text::compression_ratio(raw.trim()) > opts.gates.max_compression_ratio
                 || text::is_looping(&raw))
         {
-            // A loop with the short context: decode once more with the full context.
+            let (ctx, temperature) = match opts.loop_retry {
+                LoopRetry::FullContext => (full_ctx, 0.0),
+                LoopRetry::WiderContext => ((ctx * 2).min(full_ctx), 0.0),
+                LoopRetry::Temperature => (ctx, 0.4),
+            };
             (raw, logprob_sum, n_tokens, no_speech_prob) =
-                self.run_whisper(input, lang, prompt, opts, false)?;
+                self.run_whisper(input, lang, prompt, opts, ctx, temperature)?;
         }
         let decode_s = started.elapsed().as_secs_f64();
         let avg_logprob = if n_tokens == 0 {

@@ -303,6 +303,56 @@ fn pool_queues_when_busy_and_reports_the_wait() {
 }
 
 #[test]
+fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let clip = clips()
+        .into_iter()
+        .find(|c| c.file == "espeak/en_emergency_2.flac")
+        .unwrap();
+    let samples = load_16k(&clip);
+    let req = || TranscribeRequest {
+        samples_16k: samples.clone(),
+        lang: Some(Lang::En),
+        prompt: None,
+    };
+    let pool = AsrPool::new(model(), 1, 1).unwrap();
+    rt.block_on(async {
+        // An idle worker: the speculation runs and hears the words.
+        assert_eq!(pool.idle(), 1);
+        let spec = pool
+            .speculate(req())
+            .expect("an idle worker takes a speculation");
+        let t = spec.await.unwrap();
+        assert!(
+            normalize_en(&t.text).contains(&"chest".to_string()),
+            "{}",
+            t.text
+        );
+
+        // The worker is busy: no speculation is queued behind it.
+        let busy = pool.speculate(req()).expect("idle again");
+        assert!(pool.speculate(req()).is_none(), "the only worker is taken");
+        // Dropping it aborts the decode: a real request right after is served
+        // sooner than a whole decode of the clip would take.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        drop(busy);
+        let after = pool.transcribe(req()).await.unwrap();
+        assert!(
+            after.queue_wait_s < t.decode_s * 0.8,
+            "waited {:.3} s behind a cancelled decode of {:.3} s",
+            after.queue_wait_s,
+            t.decode_s
+        );
+        assert!(normalize_en(&after.text).contains(&"chest".to_string()));
+    });
+    assert_eq!(pool.idle(), 1);
+}
+
+#[test]
 fn a_truncated_fixture_copy_is_a_clear_error() {
     let src = fixtures_dir().join("real/librivox_0880.flac");
     let bytes = std::fs::read(&src).unwrap();

@@ -170,6 +170,8 @@ pub async fn progress(pool: &PgPool, elders: &[i64]) -> Result<Progress> {
 /// One escalation of the cohort and how long it has waited for an operator.
 #[derive(Debug, Clone)]
 pub struct Flag {
+    /// The escalation's id.
+    pub id: i64,
     pub elder_id: i64,
     pub level: String,
     /// Seconds from flag to first claim, or to now if unclaimed.
@@ -221,8 +223,8 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
     .bind(elders)
     .fetch_all(pool)
     .await?;
-    let flags: Vec<(i64, String, f64, bool)> = sqlx::query_as(
-        "SELECT elder_id, level, extract(epoch FROM coalesce(first_claimed_at, now()) - created_at)::float8,
+    let flags: Vec<(i64, i64, String, f64, bool)> = sqlx::query_as(
+        "SELECT id, elder_id, level, extract(epoch FROM coalesce(first_claimed_at, now()) - created_at)::float8,
                 first_claimed_at IS NOT NULL
            FROM escalations WHERE elder_id = ANY($1) ORDER BY id",
     )
@@ -265,7 +267,8 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
         highest: highest.into_iter().collect(),
         flags: flags
             .into_iter()
-            .map(|(elder_id, level, wait_secs, claimed)| Flag {
+            .map(|(id, elder_id, level, wait_secs, claimed)| Flag {
+                id,
                 elder_id,
                 level,
                 wait_secs,

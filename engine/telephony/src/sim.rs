@@ -188,6 +188,10 @@ pub struct SimReport {
     pub talk_ms: Option<f64>,
     /// One per `say` step the engine answered with audio.
     pub turns: Vec<SimTurn>,
+    /// Wall-clock time at which each `say` step's speech ended (its last loud
+    /// frame left the phone), answered or not: to line up with what other
+    /// processes saw, such as an operator's console.
+    pub speech_ends: Vec<std::time::SystemTime>,
     /// Inter-arrival times of the engine's packets, in microseconds, when the
     /// phone's leg was built with `record_timing`.
     pub inter_arrival_us: Vec<u32>,
@@ -405,6 +409,11 @@ impl SimPhone {
                             }
                             let tail = trailing_quiet_ms(&pcm);
                             control.play(pcm).finished().await;
+                            report.speech_ends.push(
+                                std::time::SystemTime::now()
+                                    .checked_sub(Duration::from_millis(tail))
+                                    .unwrap_or_else(std::time::SystemTime::now),
+                            );
                             if let Ok(mut m) = mark.lock() {
                                 let end = Instant::now()
                                     .checked_sub(Duration::from_millis(tail))

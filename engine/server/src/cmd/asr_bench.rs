@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use voicecare_media::RawFormat;
 use voicecare_speech::recognizer::{SAMPLE_RATE, ZH_PROMPT};
 use voicecare_speech::text::{edit_distance, normalize_en, normalize_zh};
-use voicecare_speech::{DecodeOptions, Lang, LoadOptions, Model, PromptMode, models};
+use voicecare_speech::{DecodeOptions, Lang, LoadOptions, LoopRetry, Model, PromptMode, models};
 
 const PEER_SCRIPT: &str = include_str!("../../../speech/bench/faster_whisper_peer.py");
 
@@ -24,7 +24,7 @@ pub struct AsrBenchArgs {
     /// Models to measure (comma-separated): base, base-f16, tiny.en.
     #[arg(long, value_delimiter = ',', default_value = "base")]
     pub models: Vec<String>,
-    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback, flash.
+    /// Settings (comma-separated): default, full-ctx, keywords, no-prompt, beam5, fallback, retry-full, retry-wide, retry-temp, flash.
     #[arg(
         long,
         value_delimiter = ',',
@@ -153,8 +153,20 @@ fn options(setting: &str, threads: usize) -> anyhow::Result<(LoadOptions, Decode
             temperature_fallback: true,
             ..base
         },
+        "retry-full" => DecodeOptions {
+            loop_retry: LoopRetry::FullContext,
+            ..base
+        },
+        "retry-wide" => DecodeOptions {
+            loop_retry: LoopRetry::WiderContext,
+            ..base
+        },
+        "retry-temp" => DecodeOptions {
+            loop_retry: LoopRetry::Temperature,
+            ..base
+        },
         other => bail!(
-            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback, flash)"
+            "unknown setting {other:?} (default, full-ctx, keywords, no-prompt, beam5, fallback, retry-full, retry-wide, retry-temp, flash)"
         ),
     };
     Ok((LoadOptions::default(), decode))

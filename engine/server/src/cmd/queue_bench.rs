@@ -217,29 +217,8 @@ async fn sse_latency(
         crate::api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
 
-    let http = reqwest::Client::new();
-    let login: serde_json::Value = http
-        .post(format!("{base}/api/v1/login"))
-        .json(&serde_json::json!({
-            "username": username,
-            "password": BENCH_PASSWORD,
-        }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = login["token"]
-        .as_str()
-        .ok_or_else(|| anyhow::anyhow!("login answered without a token: {login}"))?
-        .to_string();
-    let mut stream = http
-        .get(format!("{base}/api/v1/events"))
-        .bearer_auth(&token)
-        .send()
-        .await?
-        .error_for_status()?;
-    let mut lines = SseLines::default();
+    let mut stream =
+        crate::event_stream::EventStream::connect(&base, username, BENCH_PASSWORD).await?;
     // The fan-out announces itself with a resync once it is listening.
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -249,14 +228,9 @@ async fn sse_latency(
         let e = flag_emergency(pool, call).await?;
         tokio::time::timeout(Duration::from_secs(5), async {
             loop {
-                if lines.take_event_for(e.id) {
+                if stream.next().await?.iter().any(|s| s.id == e.id) {
                     return anyhow::Ok(());
                 }
-                let chunk = stream
-                    .chunk()
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("the event stream ended"))?;
-                lines.push(&chunk);
             }
         })
         .await
@@ -270,34 +244,6 @@ async fn sse_latency(
         &mut lat,
     );
     Ok(())
-}
-
-/// Server-sent event lines read so far, and the escalation ids seen in them.
-#[derive(Default)]
-struct SseLines {
-    partial: String,
-    seen: Vec<i64>,
-}
-
-impl SseLines {
-    fn push(&mut self, chunk: &[u8]) {
-        self.partial.push_str(&String::from_utf8_lossy(chunk));
-        while let Some(nl) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=nl).collect();
-            if let Some(data) = line.trim_end().strip_prefix("data:")
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && let Some(id) = v.get("id").and_then(|i| i.as_i64())
-            {
-                self.seen.push(id);
-            }
-        }
-    }
-
-    fn take_event_for(&mut self, id: i64) -> bool {
-        let before = self.seen.len();
-        self.seen.retain(|&s| s != id);
-        self.seen.len() != before
-    }
 }
 
 fn report(what: &str, lat: &mut [f64]) {

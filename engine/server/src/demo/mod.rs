@@ -120,6 +120,29 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     println!("  Data dir: {}", db_args.data_dir.display());
     println!();
 
+    // The demo watches its own console: when each escalation reaches an
+    // operator's event stream, against when the phone stopped speaking.
+    let observed = Arc::new(std::sync::Mutex::new(report::Observed::default()));
+    let mut events = crate::event_stream::EventStream::connect(
+        &format!("http://{listen}"),
+        &username,
+        OPERATOR_PASSWORD,
+    )
+    .await
+    .context("the demo's console watcher cannot subscribe to the event stream")?;
+    let watcher = {
+        let observed = observed.clone();
+        tokio::spawn(async move {
+            while let Ok(seen) = events.next().await {
+                if let Ok(mut o) = observed.lock() {
+                    for s in seen {
+                        o.console_seen.entry(s.id).or_insert(s.at);
+                    }
+                }
+            }
+        })
+    };
+
     // Phones first, then schedules: every device is registered before its window opens.
     let ws = format!("ws://{listen}/v1/devices/ws");
     let stats = Arc::new(std::sync::Mutex::new(BTreeMap::<i64, (u32, u32)>::new()));
@@ -131,11 +154,14 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         let mut phone = SimPhone::connect(cfg, script)
             .await
             .with_context(|| format!("simulated phone {} did not register", m.device))?;
-        let (id, stats) = (*id, stats.clone());
+        let (id, stats, observed) = (*id, stats.clone(), observed.clone());
         phones.push(tokio::spawn(async move {
             loop {
                 match phone.run_call().await {
                     Ok(r) => {
+                        if let Ok(mut o) = observed.lock() {
+                            o.speech_ends.entry(id).or_default().extend(&r.speech_ends);
+                        }
                         let mut s = stats.lock().unwrap();
                         let e = s.entry(id).or_default();
                         e.0 += 1;
@@ -185,7 +211,10 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     }
 
     let metrics = report::scrape_metrics(listen).await;
-    let summary = report::summarise(&pool, &elders, &sla, started.elapsed(), &metrics).await?;
+    watcher.abort();
+    let seen = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
+    let summary =
+        report::summarise(&pool, &elders, &sla, started.elapsed(), &metrics, &seen).await?;
     summary.print();
     // The cohort's day is over: no more check-ins for it, whoever keeps this database.
     cohort::unschedule(&pool, &ids).await?;

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use plotters::prelude::*;
 use serde::Serialize;
@@ -85,7 +85,40 @@ pub struct Summary {
     pub asr_decode_ms: Vec<i64>,
     /// Time an utterance waited for a whisper worker, ms.
     pub asr_queue_ms: Vec<i64>,
+    /// Per emergency escalation: from the end of the elder's speech (the
+    /// simulated phone's clock) to the escalation's first event on an
+    /// operator's console stream, ms. Sorted.
+    pub emergency_to_console_ms: Vec<f64>,
     pub per_elder: Vec<ElderResult>,
+}
+
+/// What the demo saw from outside the engine: when each phone's speech
+/// ended, and when each escalation reached the console's event stream.
+#[derive(Debug, Default)]
+pub struct Observed {
+    pub speech_ends: BTreeMap<i64, Vec<SystemTime>>,
+    pub console_seen: BTreeMap<i64, SystemTime>,
+}
+
+/// End of the elder's last speech before the escalation reached the console
+/// → that moment, for each emergency the console saw.
+fn emergency_to_console(flags: &[cohort::Flag], seen: &Observed) -> Vec<f64> {
+    let mut out: Vec<f64> = flags
+        .iter()
+        .filter(|f| f.level == "emergency")
+        .filter_map(|f| {
+            let at = *seen.console_seen.get(&f.id)?;
+            let spoke = seen
+                .speech_ends
+                .get(&f.elder_id)?
+                .iter()
+                .filter(|&&e| e <= at)
+                .max()?;
+            Some(at.duration_since(*spoke).ok()?.as_secs_f64() * 1000.0)
+        })
+        .collect();
+    out.sort_by(f64::total_cmp);
+    out
 }
 
 pub async fn summarise(
@@ -94,6 +127,7 @@ pub async fn summarise(
     sla: &SlaPolicy,
     elapsed: Duration,
     metrics: &str,
+    observed: &Observed,
 ) -> anyhow::Result<Summary> {
     let (turns, turn_respond_ms) = turn_latency(metrics);
     let ids: Vec<i64> = elders.iter().map(|e| e.0).collect();
@@ -205,6 +239,7 @@ pub async fn summarise(
         queue,
         asr_decode_ms: asr.iter().filter_map(|a| a.0.map(i64::from)).collect(),
         asr_queue_ms: asr.iter().filter_map(|a| a.1.map(i64::from)).collect(),
+        emergency_to_console_ms: emergency_to_console(&r.flags, observed),
         per_elder,
     })
 }
@@ -306,6 +341,16 @@ impl Summary {
                 "  turn latency, end of speech to reply ({} turns): {}",
                 self.turns,
                 q.join(", ")
+            );
+        }
+        if let Some(max) = self.emergency_to_console_ms.last() {
+            let e = &self.emergency_to_console_ms;
+            println!(
+                "  emergencies on the console after the elder stopped speaking: median {:.0} ms, max {:.0} ms; {}/{} within 1 s",
+                e[e.len() / 2],
+                max,
+                e.iter().filter(|&&ms| ms <= 1000.0).count(),
+                e.len()
             );
         }
         if !self.asr_decode_ms.is_empty() {
@@ -595,6 +640,15 @@ fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
             &[("ms", s.turn_respond_ms.iter().map(|q| q.1).collect())],
         )?);
     }
+    let e = &s.emergency_to_console_ms;
+    writeln!(
+        h,
+        "<h2>Emergencies reaching operators</h2><p>From the end of the elder's speech (the simulated phone's clock) to the escalation's first event on an operator's console stream (<code>GET /api/v1/events</code>), for <span id=\"emergencies-timed\">{}</span> emergencies: median <span id=\"emergency-console-p50\">{:.0}</span> ms, max <span id=\"emergency-console-max\">{:.0}</span> ms, <span id=\"emergency-console-1s\">{}</span> within 1 s.</p>",
+        e.len(),
+        e.get(e.len() / 2).copied().unwrap_or(0.0),
+        e.last().copied().unwrap_or(0.0),
+        e.iter().filter(|&&ms| ms <= 1000.0).count()
+    )?;
     writeln!(h, "<h2>Transcription time per utterance</h2>")?;
     writeln!(
         h,

@@ -65,6 +65,8 @@ pub struct RunnerConfig {
     pub sla: SlaPolicy,
     /// Keep utterance audio (WAV under `<data-dir>/recordings/`).
     pub keep_recordings: bool,
+    /// Pause after which an utterance is transcribed speculatively (0: never).
+    pub early_asr_ms: u32,
 }
 
 /// Shared by every call on this node.
@@ -314,6 +316,7 @@ pub fn start(
         service_name: args.service_name.clone(),
         sla: args.sla(),
         keep_recordings: !args.no_recordings,
+        early_asr_ms: args.early_asr_ms,
     };
     let engine = Engine::new(pool, cfg, Arc::new(asr))?;
     engine.set_hub(hub.clone());

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
+use voicecare_core::Level;
 use voicecare_core::distress::{self, Classifier};
 use voicecare_core::flow::{Action, Call, CallReport, Event, Flow, Heard, Lang, Millis, PromptId};
-use voicecare_media::vad::{EndpointConfig, Endpointer, VadEvent};
-use voicecare_speech::{TranscribeRequest, Transcript};
+use voicecare_media::vad::{EndpointConfig, Endpointer, Utterance, VadEvent};
+use voicecare_speech::{Speculation, TranscribeRequest, Transcript};
 use voicecare_store::calls::{AssessmentRecord, NewUtterance};
 use voicecare_store::queue::Flag;
 use voicecare_store::talks::{self, EndedBy};
@@ -69,6 +70,50 @@ struct Transcribed {
     ended_at: Instant,
     endpoint_ms: u64,
     result: Result<Transcript, voicecare_speech::SpeechError>,
+}
+
+/// An utterance transcribed early, while the elder's pause might still be
+/// mid-sentence. Used only if the utterance ends with exactly these samples.
+struct Early {
+    start_ms: u64,
+    len: usize,
+    /// Still running; `None` once `result` is in.
+    spec: Option<Speculation>,
+    result: Option<Result<Transcript, voicecare_speech::SpeechError>>,
+}
+
+/// Fixed evidence added to an early flag's reasons: where it came from.
+const EARLY_FLAG_RULE: &str = "runner.early_transcript";
+
+impl Early {
+    fn is_for(&self, u: &Utterance) -> bool {
+        self.start_ms == u.start_ms && self.len == u.samples.len()
+    }
+}
+
+/// Words heard early that cannot wait for the elder to finish: a clear,
+/// confidently heard emergency. Returns its categories and reasons for the
+/// queue. Anything less waits for the end of the turn.
+fn early_emergency(t: &Transcript, lang: Lang) -> Option<(Vec<String>, serde_json::Value)> {
+    let text = t.text.trim();
+    if text.is_empty() || t.low_confidence {
+        return None;
+    }
+    let a = Classifier::shared().assess(
+        &distress::Utterance::new(text)
+            .lang(distress_lang(lang))
+            .asr_confidence(t.confidence),
+    );
+    if a.level != Level::Emergency || a.needs_confirmation {
+        return None;
+    }
+    let categories = a
+        .categories
+        .iter()
+        .map(|c| c.as_str().to_string())
+        .collect();
+    let reasons = serde_json::to_value(&a.reasons).unwrap_or_else(|_| serde_json::json!([]));
+    Some((categories, reasons))
 }
 
 fn speech_lang(l: Lang) -> voicecare_speech::Lang {
@@ -142,6 +187,9 @@ pub async fn run(
     // A timer fired while an utterance was in the ASR pool.
     let mut tick_held = false;
     let mut endpointer: Option<Endpointer> = None;
+    let mut early: Option<Early> = None;
+    // An utterance the endpointer just ended, with the silence waited for it.
+    let mut finished: Option<(Utterance, u64)> = None;
     let mut recording = false;
     let mut media_ms: u64 = 0;
     let mut timer: Option<tokio::time::Instant> = None;
@@ -221,20 +269,31 @@ pub async fn run(
                     } => {
                         recording = false;
                         if endpointer.is_none() {
+                            let end_silence_ms = end_of_utterance_ms.min(10_000) as u32;
                             endpointer = Some(Endpointer::new(EndpointConfig {
-                                end_silence_ms: end_of_utterance_ms.min(10_000) as u32,
+                                end_silence_ms,
+                                // Early transcription only pays before the end.
+                                early_ms: if engine.cfg.early_asr_ms < end_silence_ms {
+                                    engine.cfg.early_asr_ms
+                                } else {
+                                    0
+                                },
                                 // The interpreter keeps the no-input timer.
                                 no_input_ms: u32::MAX,
                                 ..EndpointConfig::for_rate(16_000)
                             }));
                         }
                     }
-                    Action::StopListening => endpointer = None,
+                    Action::StopListening => {
+                        endpointer = None;
+                        early = None;
+                    }
                     Action::StartRecording {
                         max_ms,
                         end_of_utterance_ms,
                     } => {
                         recording = true;
+                        early = None;
                         endpointer = Some(Endpointer::new(EndpointConfig {
                             end_silence_ms: end_of_utterance_ms.min(10_000) as u32,
                             max_utterance_ms: max_ms.min(600_000) as u32,
@@ -325,29 +384,28 @@ pub async fn run(
                     let f: Vec<f32> = frame.iter().map(|&s| s as f32 / 32768.0).collect();
                     match ep.push(&f, at) {
                         Some(VadEvent::SpeechStarted { .. }) => pending.push(Event::SpeechStarted),
-                        Some(VadEvent::UtteranceEnded(u)) => {
-                            seq += 1;
-                            let endpoint_ms = ep.config().end_silence_ms as u64;
-                            let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
-                            if recording {
-                                recording = false;
-                                endpointer = None;
-                                pending.push(Event::RecordingFinished { reference: path });
-                                continue;
-                            }
-                            in_flight += 1;
-                            let job = Transcribed {
-                                seq,
-                                step: call.current_step().map(str::to_string),
-                                audio_path: path,
-                                audio_ms: (u.samples.len() / 16) as i32,
-                                ended_at: Instant::now(),
-                                endpoint_ms,
-                                result: Ok(empty_transcript()),
-                            };
-                            spawn_asr(engine, job, u.samples, lang, asr_tx.clone());
+                        Some(VadEvent::Paused(u)) if !recording => {
+                            // Replaces (and so cancels) an earlier pause's.
+                            drop(early.take());
+                            let (start_ms, len) = (u.start_ms, u.samples.len());
+                            early = engine.asr.speculate(TranscribeRequest {
+                                samples_16k: u.samples,
+                                lang: Some(speech_lang(lang)),
+                                prompt: None,
+                            }).map(|spec| Early { start_ms, len, spec: Some(spec), result: None });
+                            metrics::counter!("voicecare_asr_early_total", "outcome" => if early.is_some() { "started" } else { "no_idle_worker" }).increment(1);
                         }
-                        Some(VadEvent::NoInput { .. }) | None => {}
+                        Some(VadEvent::UtteranceEnded(u)) => {
+                            finished = Some((u, ep.config().end_silence_ms as u64));
+                        }
+                        None => {
+                            // The elder went on after the pause: its early
+                            // transcript is of no use; free the worker.
+                            if early.as_ref().is_some_and(|e| ep.in_progress() != Some((e.start_ms, e.len))) {
+                                early = None;
+                            }
+                        }
+                        Some(VadEvent::Paused(_) | VadEvent::NoInput { .. }) => {}
                     }
                 }
                 Some(LegEvent::Digit(d)) => pending.push(Event::Digit(d)),
@@ -358,6 +416,38 @@ pub async fn run(
                 }
                 Some(LegEvent::Connected) => {}
             },
+            r = async {
+                match early.as_mut().and_then(|e| e.spec.as_mut()) {
+                    Some(spec) => spec.await,
+                    None => std::future::pending().await,
+                }
+            }, if early.as_ref().is_some_and(|e| e.spec.is_some()) => {
+                if let Some(e) = early.as_mut() {
+                    e.spec = None;
+                    let alarm = r.as_ref().ok().and_then(|t| early_emergency(t, lang));
+                    e.result = Some(r);
+                    // Still the same pause, and a clear emergency: queue it now,
+                    // while the elder may yet go on. The turn itself still waits
+                    // for the end of the pause, so no one is cut off; the flow's
+                    // own escalation then raises this same item.
+                    if let Some((categories, mut reasons)) = alarm
+                        && endpointer.as_ref().and_then(Endpointer::in_progress) == Some((e.start_ms, e.len))
+                    {
+                        if let Some(list) = reasons.as_array_mut() {
+                            list.push(serde_json::json!({"category": "early", "evidence": "heard during the elder's pause, before the end of the turn", "rule": EARLY_FLAG_RULE}));
+                        }
+                        let flag = Flag {
+                            call_id,
+                            level: Level::Emergency,
+                            categories,
+                            reasons,
+                            elder_on_line: false,
+                        };
+                        flag_until_stored(engine, &flag, Utc::now()).await;
+                        tracing::info!("emergency heard during the elder's pause; queued before the end of the turn");
+                    }
+                }
+            }
             Some(t) = asr_rx.recv() => {
                 in_flight -= 1;
                 if let Some(heard) = hear(engine, call_id, attempt_id, lang, &t).await {
@@ -420,6 +510,28 @@ pub async fn run(
                 end.reason = "lease lost";
                 return end;
             }
+        }
+        if let Some((u, endpoint_ms)) = finished.take() {
+            seq += 1;
+            let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
+            if recording {
+                recording = false;
+                endpointer = None;
+                pending.push(Event::RecordingFinished { reference: path });
+                continue;
+            }
+            let ready = early.take().filter(|e| e.is_for(&u));
+            in_flight += 1;
+            let job = Transcribed {
+                seq,
+                step: call.current_step().map(str::to_string),
+                audio_path: path,
+                audio_ms: (u.samples.len() / 16) as i32,
+                ended_at: Instant::now(),
+                endpoint_ms,
+                result: Ok(empty_transcript()),
+            };
+            spawn_asr(engine, job, u.samples, lang, ready, asr_tx.clone());
         }
     }
     drop(hold);
@@ -515,22 +627,42 @@ fn empty_transcript() -> Transcript {
     }
 }
 
+/// Transcribe an utterance in the pool, or take the early transcript of the
+/// same samples when there is one (waiting for it if it is still running).
 fn spawn_asr(
     engine: &Arc<Engine>,
     mut job: Transcribed,
     samples: Vec<f32>,
     lang: Lang,
+    early: Option<Early>,
     tx: mpsc::Sender<Transcribed>,
 ) {
     let asr = engine.asr.clone();
     tokio::spawn(async move {
-        job.result = asr
-            .transcribe(TranscribeRequest {
-                samples_16k: samples,
-                lang: Some(speech_lang(lang)),
-                prompt: None,
-            })
-            .await;
+        let early = match early {
+            Some(Early {
+                result: Some(r), ..
+            }) => Some(r),
+            Some(Early {
+                spec: Some(spec), ..
+            }) => Some(spec.await),
+            _ => None,
+        };
+        job.result = match early {
+            Some(Ok(t)) => {
+                metrics::counter!("voicecare_asr_early_total", "outcome" => "used").increment(1);
+                Ok(t)
+            }
+            // No early transcript, or it failed: the normal way.
+            _ => {
+                asr.transcribe(TranscribeRequest {
+                    samples_16k: samples,
+                    lang: Some(speech_lang(lang)),
+                    prompt: None,
+                })
+                .await
+            }
+        };
         let _ = tx.send(job).await;
     });
 }
