@@ -12,14 +12,15 @@
 //! whisper.cpp 1.8 it decodes about twice as slowly on these CPUs, so the
 //! call engine loads without it and favours turn latency.
 
-use std::ffi::c_void;
+use std::cell::RefCell;
+use std::ffi::{CStr, c_char, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Once};
 use std::time::Instant;
 
 use whisper_rs::{
-    FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    FullParams, GGMLLogLevel, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
 };
 
 use crate::SpeechError;
@@ -120,7 +121,7 @@ impl Default for DecodeOptions {
         Self {
             threads: 1,
             reduced_audio_ctx: true,
-            loop_retry: LoopRetry::FullContext,
+            loop_retry: LoopRetry::Temperature,
             beam_size: None,
             temperature_fallback: false,
             prompt_mode: PromptMode::Plain,
@@ -196,6 +197,49 @@ impl Transcript {
 
 static LOG_HOOK: Once = Once::new();
 
+thread_local! {
+    /// The cancel flag of the decode running on this thread, for [`whisper_log`].
+    static DECODING: RefCell<Option<Arc<AtomicBool>>> = const { RefCell::new(None) };
+}
+
+/// whisper.cpp's log into `tracing`. A decode stopped on purpose
+/// ([`Recognizer::set_cancel`]) makes whisper.cpp report a failure to encode
+/// or decode; that is logged at debug, since nothing went wrong.
+unsafe extern "C" fn whisper_log(
+    level: whisper_rs::whisper_rs_sys::ggml_log_level,
+    text: *const c_char,
+    _user_data: *mut c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    // SAFETY: whisper.cpp passes a NUL-terminated string valid for the call.
+    let msg = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    let msg = msg.trim();
+    if msg.is_empty() {
+        return;
+    }
+    let cancelled = || {
+        DECODING
+            .try_with(|d| {
+                d.borrow()
+                    .as_ref()
+                    .is_some_and(|f| f.load(Ordering::Relaxed))
+            })
+            .unwrap_or(false)
+    };
+    match GGMLLogLevel::from(level) {
+        GGMLLogLevel::Error if cancelled() => {
+            tracing::debug!(target: "whisper", "{msg} (the decode was cancelled)")
+        }
+        GGMLLogLevel::Error => tracing::error!(target: "whisper", "{msg}"),
+        GGMLLogLevel::Warn | GGMLLogLevel::Unknown(_) => tracing::warn!(target: "whisper", "{msg}"),
+        GGMLLogLevel::Info => tracing::info!(target: "whisper", "{msg}"),
+        GGMLLogLevel::Debug => tracing::debug!(target: "whisper", "{msg}"),
+        GGMLLogLevel::None | GGMLLogLevel::Cont => tracing::trace!(target: "whisper", "{msg}"),
+    }
+}
+
 /// How to load a model. [`LoadOptions::default`] is what the call engine uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
@@ -241,7 +285,14 @@ impl Model {
     /// Load a ggml model file.
     pub fn load_with(path: &Path, opts: LoadOptions) -> Result<Self, SpeechError> {
         // Send whisper.cpp's own logging to `tracing` instead of stderr.
-        LOG_HOOK.call_once(whisper_rs::install_logging_hooks);
+        LOG_HOOK.call_once(|| {
+            // ggml's log through whisper-rs; whisper.cpp's own through ours.
+            whisper_rs::install_logging_hooks();
+            // SAFETY: `whisper_log` is a plain function valid for the whole program.
+            unsafe {
+                whisper_rs::whisper_rs_sys::whisper_log_set(Some(whisper_log), std::ptr::null_mut())
+            };
+        });
         let meta = std::fs::metadata(path).map_err(|e| SpeechError::io(path, e))?;
         if meta.len() < 1024 {
             return Err(SpeechError::BadModelFile {
@@ -414,7 +465,9 @@ impl Recognizer {
             }
         }
 
+        DECODING.with(|d| *d.borrow_mut() = cancel.clone());
         let run = self.state.full(params, input);
+        DECODING.with(|d| *d.borrow_mut() = None);
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(SpeechError::Cancelled);
         }
