@@ -20,7 +20,8 @@ use std::sync::{Arc, Once};
 use std::time::Instant;
 
 use whisper_rs::{
-    FullParams, GGMLLogLevel, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    FullParams, GGMLLogLevel, SamplingStrategy, WhisperContext, WhisperContextParameters,
+    WhisperState,
 };
 
 use crate::SpeechError;

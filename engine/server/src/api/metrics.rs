@@ -4,17 +4,33 @@
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
 
 static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
 
+/// Bucket bounds of `voicecare_turn_respond_seconds` (the target is 0.8 s).
+pub const TURN_BUCKETS_S: &[f64] = &[
+    0.05, 0.1, 0.2, 0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0,
+];
+
 /// The process-wide recorder (installed once; later calls reuse it).
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Turn latency as a cumulative histogram, not a summary over the
+            // last minute: it adds up across nodes and over a whole run.
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("voicecare_turn_respond_seconds".into()),
+                    TURN_BUCKETS_S,
+                )
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "turn latency falls back to a summary");
+                    PrometheusBuilder::new()
+                });
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (e.g. in tests); then ours only renders gauges.
             let _ = metrics::set_global_recorder(recorder);

@@ -246,9 +246,11 @@ pub async fn summarise(
 
 /// The runner's `voicecare_turn_respond_seconds` from Prometheus text:
 /// (count, [(quantile, ms)]).
+/// Turn count and quantiles (ms) from the `voicecare_turn_respond_seconds`
+/// histogram: each quantile is the upper bound of the bucket it falls in.
 fn turn_latency(metrics: &str) -> (u64, Vec<(String, f64)>) {
-    let mut count = 0;
-    let mut q = Vec::new();
+    let mut count = 0u64;
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
     for line in metrics.lines() {
         let Some(rest) = line.strip_prefix("voicecare_turn_respond_seconds") else {
             continue;
@@ -261,13 +263,23 @@ fn turn_latency(metrics: &str) -> (u64, Vec<(String, f64)>) {
         };
         if key == "_count" {
             count = v as u64;
-        } else if let Some(quantile) = key
-            .strip_prefix("{quantile=\"")
+        } else if let Some(le) = key
+            .strip_prefix("_bucket{le=\"")
             .and_then(|k| k.strip_suffix("\"}"))
+            .and_then(|le| le.parse::<f64>().ok())
         {
-            q.push((quantile.to_string(), v * 1000.0));
+            buckets.push((le, v as u64));
         }
     }
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let q = ["0.5", "0.9", "0.95", "0.99"]
+        .iter()
+        .filter_map(|q| {
+            let want = (q.parse::<f64>().ok()? * count as f64).ceil() as u64;
+            let (le, _) = buckets.iter().find(|(_, n)| *n >= want.max(1))?;
+            Some((q.to_string(), le * 1000.0))
+        })
+        .collect();
     (count, q)
 }
 
@@ -335,7 +347,7 @@ impl Summary {
             let q: Vec<String> = self
                 .turn_respond_ms
                 .iter()
-                .map(|(q, ms)| format!("p{} {:.0} ms", q, ms))
+                .map(|(q, ms)| format!("p{} ≤ {:.0} ms", q, ms))
                 .collect();
             println!(
                 "  turn latency, end of speech to reply ({} turns): {}",
@@ -617,7 +629,7 @@ fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
 
     writeln!(
         h,
-        "<h2>Turn latency</h2><p>From the end of the elder's speech (after the endpointer's silence) to the first audio of the reply, as the runner measures it (<code>voicecare_turn_respond_seconds</code>), <span id=\"turns\">{}</span> turns.</p><table><tr><th>quantile</th><th>ms</th></tr>",
+        "<h2>Turn latency</h2><p>From the end of the elder's speech (after the endpointer's silence) to the first audio of the reply, as the runner measures it (<code>voicecare_turn_respond_seconds</code>, a histogram: each quantile is at most the bound shown), <span id=\"turns\">{}</span> turns.</p><table><tr><th>quantile</th><th>at most, ms</th></tr>",
         s.turns
     )?;
     for (q, ms) in &s.turn_respond_ms {
