@@ -439,7 +439,13 @@ impl Browser {
 
     /// Poll `script` (returning a boolean) until it is true, or fail after `WAIT`.
     async fn wait(&self, what: &str, script: &str) {
-        let deadline = Instant::now() + WAIT;
+        self.wait_up_to(what, script, WAIT).await
+    }
+
+    /// [`Browser::wait`] with its own deadline, for steps that include audio
+    /// played in real time.
+    async fn wait_up_to(&self, what: &str, script: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
         let mut last = Value::Null;
         while Instant::now() < deadline {
             match self.c.execute(script, vec![]).await {
@@ -1686,9 +1692,12 @@ async fn an_operator_calls_back_from_the_browser_and_other_nodes_calls_are_refus
     )
     .await;
     b.click("#talk-callback").await;
-    b.wait(
+    // Ringing, answering, then the whole recording notice (about 7 s of
+    // speech played in real time) before the bridge.
+    b.wait_up_to(
         "the call back to be live",
         "return document.getElementById('talk')?.dataset.state === 'live'",
+        Duration::from_secs(30),
     )
     .await;
     b.wait(
