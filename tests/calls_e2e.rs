@@ -764,22 +764,31 @@ in the hall, and on Friday the shop delivers groceries to everyone who ordered t
 Please remember to drink water during the warm days and to keep your door locked at night. \
 Now, tell me, how are you today?";
 
-fn barge_flow(next: &str) -> String {
+/// A flow of one spoken question (`ask_step`), then goodbye; `settings` go
+/// into its `[flow]` table. It never escalates by itself.
+fn question_flow(
+    id: &str,
+    settings: &str,
+    ask_step: &str,
+    en: &str,
+    zh: &str,
+    next: &str,
+) -> String {
     format!(
         r#"[flow]
-id = "barge_test"
-name = "Barge-in test"
+id = "{id}"
+name = "Test flow {id}"
 languages = ["en", "zh"]
-start = "long_question"
+start = "{ask_step}"
 inputs = ["elder_name"]
-rate = 1.0
+{settings}
 
 [[step]]
-id = "long_question"
+id = "{ask_step}"
 type = "ask"
 input = "speech"
-prompt.en = "{LONG_QUESTION}"
-prompt.zh = "您好，今天怎么样？"
+prompt.en = "{en}"
+prompt.zh = "{zh}"
 next = "{next}"
 
 [[step]]
@@ -788,6 +797,17 @@ type = "hangup"
 prompt.en = "Thank you. Goodbye."
 prompt.zh = "谢谢，再见。"
 "#
+    )
+}
+
+fn barge_flow(next: &str) -> String {
+    question_flow(
+        "barge_test",
+        "rate = 1.0",
+        "long_question",
+        LONG_QUESTION,
+        "您好，今天怎么样？",
+        next,
     )
 }
 
@@ -801,10 +821,11 @@ fn long_question_ms(dir: &Path) -> f64 {
     pcm.len() as f64 / 16.0
 }
 
-fn flows_dir(tmp: &Path, flow: &str) -> PathBuf {
+/// A flows directory holding one flow, as `<id>.toml`.
+fn flows_dir(tmp: &Path, id: &str, flow: &str) -> PathBuf {
     let dir = tmp.join("flows");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("barge_test.toml"), flow).unwrap();
+    std::fs::write(dir.join(format!("{id}.toml")), flow).unwrap();
     dir
 }
 
@@ -876,35 +897,10 @@ async fn words_spoken_over_a_prompt_stop_it_and_are_taken_as_the_answer() {
     let tmp = tempdir("barge");
     let c = community(&pool).await;
     let elder = enrol(&pool, c, "tab-barge", "en", 0).await;
-    let flows = flows_dir(&tmp, &barge_flow("thanks"));
+    let flows = flows_dir(&tmp, "barge_test", &barge_flow("thanks"));
     let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
     barge_in_call(&engine, &pool, &elder, &tmp).await;
 }
-
-/// A flow that never escalates by itself and waits 5 s of silence before it
-/// takes the elder's turn.
-const PATIENT_FLOW: &str = r#"[flow]
-id = "patient_test"
-name = "Patient listener"
-languages = ["en", "zh"]
-start = "how_are_you"
-inputs = ["elder_name"]
-end_of_utterance_ms = 5000
-
-[[step]]
-id = "how_are_you"
-type = "ask"
-input = "speech"
-prompt.en = "How are you today?"
-prompt.zh = "您今天好吗？"
-next = "thanks"
-
-[[step]]
-id = "thanks"
-type = "hangup"
-prompt.en = "Thank you. Goodbye."
-prompt.zh = "谢谢，再见。"
-"#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
@@ -914,9 +910,16 @@ async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
     let tmp = tempdir("early");
     let c = community(&pool).await;
     let elder = enrol(&pool, c, "tab-early", "en", 0).await;
-    let flows = tmp.join("flows");
-    std::fs::create_dir_all(&flows).unwrap();
-    std::fs::write(flows.join("patient_test.toml"), PATIENT_FLOW).unwrap();
+    // The flow never escalates and waits 5 s of silence before it takes the turn.
+    let flow = question_flow(
+        "patient_test",
+        "end_of_utterance_ms = 5000",
+        "how_are_you",
+        "How are you today?",
+        "您今天好吗？",
+        "thanks",
+    );
+    let flows = flows_dir(&tmp, "patient_test", &flow);
     let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
     let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
     let script = format!(
@@ -986,7 +989,7 @@ async fn a_noise_burst_over_a_prompt_does_not_stop_it() {
     let tmp = tempdir("noise");
     let c = community(&pool).await;
     let elder = enrol(&pool, c, "tab-noise", "en", 0).await;
-    let flows = flows_dir(&tmp, &barge_flow("thanks"));
+    let flows = flows_dir(&tmp, "barge_test", &barge_flow("thanks"));
     let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
     let full_ms = long_question_ms(&tmp);
     let noise = fixture_wav(&tmp, "nonspeech/loud_noise.flac");
@@ -1045,7 +1048,7 @@ async fn a_broken_flow_is_refused_on_reload_and_calls_keep_the_last_good_one() {
     let tmp = tempdir("reload");
     let c = community(&pool).await;
     let elder = enrol(&pool, c, "tab-reload", "en", 0).await;
-    let flows = flows_dir(&tmp, &barge_flow("thanks"));
+    let flows = flows_dir(&tmp, "barge_test", &barge_flow("thanks"));
     let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
     // An edit that points the question at a step that does not exist.
     let broken = barge_flow("thank_you");

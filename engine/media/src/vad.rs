@@ -322,15 +322,6 @@ impl Endpointer {
         (self.state == State::Speaking).then(|| (self.buf_start_ms, self.kept_len()))
     }
 
-    /// Silence so far in the current utterance (0 while speech comes).
-    pub fn silence_ms(&self) -> u32 {
-        if self.state == State::Speaking {
-            self.silence_ms
-        } else {
-            0
-        }
-    }
-
     /// End of stream: deliver an utterance in progress, if any.
     pub fn finish(&mut self, now_ms: u64) -> Option<VadEvent> {
         match self.state {

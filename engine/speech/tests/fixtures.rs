@@ -250,18 +250,31 @@ fn endpointer_splits_a_long_pause_only_when_it_exceeds_the_end_silence() {
     );
 }
 
-#[test]
-fn pool_queues_when_busy_and_reports_the_wait() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+/// The clip the pool tests decode: an English reply about chest pain.
+fn chest_pain_reply() -> Vec<f32> {
     let clip = clips()
         .into_iter()
         .find(|c| c.file == "espeak/en_emergency_2.flac")
         .unwrap();
-    let samples = load_16k(&clip);
+    load_16k(&clip)
+}
+
+fn hears_chest(text: &str) -> bool {
+    normalize_en(text).contains(&"chest".to_string())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn pool_queues_when_busy_and_reports_the_wait() {
+    let rt = runtime();
+    let samples = chest_pain_reply();
     let pool = std::sync::Arc::new(AsrPool::new(model(), 1, 1).unwrap());
     assert_eq!(pool.workers(), 1);
     let results = rt.block_on(async {
@@ -289,11 +302,7 @@ fn pool_queues_when_busy_and_reports_the_wait() {
     let mut waits = Vec::new();
     for r in results {
         let t = r.unwrap();
-        assert!(
-            normalize_en(&t.text).contains(&"chest".to_string()),
-            "{}",
-            t.text
-        );
+        assert!(hears_chest(&t.text), "{}", t.text);
         waits.push(t.queue_wait_s);
     }
     waits.sort_by(f64::total_cmp);
@@ -304,16 +313,8 @@ fn pool_queues_when_busy_and_reports_the_wait() {
 
 #[test]
 fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let clip = clips()
-        .into_iter()
-        .find(|c| c.file == "espeak/en_emergency_2.flac")
-        .unwrap();
-    let samples = load_16k(&clip);
+    let rt = runtime();
+    let samples = chest_pain_reply();
     let req = || TranscribeRequest {
         samples_16k: samples.clone(),
         lang: Some(Lang::En),
@@ -327,11 +328,7 @@ fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
             .speculate(req())
             .expect("an idle worker takes a speculation");
         let t = spec.await.unwrap();
-        assert!(
-            normalize_en(&t.text).contains(&"chest".to_string()),
-            "{}",
-            t.text
-        );
+        assert!(hears_chest(&t.text), "{}", t.text);
 
         // The worker is busy: no speculation is queued behind it.
         let busy = pool.speculate(req()).expect("idle again");
@@ -339,7 +336,7 @@ fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
         // Dropped, it is cancelled; the worker goes on serving.
         drop(busy);
         let after = pool.transcribe(req()).await.unwrap();
-        assert!(normalize_en(&after.text).contains(&"chest".to_string()));
+        assert!(hears_chest(&after.text));
     });
     assert_eq!(pool.idle(), 1);
 }
@@ -348,11 +345,7 @@ fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
 fn a_cancelled_decode_says_so_and_the_decoder_works_after_it() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, Ordering};
-    let clip = clips()
-        .into_iter()
-        .find(|c| c.file == "espeak/en_emergency_2.flac")
-        .unwrap();
-    let samples = load_16k(&clip);
+    let samples = chest_pain_reply();
     let opts = DecodeOptions::default();
     let mut rec = model().recognizer().unwrap();
 
@@ -384,11 +377,7 @@ fn a_cancelled_decode_says_so_and_the_decoder_works_after_it() {
     let t = rec
         .transcribe(&samples, Some(Lang::En), None, &opts)
         .unwrap();
-    assert!(
-        normalize_en(&t.text).contains(&"chest".to_string()),
-        "{}",
-        t.text
-    );
+    assert!(hears_chest(&t.text), "{}", t.text);
 }
 
 #[test]

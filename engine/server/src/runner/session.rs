@@ -77,9 +77,12 @@ struct Transcribed {
 struct Early {
     start_ms: u64,
     len: usize,
-    /// Still running; `None` once `result` is in.
-    spec: Option<Speculation>,
-    result: Option<Result<Transcript, voicecare_speech::SpeechError>>,
+    state: EarlyState,
+}
+
+enum EarlyState {
+    Running(Speculation),
+    Done(Result<Transcript, voicecare_speech::SpeechError>),
 }
 
 /// Fixed evidence added to an early flag's reasons: where it came from.
@@ -89,31 +92,52 @@ impl Early {
     fn is_for(&self, u: &Utterance) -> bool {
         self.start_ms == u.start_ms && self.len == u.samples.len()
     }
+
+    fn running(&mut self) -> Option<&mut Speculation> {
+        match &mut self.state {
+            EarlyState::Running(spec) => Some(spec),
+            EarlyState::Done(_) => None,
+        }
+    }
 }
 
-/// Words heard early that cannot wait for the elder to finish: a clear,
-/// confidently heard emergency. Returns its categories and reasons for the
-/// queue. Anything less waits for the end of the turn.
-fn early_emergency(t: &Transcript, lang: Lang) -> Option<(Vec<String>, serde_json::Value)> {
-    let text = t.text.trim();
-    if text.is_empty() || t.low_confidence {
-        return None;
-    }
-    let a = Classifier::shared().assess(
+/// The distress classifier's reading of a transcript, with its categories
+/// and reasons in the form the store takes.
+struct Judged {
+    assessment: distress::Assessment,
+    categories: Vec<String>,
+    reasons: serde_json::Value,
+}
+
+fn judge(text: &str, lang: Lang, asr_confidence: f32) -> Judged {
+    let assessment = Classifier::shared().assess(
         &distress::Utterance::new(text)
             .lang(distress_lang(lang))
-            .asr_confidence(t.confidence),
+            .asr_confidence(asr_confidence),
     );
-    if a.level != Level::Emergency || a.needs_confirmation {
-        return None;
-    }
-    let categories = a
+    let categories = assessment
         .categories
         .iter()
         .map(|c| c.as_str().to_string())
         .collect();
-    let reasons = serde_json::to_value(&a.reasons).unwrap_or_else(|_| serde_json::json!([]));
-    Some((categories, reasons))
+    let reasons =
+        serde_json::to_value(&assessment.reasons).unwrap_or_else(|_| serde_json::json!([]));
+    Judged {
+        assessment,
+        categories,
+        reasons,
+    }
+}
+
+/// Words heard early that cannot wait for the elder to finish: a clear,
+/// confidently heard emergency. Anything less waits for the end of the turn.
+fn early_emergency(t: &Transcript, lang: Lang) -> Option<Judged> {
+    let text = t.text.trim();
+    if text.is_empty() || t.low_confidence {
+        return None;
+    }
+    let j = judge(text, lang, t.confidence);
+    (j.assessment.level == Level::Emergency && !j.assessment.needs_confirmation).then_some(j)
 }
 
 fn speech_lang(l: Lang) -> voicecare_speech::Lang {
@@ -188,8 +212,6 @@ pub async fn run(
     let mut tick_held = false;
     let mut endpointer: Option<Endpointer> = None;
     let mut early: Option<Early> = None;
-    // An utterance the endpointer just ended, with the silence waited for it.
-    let mut finished: Option<(Utterance, u64)> = None;
     let mut recording = false;
     let mut media_ms: u64 = 0;
     let mut timer: Option<tokio::time::Instant> = None;
@@ -392,11 +414,31 @@ pub async fn run(
                                 samples_16k: u.samples,
                                 lang: Some(speech_lang(lang)),
                                 prompt: None,
-                            }).map(|spec| Early { start_ms, len, spec: Some(spec), result: None });
+                            }).map(|spec| Early { start_ms, len, state: EarlyState::Running(spec) });
                             metrics::counter!("voicecare_asr_early_total", "outcome" => if early.is_some() { "started" } else { "no_idle_worker" }).increment(1);
                         }
                         Some(VadEvent::UtteranceEnded(u)) => {
-                            finished = Some((u, ep.config().end_silence_ms as u64));
+                            seq += 1;
+                            let endpoint_ms = ep.config().end_silence_ms as u64;
+                            let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
+                            if recording {
+                                recording = false;
+                                endpointer = None;
+                                pending.push(Event::RecordingFinished { reference: path });
+                                continue;
+                            }
+                            let ready = early.take().filter(|e| e.is_for(&u));
+                            in_flight += 1;
+                            let job = Transcribed {
+                                seq,
+                                step: call.current_step().map(str::to_string),
+                                audio_path: path,
+                                audio_ms: (u.samples.len() / 16) as i32,
+                                ended_at: Instant::now(),
+                                endpoint_ms,
+                                result: Ok(empty_transcript()),
+                            };
+                            spawn_asr(engine, job, u.samples, lang, ready, asr_tx.clone());
                         }
                         None => {
                             // The elder went on after the pause: its early
@@ -417,20 +459,19 @@ pub async fn run(
                 Some(LegEvent::Connected) => {}
             },
             r = async {
-                match early.as_mut().and_then(|e| e.spec.as_mut()) {
+                match early.as_mut().and_then(Early::running) {
                     Some(spec) => spec.await,
                     None => std::future::pending().await,
                 }
-            }, if early.as_ref().is_some_and(|e| e.spec.is_some()) => {
+            }, if early.as_mut().and_then(Early::running).is_some() => {
                 if let Some(e) = early.as_mut() {
-                    e.spec = None;
                     let alarm = r.as_ref().ok().and_then(|t| early_emergency(t, lang));
-                    e.result = Some(r);
+                    e.state = EarlyState::Done(r);
                     // Still the same pause, and a clear emergency: queue it now,
                     // while the elder may yet go on. The turn itself still waits
                     // for the end of the pause, so no one is cut off; the flow's
                     // own escalation then raises this same item.
-                    if let Some((categories, mut reasons)) = alarm
+                    if let Some(Judged { categories, mut reasons, .. }) = alarm
                         && endpointer.as_ref().and_then(Endpointer::in_progress) == Some((e.start_ms, e.len))
                     {
                         if let Some(list) = reasons.as_array_mut() {
@@ -510,28 +551,6 @@ pub async fn run(
                 end.reason = "lease lost";
                 return end;
             }
-        }
-        if let Some((u, endpoint_ms)) = finished.take() {
-            seq += 1;
-            let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
-            if recording {
-                recording = false;
-                endpointer = None;
-                pending.push(Event::RecordingFinished { reference: path });
-                continue;
-            }
-            let ready = early.take().filter(|e| e.is_for(&u));
-            in_flight += 1;
-            let job = Transcribed {
-                seq,
-                step: call.current_step().map(str::to_string),
-                audio_path: path,
-                audio_ms: (u.samples.len() / 16) as i32,
-                ended_at: Instant::now(),
-                endpoint_ms,
-                result: Ok(empty_transcript()),
-            };
-            spawn_asr(engine, job, u.samples, lang, ready, asr_tx.clone());
         }
     }
     drop(hold);
@@ -639,14 +658,10 @@ fn spawn_asr(
 ) {
     let asr = engine.asr.clone();
     tokio::spawn(async move {
-        let early = match early {
-            Some(Early {
-                result: Some(r), ..
-            }) => Some(r),
-            Some(Early {
-                spec: Some(spec), ..
-            }) => Some(spec.await),
-            _ => None,
+        let early = match early.map(|e| e.state) {
+            Some(EarlyState::Done(r)) => Some(r),
+            Some(EarlyState::Running(spec)) => Some(spec.await),
+            None => None,
         };
         job.result = match early {
             Some(Ok(t)) => {
@@ -687,20 +702,15 @@ async fn hear(
         tracing::debug!(gated = ?tr.gated, "utterance without words");
         return None;
     }
-    let a = Classifier::shared().assess(
-        &distress::Utterance::new(text)
-            .lang(distress_lang(lang))
-            .asr_confidence(tr.confidence),
-    );
-    let categories: Vec<String> = a
-        .categories
-        .iter()
-        .map(|c| c.as_str().to_string())
-        .collect();
+    let Judged {
+        assessment: a,
+        categories,
+        reasons,
+    } = judge(text, lang, tr.confidence);
     let record = AssessmentRecord {
         level: a.level,
         categories: categories.clone(),
-        reasons: serde_json::to_value(&a.reasons).unwrap_or_else(|_| serde_json::json!([])),
+        reasons,
         score: a.score,
     };
     let u = NewUtterance {
