@@ -18,7 +18,7 @@ use sqlx::PgPool;
 use voicecare_store::testing::TestDb;
 use voicecare_telephony::leg::LegConfig;
 use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
-use voicecare_telephony::{SimPhone, SimScript};
+use voicecare_telephony::{SimPhone, SimReport, SimScript};
 
 use support::{community, fixture_wav, repo};
 
@@ -902,15 +902,18 @@ async fn words_spoken_over_a_prompt_stop_it_and_are_taken_as_the_answer() {
     barge_in_call(&engine, &pool, &elder, &tmp).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
-    let _one = SERIAL.lock().await;
-    let db = TestDb::new().await;
+/// One reply on a flow that never escalates and waits 5 s of silence before
+/// it takes the turn: a queue item can only come from words read before the
+/// end of the turn. Returns the call, its one escalation's rule ids, when it
+/// was queued, and the phone's report.
+async fn patient_call(
+    db: &TestDb,
+    tmp: &Path,
+    elder: &Elder,
+    wav: &Path,
+    extra: &[&str],
+) -> (i64, Vec<String>, chrono::DateTime<Utc>, SimReport) {
     let pool = db.pool.clone();
-    let tmp = tempdir("early");
-    let c = community(&pool).await;
-    let elder = enrol(&pool, c, "tab-early", "en", 0).await;
-    // The flow never escalates and waits 5 s of silence before it takes the turn.
     let flow = question_flow(
         "patient_test",
         "end_of_utterance_ms = 5000",
@@ -919,9 +922,8 @@ async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
         "您今天好吗？",
         "thanks",
     );
-    let flows = flows_dir(&tmp, "patient_test", &flow);
-    let engine = Engine::start_with_flows(&db, &tmp.join("data"), "node-a", &flows, &[]);
-    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    let flows = flows_dir(tmp, "patient_test", &flow);
+    let engine = Engine::start_with_flows(db, &tmp.join("data"), "node-a", &flows, extra);
     let script = format!(
         r#"
 max_call_ms = 120000
@@ -939,7 +941,7 @@ timeout_ms = 90000
 "#,
         wav.display()
     );
-    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    let mut sim = phone(&engine, elder, &script, tmp).await;
     let call = schedule_flow(&pool, elder.id, "patient_test").await;
     let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
         .await
@@ -949,29 +951,50 @@ timeout_ms = 90000
     finished_call(&pool, elder.id, 60).await;
     let row = call_row(&pool, call).await;
     assert_eq!(row.flow_path, vec!["how_are_you", "thanks"]);
-
-    // The flow never escalates: this item can only come from the early transcript.
     let esc = escalations(&pool, call).await;
     assert_eq!(esc.len(), 1, "{esc:?}");
     assert_eq!(esc[0].0, "emergency");
-    let rules: Vec<&str> = esc[0]
+    let rules = esc[0]
         .2
         .as_array()
         .unwrap()
         .iter()
-        .filter_map(|r| r["rule"].as_str())
+        .filter_map(|r| r["rule"].as_str().map(str::to_string))
         .collect();
-    assert!(rules.contains(&"runner.early_transcript"), "{rules:?}");
+    let (flagged,): (chrono::DateTime<Utc>,) =
+        sqlx::query_as("SELECT created_at FROM escalations WHERE call_id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    drop(engine);
+    (call, rules, flagged, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_heard_in_a_pause_is_queued_before_the_turn_ends() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("early");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-early", "en", 0).await;
+    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    // Only the pause is read early here.
+    let (call, rules, flagged, _) =
+        patient_call(&db, &tmp, &elder, &wav, &["--partial-asr-ms", "0"]).await;
+    assert!(
+        rules.iter().any(|r| r == "runner.early_transcript"),
+        "{rules:?}"
+    );
     // Queued during the elder's pause, seconds before the turn ended and the
     // utterance was stored.
-    let (flagged, stored): (chrono::DateTime<Utc>, chrono::DateTime<Utc>) = sqlx::query_as(
-        "SELECT e.created_at, u.created_at FROM escalations e JOIN utterances u ON u.call_id = e.call_id
-         WHERE e.call_id = $1 ORDER BY u.seq LIMIT 1",
-    )
-    .bind(call)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let (stored,): (chrono::DateTime<Utc>,) =
+        sqlx::query_as("SELECT created_at FROM utterances WHERE call_id = $1 ORDER BY seq LIMIT 1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert!(
         stored - flagged > chrono::Duration::milliseconds(2000),
         "flagged at {flagged}, the turn's utterance stored at {stored}"
@@ -979,6 +1002,44 @@ timeout_ms = 90000
     let heard = utterances(&pool, call).await;
     assert_eq!(heard.len(), 1, "{heard:?}");
     assert!(heard[0].1.to_lowercase().contains("fell"), "{heard:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_is_queued_while_the_elder_is_still_speaking() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("partial");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-partial", "en", 0).await;
+    // A cry for help, then several more seconds of talk in the same reply.
+    let mut audio = voicecare_media::load(
+        &repo().join("audio-fixtures/espeak/en_emergency_1.flac"),
+        None,
+    )
+    .unwrap();
+    for more in ["espeak/en_ok_1.flac", "espeak/en_watch_1.flac"] {
+        let next = voicecare_media::load(&repo().join("audio-fixtures").join(more), None).unwrap();
+        audio.samples.extend_from_slice(&next.samples);
+    }
+    let wav = tmp.join("long_reply.wav");
+    voicecare_media::write_wav(&wav, &audio).unwrap();
+    // Pauses are not read early here: only the words so far can queue it.
+    let (_, rules, flagged, report) =
+        patient_call(&db, &tmp, &elder, &wav, &["--early-asr-ms", "0"]).await;
+    assert!(
+        rules.iter().any(|r| r == "runner.partial_transcript"),
+        "{rules:?}"
+    );
+    let (_, spoke_until) = report.speeches[0];
+    let flagged = std::time::SystemTime::from(flagged);
+    let before = spoke_until
+        .duration_since(flagged)
+        .unwrap_or_else(|e| panic!("queued {:?} after the reply ended", e.duration()));
+    assert!(
+        before > Duration::from_millis(500),
+        "queued only {before:?} before the end"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

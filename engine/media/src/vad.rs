@@ -23,7 +23,8 @@
 //! transcribe it speculatively: if no more speech comes, the final utterance
 //! has exactly the same samples and the transcript is ready (or nearly) when
 //! the silence ends; [`Endpointer::in_progress`] tells whether speech came
-//! since.
+//! since. [`Endpointer::speech_so_far`] gives the audio of a reply still
+//! being spoken, for reading it before it ends.
 
 use std::collections::VecDeque;
 
@@ -322,6 +323,13 @@ impl Endpointer {
         (self.state == State::Speaking).then(|| (self.buf_start_ms, self.kept_len()))
     }
 
+    /// Everything heard since the utterance began, up to this frame, while
+    /// the speaker is still talking (not in a pause): for reading the words
+    /// so far before the reply is over. `None` when not speaking.
+    pub fn speech_so_far(&self) -> Option<&[f32]> {
+        (self.state == State::Speaking && self.silence_ms == 0).then_some(&self.buf[..])
+    }
+
     /// End of stream: deliver an utterance in progress, if any.
     pub fn finish(&mut self, now_ms: u64) -> Option<VadEvent> {
         match self.state {
@@ -592,6 +600,39 @@ mod tests {
         let (start, len) = ep.in_progress().expect("still speaking");
         assert_eq!(start, paused.start_ms);
         assert!(len > paused.samples.len(), "speech came since the pause");
+    }
+
+    #[test]
+    fn speech_so_far_grows_while_speaking_and_is_the_start_of_the_utterance() {
+        let mut s = 11;
+        let mut ep = Endpointer::new(EndpointConfig::for_rate(RATE));
+        assert!(ep.speech_so_far().is_none(), "nothing heard yet");
+        let mut now = 0;
+        let mut seen: Vec<Vec<f32>> = Vec::new();
+        let mut ended = None;
+        let mut audio = quiet(400, &mut s);
+        audio.extend(syllables(1500, &mut s));
+        audio.extend(quiet(1500, &mut s));
+        for f in audio.chunks((RATE / 50) as usize) {
+            if let Some(VadEvent::UtteranceEnded(u)) = ep.push(f, now) {
+                ended = Some(u);
+            }
+            if let Some(so_far) = ep.speech_so_far() {
+                seen.push(so_far.to_vec());
+            }
+            now += 20;
+        }
+        let u = ended.expect("the utterance ended");
+        assert!(ep.speech_so_far().is_none(), "not speaking after the end");
+        assert!(seen.len() > 10, "heard while speaking: {}", seen.len());
+        assert!(seen.windows(2).all(|w| w[0].len() < w[1].len()));
+        let last = seen.last().unwrap();
+        assert!(last.len() <= u.samples.len());
+        assert_eq!(
+            &u.samples[..last.len()],
+            &last[..],
+            "a prefix of the utterance"
+        );
     }
 
     #[test]

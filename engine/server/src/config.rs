@@ -112,6 +112,11 @@ pub struct ServeArgs {
     /// known to be over (on an idle worker only); 0 turns it off.
     #[arg(long, env = "VOICECARE_EARLY_ASR_MS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=5000))]
     pub early_asr_ms: u32,
+    /// While the elder speaks, read the words so far after every this much
+    /// new speech (on an idle worker only, giving way to other work), so a
+    /// clear emergency is queued before the reply ends; 0 turns it off.
+    #[arg(long, env = "VOICECARE_PARTIAL_ASR_MS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(0..=10000))]
+    pub partial_asr_ms: u32,
 }
 
 impl ServeArgs {

@@ -6,10 +6,14 @@
 //! busy, requests wait in the queue (they are never dropped) and the time they
 //! waited is reported in [`Transcript::queue_wait_s`].
 //!
-//! [`AsrPool::speculate`] runs optional work on idle capacity only: the call
-//! engine transcribes an utterance while the elder's pause may still turn out
-//! to be mid-sentence. A speculation never waits behind real work, and
-//! dropping it cancels it, inside whisper if it is already running.
+//! Two kinds of work may turn out not to be needed, and dropping their
+//! [`Speculation`] cancels them (inside whisper if already running, for free
+//! if still queued):
+//! - [`AsrPool::speculate`] queues like any utterance: the call engine sends
+//!   the words heard before a pause, which are usually the whole reply;
+//! - [`AsrPool::speculate_if_idle`] runs only on a worker that is idle now,
+//!   and gives way as soon as other work would otherwise wait: the call
+//!   engine reads the words so far while the elder is still speaking.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -69,7 +73,12 @@ struct Job {
     queued: Instant,
     reply: oneshot::Sender<Result<Transcript, SpeechError>>,
     cancel: Option<Arc<AtomicBool>>,
+    /// Gives way to work that would otherwise wait (see [`AsrPool::speculate_if_idle`]).
+    yields: bool,
 }
+
+/// Cancel flags of the running decodes that give way to waiting work.
+type Yielding = Arc<Mutex<Vec<Arc<AtomicBool>>>>;
 
 /// A transcription started by [`AsrPool::speculate`]. Await it for the
 /// transcript; drop it to cancel the work.
@@ -102,6 +111,7 @@ pub struct AsrPool {
     workers: Vec<JoinHandle<()>>,
     queued: Arc<AtomicUsize>,
     busy: Arc<AtomicUsize>,
+    yielding: Yielding,
 }
 
 impl std::fmt::Debug for AsrPool {
@@ -138,6 +148,7 @@ impl AsrPool {
         let rx = Arc::new(Mutex::new(rx));
         let queued = Arc::new(AtomicUsize::new(0));
         let busy = Arc::new(AtomicUsize::new(0));
+        let yielding: Yielding = Arc::default();
         let mut handles = Vec::new();
         for i in 0..workers.max(1) {
             // Allocate each decoder up front so a missing model fails here, not mid-call.
@@ -145,6 +156,7 @@ impl AsrPool {
             let rx = Arc::clone(&rx);
             let queued = Arc::clone(&queued);
             let busy = Arc::clone(&busy);
+            let yielding = Arc::clone(&yielding);
             let opts = opts.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("asr-{i}"))
@@ -162,6 +174,10 @@ impl AsrPool {
                         queued.fetch_sub(1, Ordering::SeqCst);
                         let wait = job.queued.elapsed().as_secs_f64();
                         let r = &job.req;
+                        let yields = job.cancel.as_ref().filter(|_| job.yields);
+                        if let (Some(flag), Ok(mut y)) = (yields, yielding.lock()) {
+                            y.push(Arc::clone(flag));
+                        }
                         rec.set_cancel(job.cancel.clone());
                         let result = rec
                             .transcribe(&r.samples_16k, r.lang, r.prompt.as_deref(), &opts)
@@ -170,6 +186,9 @@ impl AsrPool {
                                 t
                             });
                         rec.set_cancel(None);
+                        if let (Some(flag), Ok(mut y)) = (yields, yielding.lock()) {
+                            y.retain(|f| !Arc::ptr_eq(f, flag));
+                        }
                         busy.fetch_sub(1, Ordering::SeqCst);
                         // The caller may have gone away; nothing to do then.
                         let _ = job.reply.send(result);
@@ -183,6 +202,7 @@ impl AsrPool {
             workers: handles,
             queued,
             busy,
+            yielding,
         })
     }
 
@@ -205,18 +225,27 @@ impl AsrPool {
 
     /// Transcribe one utterance. Waits in the queue when every worker is busy.
     pub async fn transcribe(&self, req: TranscribeRequest) -> Result<Transcript, SpeechError> {
-        let rx = self.submit(req, None)?;
+        let rx = self.submit(req, None, false)?;
         rx.await.map_err(|_| SpeechError::PoolClosed)?
     }
 
-    /// Start a transcription only if a worker is idle now, so optional work
-    /// never delays an utterance that must be heard. `None` when all are busy.
-    pub fn speculate(&self, req: TranscribeRequest) -> Option<Speculation> {
+    /// Transcribe words that may not be needed after all: queued like any
+    /// utterance; dropping the [`Speculation`] cancels it.
+    pub fn speculate(&self, req: TranscribeRequest) -> Result<Speculation, SpeechError> {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let rx = self.submit(req, Some(Arc::clone(&cancel)), false)?;
+        Ok(Speculation { rx, cancel })
+    }
+
+    /// Start optional work only if a worker is idle now, so it never delays
+    /// an utterance that must be heard: it is cancelled as soon as other work
+    /// would have to wait for its worker. `None` when all are busy.
+    pub fn speculate_if_idle(&self, req: TranscribeRequest) -> Option<Speculation> {
         if self.idle() == 0 {
             return None;
         }
         let cancel = Arc::new(AtomicBool::new(false));
-        let rx = self.submit(req, Some(Arc::clone(&cancel))).ok()?;
+        let rx = self.submit(req, Some(Arc::clone(&cancel)), true).ok()?;
         Some(Speculation { rx, cancel })
     }
 
@@ -224,9 +253,19 @@ impl AsrPool {
         &self,
         req: TranscribeRequest,
         cancel: Option<Arc<AtomicBool>>,
+        yields: bool,
     ) -> Result<oneshot::Receiver<Result<Transcript, SpeechError>>, SpeechError> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.as_ref().ok_or(SpeechError::PoolClosed)?;
+        if !yields && self.idle() == 0 {
+            // This would wait: the oldest optional decode gives way. whisper.cpp
+            // notices after its encoder or its next token.
+            if let Ok(mut y) = self.yielding.lock()
+                && !y.is_empty()
+            {
+                y.remove(0).store(true, Ordering::Relaxed);
+            }
+        }
         self.queued.fetch_add(1, Ordering::SeqCst);
         if tx
             .send(Job {
@@ -234,6 +273,7 @@ impl AsrPool {
                 queued: Instant::now(),
                 reply,
                 cancel,
+                yields,
             })
             .is_err()
         {

@@ -312,7 +312,7 @@ fn pool_queues_when_busy_and_reports_the_wait() {
 }
 
 #[test]
-fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
+fn optional_work_uses_idle_workers_only_and_gives_way_to_needed_work() {
     let rt = runtime();
     let samples = chest_pain_reply();
     let req = || TranscribeRequest {
@@ -322,23 +322,64 @@ fn speculation_uses_idle_workers_only_and_cancels_when_dropped() {
     };
     let pool = AsrPool::new(model(), 1, 1).unwrap();
     rt.block_on(async {
-        // An idle worker: the speculation runs and hears the words.
+        // An idle worker: the optional decode runs and hears the words.
         assert_eq!(pool.idle(), 1);
         let spec = pool
-            .speculate(req())
-            .expect("an idle worker takes a speculation");
+            .speculate_if_idle(req())
+            .expect("an idle worker takes optional work");
         let t = spec.await.unwrap();
         assert!(hears_chest(&t.text), "{}", t.text);
 
-        // The worker is busy: no speculation is queued behind it.
-        let busy = pool.speculate(req()).expect("idle again");
-        assert!(pool.speculate(req()).is_none(), "the only worker is taken");
-        // Dropped, it is cancelled; the worker goes on serving.
-        drop(busy);
+        // The worker is taken: no optional work is queued behind it.
+        let optional = pool.speculate_if_idle(req()).expect("idle again");
+        assert!(
+            pool.speculate_if_idle(req()).is_none(),
+            "the only worker is taken"
+        );
+        // Needed work arrives: the optional decode gives way to it.
+        let needed = pool.transcribe(req());
+        let (optional, needed) = tokio::join!(optional, needed);
+        assert!(
+            matches!(optional, Err(voicecare_speech::SpeechError::Cancelled)),
+            "{optional:?}"
+        );
+        assert!(hears_chest(&needed.unwrap().text));
+    });
+    assert_eq!(pool.idle(), 1);
+}
+
+#[test]
+fn a_speculation_queues_like_an_utterance_and_is_skipped_once_dropped() {
+    let rt = runtime();
+    let samples = chest_pain_reply();
+    let req = || TranscribeRequest {
+        samples_16k: samples.clone(),
+        lang: Some(Lang::En),
+        prompt: None,
+    };
+    let pool = AsrPool::new(model(), 1, 1).unwrap();
+    rt.block_on(async {
+        // Queued behind needed work, never refused, and never cancelled by it.
+        let first = pool.speculate(req()).unwrap();
+        let second = pool.speculate(req()).unwrap();
+        let needed = pool.transcribe(req());
+        let (first, second, needed) = tokio::join!(first, second, needed);
+        assert!(hears_chest(&first.unwrap().text));
+        assert!(hears_chest(&second.unwrap().text));
+        assert!(hears_chest(&needed.unwrap().text));
+
+        // Dropped while it waits: the worker skips it, serves the next, and
+        // the pool's counts come back to idle.
+        let running = pool.speculate(req()).unwrap();
+        let waiting = pool.speculate(req()).unwrap();
+        drop(waiting);
+        let t = running.await.unwrap();
+        assert!(hears_chest(&t.text));
         let after = pool.transcribe(req()).await.unwrap();
         assert!(hears_chest(&after.text));
     });
     assert_eq!(pool.idle(), 1);
+    assert_eq!(pool.queue_len(), 0);
 }
 
 #[test]

@@ -188,10 +188,10 @@ pub struct SimReport {
     pub talk_ms: Option<f64>,
     /// One per `say` step the engine answered with audio.
     pub turns: Vec<SimTurn>,
-    /// Wall-clock time at which each `say` step's speech ended (its last loud
-    /// frame left the phone), answered or not: to line up with what other
-    /// processes saw, such as an operator's console.
-    pub speech_ends: Vec<std::time::SystemTime>,
+    /// Wall-clock times at which each `say` step's speech started and ended
+    /// (its last loud frame left the phone), answered or not: to line up with
+    /// what other processes saw, such as an operator's console.
+    pub speeches: Vec<(std::time::SystemTime, std::time::SystemTime)>,
     /// Inter-arrival times of the engine's packets, in microseconds, when the
     /// phone's leg was built with `record_timing`.
     pub inter_arrival_us: Vec<u32>,
@@ -408,12 +408,14 @@ impl SimPhone {
                                 m.answered_at = None;
                             }
                             let tail = trailing_quiet_ms(&pcm);
+                            let started = std::time::SystemTime::now();
                             control.play(pcm).finished().await;
-                            report.speech_ends.push(
+                            report.speeches.push((
+                                started,
                                 std::time::SystemTime::now()
                                     .checked_sub(Duration::from_millis(tail))
                                     .unwrap_or_else(std::time::SystemTime::now),
-                            );
+                            ));
                             if let Ok(mut m) = mark.lock() {
                                 let end = Instant::now()
                                     .checked_sub(Duration::from_millis(tail))

@@ -269,6 +269,14 @@ impl Matcher {
         }
     }
 
+    /// Word units of `text` (not punctuation) that start at or after byte `at`.
+    pub fn words_from(&self, text: &str, at: usize) -> usize {
+        text::units(text, &self.lex.fillers)
+            .iter()
+            .filter(|u| !u.brk && u.start >= at)
+            .count()
+    }
+
     pub fn reasons(&self, text: &str, hint: Option<Lang>) -> Vec<Reason> {
         let us = text::units(text, &self.lex.fillers);
         if us.is_empty() {

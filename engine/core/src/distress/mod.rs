@@ -297,6 +297,10 @@ fn severity_weight(l: Level) -> f32 {
 }
 
 /// The distress classifier. Cheap to share: build once, call from any thread.
+/// Words that must follow a finding in an unfinished reply before it counts
+/// (see [`Classifier::assess_unfinished`]).
+pub const UNFINISHED_WORDS_AFTER: usize = 2;
+
 #[derive(Debug, Clone)]
 pub struct Classifier {
     matcher: matcher::Matcher,
@@ -338,6 +342,22 @@ impl Classifier {
     /// Assesses one utterance.
     pub fn assess(&self, u: &Utterance<'_>) -> Assessment {
         let reasons = self.matcher.reasons(u.text, u.lang);
+        Assessment::from_reasons(reasons, u.asr_confidence)
+    }
+
+    /// Assesses words heard while the speaker is still talking (a transcript
+    /// of the reply so far). A finding counts only once at least
+    /// [`UNFINISHED_WORDS_AFTER`] more words (Chinese: characters) follow it:
+    /// the words after a finding can still undo it ("I fell … asleep", "I
+    /// fell … last year"), and the last word of audio cut mid-speech is often
+    /// misheard. The rest is read as in [`Classifier::assess`].
+    pub fn assess_unfinished(&self, u: &Utterance<'_>) -> Assessment {
+        let reasons = self
+            .matcher
+            .reasons(u.text, u.lang)
+            .into_iter()
+            .filter(|r| self.matcher.words_from(u.text, r.span.end) >= UNFINISHED_WORDS_AFTER)
+            .collect();
         Assessment::from_reasons(reasons, u.asr_confidence)
     }
 

@@ -361,3 +361,49 @@ fn keyword_baseline_is_worse_where_context_matters() {
     // And blind to mishearing.
     assert_eq!(c.keyword_baseline("就命", None), Level::Ok);
 }
+
+fn unfinished(text: &str, lang: Lang) -> Assessment {
+    Classifier::shared().assess_unfinished(&Utterance::new(text).lang(lang))
+}
+
+#[test]
+fn an_unfinished_reply_counts_a_finding_only_once_words_follow_it() {
+    // The words after a finding decide it: cut off right after it, nothing yet.
+    for (text, lang) in [
+        ("I fell", Lang::En),
+        ("I fell asleep", Lang::En),
+        ("I fell asleep in my chair after lunch", Lang::En),
+        ("My chest", Lang::En),
+        ("I'm okay. But I fell", Lang::En),
+        ("I'm okay. But I fell yesterday and my hip", Lang::En),
+        ("我摔倒", Lang::Zh),
+        ("I fell last year and", Lang::En),
+        ("Help me", Lang::En),
+        ("我还好。就是昨天摔倒了，腿疼", Lang::Zh),
+    ] {
+        let a = unfinished(text, lang);
+        assert!(a.level < Level::Emergency, "{text}: {a:?}");
+    }
+    // Followed by more words, a clear emergency counts before the end.
+    for (text, lang) in [
+        ("Help me please, I fell down and", Lang::En),
+        ("My chest hurts and I can't", Lang::En),
+        ("救命啊，我摔倒了", Lang::Zh),
+        ("胸口疼得厉害，喘", Lang::Zh),
+        ("胸口疼得厉害", Lang::Zh),
+    ] {
+        let a = unfinished(text, lang);
+        assert_eq!(a.level, Level::Emergency, "{text}: {a:?}");
+        assert!(!a.needs_confirmation, "{text}: {a:?}");
+    }
+    // Never more than the finished reading of the same words.
+    for text in [
+        "I fell down yesterday but I'm fine now",
+        "I'm fine, thank you",
+    ] {
+        assert!(
+            unfinished(text, Lang::En).level <= assess(text).level,
+            "{text}"
+        );
+    }
+}

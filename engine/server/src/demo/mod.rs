@@ -160,7 +160,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
                 match phone.run_call().await {
                     Ok(r) => {
                         if let Ok(mut o) = observed.lock() {
-                            o.speech_ends.entry(id).or_default().extend(&r.speech_ends);
+                            o.speeches.entry(id).or_default().extend(&r.speeches);
                         }
                         let mut s = stats.lock().unwrap();
                         let e = s.entry(id).or_default();

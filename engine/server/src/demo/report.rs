@@ -85,36 +85,42 @@ pub struct Summary {
     pub asr_decode_ms: Vec<i64>,
     /// Time an utterance waited for a whisper worker, ms.
     pub asr_queue_ms: Vec<i64>,
-    /// Per emergency escalation: from the end of the elder's speech (the
+    /// Per emergency escalation: from the end of the elder's reply (the
     /// simulated phone's clock) to the escalation's first event on an
-    /// operator's console stream, ms. Sorted.
+    /// operator's console stream, ms. Sorted. Negative when the emergency
+    /// reached the console while the elder was still speaking.
     pub emergency_to_console_ms: Vec<f64>,
     pub per_elder: Vec<ElderResult>,
 }
 
-/// What the demo saw from outside the engine: when each phone's speech
-/// ended, and when each escalation reached the console's event stream.
+/// What the demo saw from outside the engine: when each phone's replies
+/// started and ended, and when each escalation reached the console's event stream.
 #[derive(Debug, Default)]
 pub struct Observed {
-    pub speech_ends: BTreeMap<i64, Vec<SystemTime>>,
+    pub speeches: BTreeMap<i64, Vec<(SystemTime, SystemTime)>>,
     pub console_seen: BTreeMap<i64, SystemTime>,
 }
 
-/// End of the elder's last speech before the escalation reached the console
-/// → that moment, for each emergency the console saw.
+/// End of the elder's reply that was under way or last heard when the
+/// escalation reached the console → that moment, for each emergency the
+/// console saw (negative: before the reply ended).
 fn emergency_to_console(flags: &[cohort::Flag], seen: &Observed) -> Vec<f64> {
+    let ms = |from: SystemTime, to: SystemTime| match to.duration_since(from) {
+        Ok(d) => d.as_secs_f64() * 1000.0,
+        Err(e) => -e.duration().as_secs_f64() * 1000.0,
+    };
     let mut out: Vec<f64> = flags
         .iter()
         .filter(|f| f.level == "emergency")
         .filter_map(|f| {
             let at = *seen.console_seen.get(&f.id)?;
-            let spoke = seen
-                .speech_ends
+            let (_, end) = seen
+                .speeches
                 .get(&f.elder_id)?
                 .iter()
-                .filter(|&&e| e <= at)
-                .max()?;
-            Some(at.duration_since(*spoke).ok()?.as_secs_f64() * 1000.0)
+                .filter(|(start, _)| *start <= at)
+                .max_by_key(|(start, _)| *start)?;
+            Some(ms(*end, at))
         })
         .collect();
     out.sort_by(f64::total_cmp);
@@ -358,11 +364,12 @@ impl Summary {
         if let Some(max) = self.emergency_to_console_ms.last() {
             let e = &self.emergency_to_console_ms;
             println!(
-                "  emergencies on the console after the elder stopped speaking: median {:.0} ms, max {:.0} ms; {}/{} within 1 s",
+                "  emergencies on the console after the elder stopped speaking: median {:.0} ms, max {:.0} ms; {}/{} within 1 s, {} before the reply ended",
                 e[e.len() / 2],
                 max,
                 e.iter().filter(|&&ms| ms <= 1000.0).count(),
-                e.len()
+                e.len(),
+                e.iter().filter(|&&ms| ms < 0.0).count()
             );
         }
         if !self.asr_decode_ms.is_empty() {
@@ -655,11 +662,12 @@ fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
     let e = &s.emergency_to_console_ms;
     writeln!(
         h,
-        "<h2>Emergencies reaching operators</h2><p>From the end of the elder's speech (the simulated phone's clock) to the escalation's first event on an operator's console stream (<code>GET /api/v1/events</code>), for <span id=\"emergencies-timed\">{}</span> emergencies: median <span id=\"emergency-console-p50\">{:.0}</span> ms, max <span id=\"emergency-console-max\">{:.0}</span> ms, <span id=\"emergency-console-1s\">{}</span> within 1 s.</p>",
+        "<h2>Emergencies reaching operators</h2><p>From the end of the elder's speech (the simulated phone's clock) to the escalation's first event on an operator's console stream (<code>GET /api/v1/events</code>), for <span id=\"emergencies-timed\">{}</span> emergencies: median <span id=\"emergency-console-p50\">{:.0}</span> ms, max <span id=\"emergency-console-max\">{:.0}</span> ms, <span id=\"emergency-console-1s\">{}</span> within 1 s, <span id=\"emergency-console-before-end\">{}</span> before the elder finished (negative times: read from the words so far while the elder was still speaking).</p>",
         e.len(),
         e.get(e.len() / 2).copied().unwrap_or(0.0),
         e.last().copied().unwrap_or(0.0),
-        e.iter().filter(|&&ms| ms <= 1000.0).count()
+        e.iter().filter(|&&ms| ms <= 1000.0).count(),
+        e.iter().filter(|&&ms| ms < 0.0).count()
     )?;
     writeln!(h, "<h2>Transcription time per utterance</h2>")?;
     writeln!(

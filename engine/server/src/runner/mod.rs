@@ -67,6 +67,8 @@ pub struct RunnerConfig {
     pub keep_recordings: bool,
     /// Pause after which an utterance is transcribed speculatively (0: never).
     pub early_asr_ms: u32,
+    /// New speech between readings of a reply still being spoken (0: never).
+    pub partial_asr_ms: u32,
 }
 
 /// Shared by every call on this node.
@@ -317,6 +319,7 @@ pub fn start(
         sla: args.sla(),
         keep_recordings: !args.no_recordings,
         early_asr_ms: args.early_asr_ms,
+        partial_asr_ms: args.partial_asr_ms,
     };
     let engine = Engine::new(pool, cfg, Arc::new(asr))?;
     engine.set_hub(hub.clone());

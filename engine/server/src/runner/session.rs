@@ -85,8 +85,12 @@ enum EarlyState {
     Done(Result<Transcript, voicecare_speech::SpeechError>),
 }
 
-/// Fixed evidence added to an early flag's reasons: where it came from.
+/// Rule ids added to an early flag's reasons: where it came from.
 const EARLY_FLAG_RULE: &str = "runner.early_transcript";
+const PARTIAL_FLAG_RULE: &str = "runner.partial_transcript";
+
+/// A reading of the reply so far, taken while the elder is still speaking.
+type Partial = Speculation;
 
 impl Early {
     fn is_for(&self, u: &Utterance) -> bool {
@@ -109,12 +113,17 @@ struct Judged {
     reasons: serde_json::Value,
 }
 
+fn classifier_input(text: &str, lang: Lang, asr_confidence: f32) -> distress::Utterance<'_> {
+    distress::Utterance::new(text)
+        .lang(distress_lang(lang))
+        .asr_confidence(asr_confidence)
+}
+
 fn judge(text: &str, lang: Lang, asr_confidence: f32) -> Judged {
-    let assessment = Classifier::shared().assess(
-        &distress::Utterance::new(text)
-            .lang(distress_lang(lang))
-            .asr_confidence(asr_confidence),
-    );
+    judged(Classifier::shared().assess(&classifier_input(text, lang, asr_confidence)))
+}
+
+fn judged(assessment: distress::Assessment) -> Judged {
     let categories = assessment
         .categories
         .iter()
@@ -131,13 +140,43 @@ fn judge(text: &str, lang: Lang, asr_confidence: f32) -> Judged {
 
 /// Words heard early that cannot wait for the elder to finish: a clear,
 /// confidently heard emergency. Anything less waits for the end of the turn.
-fn early_emergency(t: &Transcript, lang: Lang) -> Option<Judged> {
+/// `unfinished`: the elder is still speaking, so a finding needs words after
+/// it ([`Classifier::assess_unfinished`]).
+fn early_emergency(t: &Transcript, lang: Lang, unfinished: bool) -> Option<Judged> {
     let text = t.text.trim();
     if text.is_empty() || t.low_confidence {
         return None;
     }
-    let j = judge(text, lang, t.confidence);
+    let j = if unfinished {
+        judged(Classifier::shared().assess_unfinished(&classifier_input(text, lang, t.confidence)))
+    } else {
+        judge(text, lang, t.confidence)
+    };
     (j.assessment.level == Level::Emergency && !j.assessment.needs_confirmation).then_some(j)
+}
+
+/// Queue an emergency heard before the end of the turn, with where it came
+/// from among its reasons. The turn itself still waits for the end of the
+/// reply, so no one is cut off; the flow's own escalation then raises the
+/// same item.
+async fn queue_early(engine: &Engine, call_id: i64, j: Judged, rule: &str, evidence: &str) {
+    let Judged {
+        categories,
+        mut reasons,
+        ..
+    } = j;
+    if let Some(list) = reasons.as_array_mut() {
+        list.push(serde_json::json!({"category": "early", "evidence": evidence, "rule": rule}));
+    }
+    let flag = Flag {
+        call_id,
+        level: Level::Emergency,
+        categories,
+        reasons,
+        elder_on_line: false,
+    };
+    flag_until_stored(engine, &flag, Utc::now()).await;
+    tracing::info!(rule, "emergency heard before the end of the reply; queued");
 }
 
 fn speech_lang(l: Lang) -> voicecare_speech::Lang {
@@ -212,6 +251,12 @@ pub async fn run(
     let mut tick_held = false;
     let mut endpointer: Option<Endpointer> = None;
     let mut early: Option<Early> = None;
+    let mut partial: Option<Partial> = None;
+    // Samples the reply must reach before it is read again while spoken.
+    let partial_step = engine.cfg.partial_asr_ms as usize * 16;
+    let mut partial_next = partial_step;
+    // An emergency of this reply was already queued before its end.
+    let mut queued_early = false;
     let mut recording = false;
     let mut media_ms: u64 = 0;
     let mut timer: Option<tokio::time::Instant> = None;
@@ -309,6 +354,7 @@ pub async fn run(
                     Action::StopListening => {
                         endpointer = None;
                         early = None;
+                        partial = None;
                     }
                     Action::StartRecording {
                         max_ms,
@@ -316,6 +362,7 @@ pub async fn run(
                     } => {
                         recording = true;
                         early = None;
+                        partial = None;
                         endpointer = Some(Endpointer::new(EndpointConfig {
                             end_silence_ms: end_of_utterance_ms.min(10_000) as u32,
                             max_utterance_ms: max_ms.min(600_000) as u32,
@@ -405,20 +452,28 @@ pub async fn run(
                     let Some(ep) = endpointer.as_mut() else { continue };
                     let f: Vec<f32> = frame.iter().map(|&s| s as f32 / 32768.0).collect();
                     match ep.push(&f, at) {
-                        Some(VadEvent::SpeechStarted { .. }) => pending.push(Event::SpeechStarted),
+                        Some(VadEvent::SpeechStarted { .. }) => {
+                            partial_next = partial_step;
+                            pending.push(Event::SpeechStarted);
+                        }
                         Some(VadEvent::Paused(u)) if !recording => {
-                            // Replaces (and so cancels) an earlier pause's.
+                            // The words up to the pause supersede a reading
+                            // of fewer, and replace (so cancel) an earlier pause's.
+                            partial = None;
                             drop(early.take());
                             let (start_ms, len) = (u.start_ms, u.samples.len());
+                            // Queued like any utterance: usually it is the whole reply.
                             early = engine.asr.speculate(TranscribeRequest {
                                 samples_16k: u.samples,
                                 lang: Some(speech_lang(lang)),
                                 prompt: None,
-                            }).map(|spec| Early { start_ms, len, state: EarlyState::Running(spec) });
-                            metrics::counter!("voicecare_asr_early_total", "outcome" => if early.is_some() { "started" } else { "no_idle_worker" }).increment(1);
+                            }).ok().map(|spec| Early { start_ms, len, state: EarlyState::Running(spec) });
+                            metrics::counter!("voicecare_asr_early_total", "outcome" => if early.is_some() { "started" } else { "pool_closed" }).increment(1);
                         }
                         Some(VadEvent::UtteranceEnded(u)) => {
                             seq += 1;
+                            partial = None;
+                            queued_early = false;
                             let endpoint_ms = ep.config().end_silence_ms as u64;
                             let path = save_wav(engine, &recordings, call_id, seq, &u.samples).await;
                             if recording {
@@ -442,9 +497,32 @@ pub async fn run(
                         }
                         None => {
                             // The elder went on after the pause: its early
-                            // transcript is of no use; free the worker.
+                            // transcript cannot serve the turn. Still being
+                            // decoded, it is a reading of the reply so far.
                             if early.as_ref().is_some_and(|e| ep.in_progress() != Some((e.start_ms, e.len))) {
-                                early = None;
+                                if let Some(Early { state: EarlyState::Running(spec), .. }) = early.take()
+                                    && partial.is_none()
+                                {
+                                    partial = Some(spec);
+                                }
+                            }
+                            // Read the reply so far while it is still spoken,
+                            // on spare capacity only.
+                            if !recording
+                                && partial_step > 0
+                                && partial.is_none()
+                                && !queued_early
+                                && engine.asr.idle() > 0
+                                && let Some(so_far) = ep.speech_so_far()
+                                && so_far.len() >= partial_next
+                            {
+                                partial_next = so_far.len() + partial_step;
+                                partial = engine.asr.speculate_if_idle(TranscribeRequest {
+                                    samples_16k: so_far.to_vec(),
+                                    lang: Some(speech_lang(lang)),
+                                    prompt: None,
+                                });
+                                metrics::counter!("voicecare_asr_partial_total", "outcome" => if partial.is_some() { "started" } else { "no_idle_worker" }).increment(1);
                             }
                         }
                         Some(VadEvent::Paused(_) | VadEvent::NoInput { .. }) => {}
@@ -465,29 +543,39 @@ pub async fn run(
                 }
             }, if early.as_mut().and_then(Early::running).is_some() => {
                 if let Some(e) = early.as_mut() {
-                    let alarm = r.as_ref().ok().and_then(|t| early_emergency(t, lang));
+                    let alarm = r.as_ref().ok().and_then(|t| early_emergency(t, lang, false));
                     e.state = EarlyState::Done(r);
-                    // Still the same pause, and a clear emergency: queue it now,
-                    // while the elder may yet go on. The turn itself still waits
-                    // for the end of the pause, so no one is cut off; the flow's
-                    // own escalation then raises this same item.
-                    if let Some(Judged { categories, mut reasons, .. }) = alarm
+                    // Still the same pause, and a clear emergency: queue it
+                    // now, while the elder may yet go on.
+                    if let Some(j) = alarm
+                        && !queued_early
                         && endpointer.as_ref().and_then(Endpointer::in_progress) == Some((e.start_ms, e.len))
                     {
-                        if let Some(list) = reasons.as_array_mut() {
-                            list.push(serde_json::json!({"category": "early", "evidence": "heard during the elder's pause, before the end of the turn", "rule": EARLY_FLAG_RULE}));
-                        }
-                        let flag = Flag {
-                            call_id,
-                            level: Level::Emergency,
-                            categories,
-                            reasons,
-                            elder_on_line: false,
-                        };
-                        flag_until_stored(engine, &flag, Utc::now()).await;
-                        tracing::info!("emergency heard during the elder's pause; queued before the end of the turn");
+                        queued_early = true;
+                        queue_early(engine, call_id, j, EARLY_FLAG_RULE, "heard during the elder's pause, before the end of the turn").await;
                     }
                 }
+            }
+            r = async {
+                match partial.as_mut() {
+                    Some(p) => p.await,
+                    None => std::future::pending().await,
+                }
+            }, if partial.is_some() => {
+                partial = None;
+                let outcome = match r {
+                    Ok(t) => match early_emergency(&t, lang, true) {
+                        Some(j) if !queued_early => {
+                            queued_early = true;
+                            queue_early(engine, call_id, j, PARTIAL_FLAG_RULE, "heard while the elder was still speaking").await;
+                            "queued"
+                        }
+                        _ => "heard",
+                    },
+                    Err(voicecare_speech::SpeechError::Cancelled) => "gave_way",
+                    Err(_) => "failed",
+                };
+                metrics::counter!("voicecare_asr_partial_total", "outcome" => outcome).increment(1);
             }
             Some(t) = asr_rx.recv() => {
                 in_flight -= 1;
