@@ -77,7 +77,7 @@ struct Job {
     yields: bool,
 }
 
-/// Cancel flags of the running decodes that give way to waiting work.
+/// Cancel flags of the queued or running decodes that give way to waiting work.
 type Yielding = Arc<Mutex<Vec<Arc<AtomicBool>>>>;
 
 /// A transcription started by [`AsrPool::speculate`]. Await it for the
@@ -175,9 +175,6 @@ impl AsrPool {
                         let wait = job.queued.elapsed().as_secs_f64();
                         let r = &job.req;
                         let yields = job.cancel.as_ref().filter(|_| job.yields);
-                        if let (Some(flag), Ok(mut y)) = (yields, yielding.lock()) {
-                            y.push(Arc::clone(flag));
-                        }
                         rec.set_cancel(job.cancel.clone());
                         let result = rec
                             .transcribe(&r.samples_16k, r.lang, r.prompt.as_deref(), &opts)
@@ -265,6 +262,11 @@ impl AsrPool {
             {
                 y.remove(0).store(true, Ordering::Relaxed);
             }
+        }
+        if let (true, Some(flag), Ok(mut y)) = (yields, &cancel, self.yielding.lock()) {
+            // Registered now, not when a worker takes it: needed work
+            // submitted a moment later must find it.
+            y.push(Arc::clone(flag));
         }
         self.queued.fetch_add(1, Ordering::SeqCst);
         if tx

@@ -142,7 +142,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         .find(|c| c.level == "ok" && c.lang == "en")
         .context("no fine English clip in the fixtures")?
         .clone();
-    let answers = cohort::answers(&wav_dir)?;
+    let answers = cohort::answers(&args.fixtures, &wav_dir)?;
     let tag = Utc::now().format("%Y%m%d%H%M%S").to_string();
     let unit = crate::demo::community(&pool, &format!("capacity {tag}")).await?;
 

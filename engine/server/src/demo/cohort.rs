@@ -87,8 +87,13 @@ pub struct Answers {
     pub zh: Vec<PathBuf>,
 }
 
-/// Render the follow-up answers with espeak-ng (the engine's own prompt voice).
-pub fn answers(out: &Path) -> anyhow::Result<Answers> {
+/// The follow-up answers. English is rendered with espeak-ng (the engine's
+/// own prompt voice), which whisper reads well. espeak-ng's Mandarin is
+/// another matter: whisper hears its 吃了 as "车 车 车 …", so every Mandarin
+/// follow-up would be a misunderstanding. Mandarin elders answer instead
+/// with the fine replies recorded in a human voice among the fixtures
+/// (`gcin/gcin_ok_*.flac`: 我挺好的，谢谢，刚吃完早饭 and 我睡得很好，药也吃了).
+pub fn answers(fixtures: &Path, out: &Path) -> anyhow::Result<Answers> {
     use crate::runner::tts::{Espeak, Prompts};
     use voicecare_core::flow::Lang;
     let prompts = Prompts::new(
@@ -96,34 +101,33 @@ pub fn answers(out: &Path) -> anyhow::Result<Answers> {
         out.join("tts"),
         out.to_path_buf(),
     );
-    let render = |lang: Lang, texts: &[&str], tag: &str| -> anyhow::Result<Vec<PathBuf>> {
-        texts
-            .iter()
-            .enumerate()
-            .map(|(i, t)| {
-                let pcm = prompts.pcm(t, None, lang, 1.0)?;
-                let wav = out.join(format!("answer-{tag}-{i}.wav"));
-                voicecare_telephony::sim::write_wav(&wav, &pcm)?;
-                Ok(wav)
-            })
-            .collect()
+    let en = [
+        "Yes, I have.",
+        "Yes, I have.",
+        "I slept well.",
+        "No, thank you.",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, t)| {
+        let pcm = prompts.pcm(t, None, Lang::En, 1.0)?;
+        let wav = out.join(format!("answer-en-{i}.wav"));
+        voicecare_telephony::sim::write_wav(&wav, &pcm)?;
+        Ok(wav)
+    })
+    .collect::<anyhow::Result<Vec<_>>>()?;
+    let recorded = |file: &str| -> anyhow::Result<PathBuf> {
+        let audio = voicecare_media::load(&fixtures.join(file), None)
+            .map_err(|e| anyhow::anyhow!("fixture {file}: {e}"))?;
+        let wav = out.join(file.replace('/', "_")).with_extension("wav");
+        voicecare_media::write_wav(&wav, &audio).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(wav)
     };
+    // Meals, medication, sleep, anything else.
+    let (ate, slept) = (recorded("gcin/gcin_ok_1.flac")?, recorded("gcin/gcin_ok_2.flac")?);
     Ok(Answers {
-        en: render(
-            Lang::En,
-            &[
-                "Yes, I have.",
-                "Yes, I have.",
-                "I slept well.",
-                "No, thank you.",
-            ],
-            "en",
-        )?,
-        zh: render(
-            Lang::Zh,
-            &["吃了。", "吃了。", "睡得挺好。", "没有了，谢谢。"],
-            "zh",
-        )?,
+        en,
+        zh: vec![ate.clone(), slept.clone(), slept, ate],
     })
 }
 

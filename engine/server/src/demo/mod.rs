@@ -69,7 +69,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&wav_dir)?;
     let clips = cohort::clips(&args.fixtures, &wav_dir)?;
     let members = cohort::plan(args.elders as usize, &clips, &run_tag);
-    let answers = cohort::answers(&wav_dir)?;
+    let answers = cohort::answers(&args.fixtures, &wav_dir)?;
 
     let unit = community(&pool, &run_tag).await?;
     let password = Password::new(OPERATOR_PASSWORD)?;
