@@ -124,7 +124,10 @@ pub fn answers(fixtures: &Path, out: &Path) -> anyhow::Result<Answers> {
         Ok(wav)
     };
     // Meals, medication, sleep, anything else.
-    let (ate, slept) = (recorded("gcin/gcin_ok_1.flac")?, recorded("gcin/gcin_ok_2.flac")?);
+    let (ate, slept) = (
+        recorded("gcin/gcin_ok_1.flac")?,
+        recorded("gcin/gcin_ok_2.flac")?,
+    );
     Ok(Answers {
         en,
         zh: vec![ate.clone(), slept.clone(), slept, ate],
