@@ -499,12 +499,11 @@ pub async fn run(
                             // The elder went on after the pause: its early
                             // transcript cannot serve the turn. Still being
                             // decoded, it is a reading of the reply so far.
-                            if early.as_ref().is_some_and(|e| ep.in_progress() != Some((e.start_ms, e.len))) {
-                                if let Some(Early { state: EarlyState::Running(spec), .. }) = early.take()
-                                    && partial.is_none()
-                                {
-                                    partial = Some(spec);
-                                }
+                            if early.as_ref().is_some_and(|e| ep.in_progress() != Some((e.start_ms, e.len)))
+                                && let Some(Early { state: EarlyState::Running(spec), .. }) = early.take()
+                                && partial.is_none()
+                            {
+                                partial = Some(spec);
                             }
                             // Read the reply so far while it is still spoken,
                             // on spare capacity only.
