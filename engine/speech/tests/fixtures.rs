@@ -263,6 +263,15 @@ fn hears_chest(text: &str) -> bool {
     normalize_en(text).contains(&"chest".to_string())
 }
 
+/// A request to transcribe English speech.
+fn english(samples: &[f32]) -> TranscribeRequest {
+    TranscribeRequest {
+        samples_16k: samples.to_vec(),
+        lang: Some(Lang::En),
+        prompt: None,
+    }
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -281,15 +290,8 @@ fn pool_queues_when_busy_and_reports_the_wait() {
         let tasks: Vec<_> = (0..3)
             .map(|_| {
                 let pool = std::sync::Arc::clone(&pool);
-                let samples_16k = samples.clone();
-                tokio::spawn(async move {
-                    pool.transcribe(TranscribeRequest {
-                        samples_16k,
-                        lang: Some(Lang::En),
-                        prompt: None,
-                    })
-                    .await
-                })
+                let req = english(&samples);
+                tokio::spawn(async move { pool.transcribe(req).await })
             })
             .collect();
         let mut out = Vec::new();
@@ -315,11 +317,7 @@ fn pool_queues_when_busy_and_reports_the_wait() {
 fn optional_work_uses_idle_workers_only_and_gives_way_to_needed_work() {
     let rt = runtime();
     let samples = chest_pain_reply();
-    let req = || TranscribeRequest {
-        samples_16k: samples.clone(),
-        lang: Some(Lang::En),
-        prompt: None,
-    };
+    let req = || english(&samples);
     let pool = AsrPool::new(model(), 1, 1).unwrap();
     rt.block_on(async {
         // An idle worker: the optional decode runs and hears the words.
@@ -352,11 +350,7 @@ fn optional_work_uses_idle_workers_only_and_gives_way_to_needed_work() {
 fn a_speculation_queues_like_an_utterance_and_is_skipped_once_dropped() {
     let rt = runtime();
     let samples = chest_pain_reply();
-    let req = || TranscribeRequest {
-        samples_16k: samples.clone(),
-        lang: Some(Lang::En),
-        prompt: None,
-    };
+    let req = || english(&samples);
     let pool = AsrPool::new(model(), 1, 1).unwrap();
     rt.block_on(async {
         // Queued behind needed work, never refused, and never cancelled by it.

@@ -269,12 +269,13 @@ impl Matcher {
         }
     }
 
-    /// Word units of `text` (not punctuation) that start at or after byte `at`.
-    pub fn words_from(&self, text: &str, at: usize) -> usize {
+    /// Byte offsets at which the word units of `text` (not punctuation) start.
+    pub fn word_starts(&self, text: &str) -> Vec<usize> {
         text::units(text, &self.lex.fillers)
             .iter()
-            .filter(|u| !u.brk && u.start >= at)
-            .count()
+            .filter(|u| !u.brk)
+            .map(|u| u.start)
+            .collect()
     }
 
     pub fn reasons(&self, text: &str, hint: Option<Lang>) -> Vec<Reason> {

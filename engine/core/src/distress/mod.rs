@@ -296,11 +296,11 @@ fn severity_weight(l: Level) -> f32 {
     }
 }
 
-/// The distress classifier. Cheap to share: build once, call from any thread.
 /// Words that must follow a finding in an unfinished reply before it counts
 /// (see [`Classifier::assess_unfinished`]).
 pub const UNFINISHED_WORDS_AFTER: usize = 2;
 
+/// The distress classifier. Cheap to share: build once, call from any thread.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     matcher: matcher::Matcher,
@@ -352,11 +352,14 @@ impl Classifier {
     /// fell … last year"), and the last word of audio cut mid-speech is often
     /// misheard. The rest is read as in [`Classifier::assess`].
     pub fn assess_unfinished(&self, u: &Utterance<'_>) -> Assessment {
+        let words = self.matcher.word_starts(u.text);
         let reasons = self
             .matcher
             .reasons(u.text, u.lang)
             .into_iter()
-            .filter(|r| self.matcher.words_from(u.text, r.span.end) >= UNFINISHED_WORDS_AFTER)
+            .filter(|r| {
+                words.iter().filter(|&&w| w >= r.span.end).count() >= UNFINISHED_WORDS_AFTER
+            })
             .collect();
         Assessment::from_reasons(reasons, u.asr_confidence)
     }

@@ -506,7 +506,8 @@ pub async fn run(
                                 partial = Some(spec);
                             }
                             // Read the reply so far while it is still spoken,
-                            // on spare capacity only.
+                            // on spare capacity only (checked first, so a busy
+                            // pool costs no copy of the audio per frame).
                             if !recording
                                 && partial_step > 0
                                 && partial.is_none()
