@@ -240,3 +240,219 @@ fn csv_import_reports_every_bad_value_and_imports_nothing_unless_asked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A directory only its owner can enter, like `mktemp -d` or a home
+/// directory: as root, the embedded cluster's `postgres` user cannot reach
+/// into it.
+fn private_temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let d = temp_dir(tag);
+    std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
+    d
+}
+
+/// `voicecare` run from `cwd` with nothing but defaults: no data directory
+/// in the environment, so `.voicecare` relative to `cwd` is used.
+fn voicecare_in(cwd: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_voicecare"));
+    c.current_dir(cwd)
+        .args(args)
+        .env_remove("VOICECARE_DATA_DIR")
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info");
+    c
+}
+
+/// Where the cluster of a data directory keeps its files.
+fn cluster_home(data_dir: &Path) -> std::path::PathBuf {
+    let dir = data_dir.join("postgres");
+    match std::fs::read_to_string(dir.join("cluster-location")) {
+        Ok(p) => p.trim().into(),
+        Err(_) => dir,
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    Some(body)
+}
+
+/// The README's way: a fresh working directory, every path relative and
+/// default, in a private directory. `serve` starts its embedded database
+/// under `.voicecare`, answers `/healthz`, and an admin command run beside
+/// it uses the same live cluster without stopping it.
+#[test]
+fn serve_on_the_default_data_directory_answers_and_shares_its_database() {
+    use std::io::BufRead;
+    let cwd = private_temp_dir("serve-default");
+    std::os::unix::fs::symlink(support_repo().join("ivr-flows"), cwd.join("ivr-flows")).unwrap();
+    let mut serve = voicecare_in(&cwd, &["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start voicecare serve");
+    let stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let mut addr = None;
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.strip_prefix("voicecare listening on http://") {
+            addr = Some(rest.trim().to_string());
+            break;
+        }
+    }
+    let Some(addr) = addr else {
+        let _ = serve.kill();
+        let out = serve.wait_with_output().unwrap();
+        panic!(
+            "serve never listened:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let health = http_get(&addr, "/healthz").unwrap_or_default();
+    assert!(
+        health.starts_with("HTTP/1.1 200") || health.starts_with("HTTP/1.0 200"),
+        "{health}"
+    );
+    assert!(cwd.join(".voicecare/postgres").is_dir());
+    assert!(
+        cluster_home(&cwd.join(".voicecare"))
+            .join("pgdata/PG_VERSION")
+            .exists()
+    );
+
+    // An admin command on the same (default) data directory while serve runs.
+    let list = voicecare_in(&cwd, &["queue", "list"]).output().unwrap();
+    assert!(list.status.success(), "{}", text(&list));
+    assert!(
+        text(&list).contains("already running"),
+        "the second command says it uses the running cluster: {}",
+        text(&list)
+    );
+    let health = http_get(&addr, "/healthz").unwrap_or_default();
+    assert!(
+        health.contains(" 200 "),
+        "serve's database survives the admin command: {health}"
+    );
+
+    // A clean stop shuts the cluster down with it.
+    unsafe_kill(serve.id(), 15);
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+    let pgdata = cluster_home(&cwd.join(".voicecare")).join("pgdata");
+    assert!(
+        !pgdata.join("postmaster.pid").exists(),
+        "the cluster stopped with serve"
+    );
+
+    // A run killed with its watchdog leaves a postmaster.pid naming a dead
+    // process: the next start says so and carries on.
+    let mut gone = Command::new("true").spawn().unwrap();
+    let dead = gone.id();
+    gone.wait().unwrap();
+    std::fs::write(
+        pgdata.join("postmaster.pid"),
+        format!("{dead}\n{}\n0\n5432\n\n", pgdata.display()),
+    )
+    .unwrap();
+    let again = voicecare_in(&cwd, &["queue", "list"]).output().unwrap();
+    assert!(again.status.success(), "{}", text(&again));
+    assert!(
+        text(&again).contains("not shut down cleanly"),
+        "{}",
+        text(&again)
+    );
+    let _ = std::fs::remove_dir_all(cluster_home(&cwd.join(".voicecare")));
+    let _ = std::fs::remove_dir_all(&cwd);
+}
+
+fn support_repo() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn unsafe_kill(pid: u32, signal: i32) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+/// Data directories as users give them: relative with a space, through a
+/// symlink, a file instead of a directory; a cluster whose server cannot
+/// start is reported at once with its log.
+#[test]
+fn data_directories_as_users_give_them() {
+    let cwd = private_temp_dir("data-dirs");
+    let run = |args: &[&str]| voicecare_in(&cwd, args).output().unwrap();
+
+    let out = run(&["--data-dir", "my data/vc", "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        cluster_home(&cwd.join("my data/vc"))
+            .join("pgdata/PG_VERSION")
+            .exists()
+    );
+
+    // The same cluster through a symlink is reused, not re-initialised.
+    let id = |o: &Output| {
+        text(o)
+            .split("(id ")
+            .nth(1)
+            .map(|r| r.split(')').next().unwrap().to_string())
+    };
+    let first = run(&["--data-dir", "my data/vc", "units", "add", "X/Y"]);
+    assert!(first.status.success(), "{}", text(&first));
+    std::os::unix::fs::symlink(cwd.join("my data"), cwd.join("link")).unwrap();
+    let other = run(&["--data-dir", "link/vc", "units", "add", "P/Q"]);
+    assert!(other.status.success(), "{}", text(&other));
+    let again = run(&["--data-dir", "link/vc", "units", "add", "X/Y"]);
+    assert!(id(&first).is_some());
+    assert_eq!(id(&first), id(&again), "{}\n{}", text(&first), text(&again));
+
+    // A file where a directory should be.
+    std::fs::write(cwd.join("plain-file"), "x").unwrap();
+    let out = run(&["--data-dir", "plain-file", "migrate"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("is a file, not a directory") && text(&out).contains("plain-file"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(
+        std::fs::read_to_string(cwd.join("plain-file")).unwrap(),
+        "x"
+    );
+
+    // A server that cannot start is reported with the end of its log, not
+    // after a silent wait; the cluster's files stay.
+    let home = cluster_home(&cwd.join("my data/vc"));
+    let conf = home.join("pgdata/postgresql.conf");
+    let original = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(&conf, format!("{original}\nno_such_setting_here = 1\n")).unwrap();
+    let out = run(&["--data-dir", "my data/vc", "migrate"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(t.contains("exited while starting"), "{t}");
+    assert!(
+        t.contains("no_such_setting_here"),
+        "the log's last lines are in the error: {t}"
+    );
+    assert!(t.contains("postgres.log"), "the log's path is named: {t}");
+    assert!(
+        home.join("pgdata/PG_VERSION").exists(),
+        "nothing is deleted"
+    );
+    std::fs::write(&conf, original).unwrap();
+    let out = run(&["--data-dir", "my data/vc", "migrate"]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let _ = std::fs::remove_dir_all(cluster_home(&cwd.join("my data/vc")));
+    let _ = std::fs::remove_dir_all(&cwd);
+}

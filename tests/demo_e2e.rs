@@ -24,20 +24,28 @@ fn cell<'a>(html: &'a str, id: &str) -> &'a str {
     &html[start..end]
 }
 
+/// Run as the README runs it: from a fresh working directory laid out like
+/// a clone (flows and fixtures beside it), with no `--data-dir` and relative
+/// paths only. The directory is private (mode 0700, like `mktemp -d` or a
+/// home directory), which the embedded cluster must cope with as root too.
 #[test]
 fn demo_of_four_elders_reports_what_it_found() {
+    use std::os::unix::fs::PermissionsExt;
     let tmp = std::env::temp_dir().join(format!("voicecare-demo-e2e-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
-    let report = tmp.join("report");
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for d in ["ivr-flows", "audio-fixtures"] {
+        std::os::unix::fs::symlink(repo().join(d), tmp.join(d)).unwrap();
+    }
+    let report = tmp.join(".voicecare/demo-report");
     let out = Command::new(env!("CARGO_BIN_EXE_voicecare"))
-        .current_dir(repo())
-        .arg("--data-dir")
-        .arg(tmp.join("data"))
+        .current_dir(&tmp)
+        .env_remove("VOICECARE_DATA_DIR")
+        .env_remove("DATABASE_URL")
         .args(["demo", "--elders", "4", "--spread-secs", "10"])
         .args(["--timeout-secs", "400"])
-        .arg("--report")
-        .arg(&report)
+        .args(["--report", ".voicecare/demo-report"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("run voicecare demo");
@@ -153,5 +161,13 @@ fn demo_of_four_elders_reports_what_it_found() {
     // The whisper timings and resource samples made it into the report.
     assert!(!json["asr_decode_ms"].as_array().unwrap().is_empty());
     assert!(!json["resources"].as_array().unwrap().is_empty());
+    assert!(
+        tmp.join(".voicecare/demo/postgres").is_dir(),
+        "the demo's database is under the default data directory"
+    );
+    if let Ok(home) = std::fs::read_to_string(tmp.join(".voicecare/demo/postgres/cluster-location"))
+    {
+        let _ = std::fs::remove_dir_all(home.trim());
+    }
     let _ = std::fs::remove_dir_all(&tmp);
 }

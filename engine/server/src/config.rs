@@ -15,7 +15,7 @@ pub struct DbArgs {
     #[arg(
         long,
         env = "VOICECARE_DATA_DIR",
-        default_value = ".voicecare",
+        default_value = DEFAULT_DATA_DIR,
         global = true
     )]
     pub data_dir: PathBuf,
@@ -24,7 +24,52 @@ pub struct DbArgs {
     pub database_url: Option<String>,
 }
 
+/// The data directory when none is given: relative to where voicecare runs.
+pub const DEFAULT_DATA_DIR: &str = ".voicecare";
+
 impl DbArgs {
+    /// Make the data directory absolute, once, as the configuration is read:
+    /// every later user (the embedded cluster, recordings, child processes)
+    /// then sees the same path whatever its own working directory.
+    pub fn resolve(mut self) -> anyhow::Result<Self> {
+        self.data_dir = std::path::absolute(&self.data_dir)
+            .map_err(|e| anyhow::anyhow!("--data-dir {}: {e}", self.data_dir.display()))?;
+        Ok(self)
+    }
+
+    fn uses_embedded(&self) -> bool {
+        self.database_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+    }
+
+    /// On the default data directory with the embedded database, a command
+    /// that needs a fresh database of its own (the demo, a benchmark) gets
+    /// `<data-dir>/<name>`, cleared first with its cluster, so that `serve`'s
+    /// data is never touched. Elsewhere the given directory is used as it is.
+    pub fn use_fresh_subdir(&mut self, name: &str) -> anyhow::Result<()> {
+        let default = std::path::absolute(DEFAULT_DATA_DIR)?;
+        if self.uses_embedded()
+            && (self.data_dir == default || self.data_dir.as_os_str() == DEFAULT_DATA_DIR)
+        {
+            let dir = self.data_dir.join(name);
+            voicecare_store::embedded::remove_cluster(&dir.join("postgres"))
+                .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", dir.display()))?;
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("cannot clear {}: {e}", dir.display()))?;
+            }
+            self.data_dir = dir;
+        }
+        std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the data directory {}: {e}",
+                self.data_dir.display()
+            )
+        })?;
+        Ok(())
+    }
+
     pub fn source(&self) -> DbSource {
         match &self.database_url {
             Some(url) if !url.trim().is_empty() => DbSource::Url(url.clone()),

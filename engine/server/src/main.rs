@@ -77,9 +77,11 @@ enum BenchCmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    // Flags left unset on the command line and in the environment come from
+    // the `--config` file, if any.
+    let cli: Cli = voicecare_server::config_file::parse()?;
     voicecare_server::telemetry::init();
-    let db = cli.db;
+    let db = cli.db.resolve()?;
     let rt = || {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()

@@ -118,19 +118,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
     let eou_ms = end_of_utterance_ms(&flow_text)
         .with_context(|| format!("{}: no end_of_utterance_ms", flow_path.display()))?;
 
-    let embedded = db_args
-        .database_url
-        .as_deref()
-        .is_none_or(|u| u.trim().is_empty());
-    if embedded && db_args.data_dir == std::path::Path::new(".voicecare") {
-        let dir = db_args.data_dir.join("bench-capacity");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        db_args.data_dir = dir;
-    }
-    std::fs::create_dir_all(&db_args.data_dir)?;
+    db_args.use_fresh_subdir("bench-capacity")?;
     let db = crate::db::open(&db_args, 10).await?;
     let pool = db.pool.clone();
 

@@ -12,7 +12,6 @@ pub mod sampler;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -46,20 +45,8 @@ struct ServeOnly {
 pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let sampler = sampler::Sampler::start();
-    let embedded = db_args
-        .database_url
-        .as_deref()
-        .is_none_or(|u| u.trim().is_empty());
-    if embedded && db_args.data_dir == Path::new(".voicecare") {
-        // The default data dir belongs to `serve`; the demo gets a fresh one.
-        let dir = db_args.data_dir.join("demo");
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot clear {}", dir.display()))?;
-        }
-        db_args.data_dir = dir;
-    }
-    std::fs::create_dir_all(&db_args.data_dir)?;
+    // The default data dir belongs to `serve`; the demo gets a fresh one.
+    db_args.use_fresh_subdir("demo")?;
     let db = crate::db::open(&db_args, 10).await?;
     let pool = db.pool.clone();
 
