@@ -8,7 +8,10 @@
 pub mod distress;
 pub mod flow;
 pub mod intent;
+pub mod lang;
 pub mod level;
 pub mod schedule;
+pub mod session;
 
+pub use lang::Lang;
 pub use level::Level;

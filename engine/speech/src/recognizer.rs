@@ -32,39 +32,8 @@ use voicecare_media::vad::{self, EndpointConfig};
 /// Sample rate whisper expects.
 pub const SAMPLE_RATE: u32 = 16_000;
 
-/// Languages of the elders we call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    /// Mandarin, written in Simplified characters.
-    Zh,
-    En,
-}
-
-impl Lang {
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::Zh => "zh",
-            Lang::En => "en",
-        }
-    }
-
-    pub fn from_code(code: &str) -> Option<Self> {
-        match code {
-            "zh" | "cmn" | "zh-cn" => Some(Lang::Zh),
-            "en" => Some(Lang::En),
-            _ => None,
-        }
-    }
-}
-
-impl std::str::FromStr for Lang {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Lang::from_code(&s.to_ascii_lowercase())
-            .ok_or_else(|| format!("unknown language {s:?} (expected zh or en)"))
-    }
-}
+/// Languages of the elders we call (one type across the engine).
+pub use voicecare_core::Lang;
 
 /// Mandarin prompt: makes whisper write Simplified rather than Traditional characters.
 pub const ZH_PROMPT: &str = "以下是普通话的句子。";

@@ -62,39 +62,7 @@ pub const LEXICON_FILES: [(&str, Lang, &str); 2] = [
     ),
 ];
 
-/// Language of an utterance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    En,
-    Zh,
-}
-
-impl Lang {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Zh => "zh",
-        }
-    }
-}
-
-impl fmt::Display for Lang {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Lang {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "en" => Ok(Lang::En),
-            "zh" => Ok(Lang::Zh),
-            other => Err(format!("unknown language {other:?}: expected en or zh")),
-        }
-    }
-}
+pub use crate::Lang;
 
 macro_rules! categories {
     ($($variant:ident => $name:literal),* $(,)?) => {

@@ -7,34 +7,8 @@
 use crate::Level;
 use crate::intent::Intent;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
-/// A language a flow speaks and listens in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Lang {
-    /// Mandarin Chinese.
-    Zh,
-    /// English.
-    En,
-}
-
-impl Lang {
-    pub const ALL: [Lang; 2] = [Lang::Zh, Lang::En];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lang::Zh => "zh",
-            Lang::En => "en",
-        }
-    }
-}
-
-impl fmt::Display for Lang {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use crate::Lang;
 
 /// One value per language; a missing language is `None`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -1,0 +1,272 @@
+//! How calls and attempts end, as stored: `calls.outcome`,
+//! `call_attempts.status` and `call_attempts.end_reason`.
+
+use crate::flow::{CallReport, Outcome as FlowOutcome};
+use crate::schedule::AttemptOutcome;
+use std::fmt;
+
+/// The outcome of a whole call (`calls.outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// The elder answered and all was well.
+    Ok,
+    /// Someone on staff must look at it.
+    Escalated,
+    /// Picked up but never said anything.
+    AnsweredSilent,
+    /// The elder kept saying they did not understand.
+    NotUnderstood,
+    /// The elder hung up before the flow finished.
+    HungUp,
+    /// Nobody could be reached after the whole ladder.
+    Unreachable,
+    /// The elder was not reached but an emergency contact confirmed they would check.
+    ContactConfirmed,
+}
+
+impl CallOutcome {
+    pub const ALL: [CallOutcome; 7] = [
+        CallOutcome::Ok,
+        CallOutcome::Escalated,
+        CallOutcome::AnsweredSilent,
+        CallOutcome::NotUnderstood,
+        CallOutcome::HungUp,
+        CallOutcome::Unreachable,
+        CallOutcome::ContactConfirmed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Ok => "ok",
+            CallOutcome::Escalated => "escalated",
+            CallOutcome::AnsweredSilent => "answered_silent",
+            CallOutcome::NotUnderstood => "not_understood",
+            CallOutcome::HungUp => "hung_up",
+            CallOutcome::Unreachable => "unreachable",
+            CallOutcome::ContactConfirmed => "contact_confirmed",
+        }
+    }
+
+    /// The outcome of an answered call from its flow's report; a call that
+    /// ended without one (the line dropped, no flow) counts as hung up.
+    pub fn of_answered(report: Option<&CallReport>) -> Self {
+        let Some(report) = report else {
+            return CallOutcome::HungUp;
+        };
+        match &report.outcome {
+            FlowOutcome::CompletedOk => CallOutcome::Ok,
+            FlowOutcome::Escalated { .. } => CallOutcome::Escalated,
+            FlowOutcome::AnsweredSilent => CallOutcome::AnsweredSilent,
+            FlowOutcome::NotUnderstood => CallOutcome::NotUnderstood,
+            FlowOutcome::ElderHungUp { .. } if report.escalated.is_some() => CallOutcome::Escalated,
+            FlowOutcome::ElderHungUp { .. } => CallOutcome::HungUp,
+            // A flow that broke down is escalated for a person to follow up.
+            FlowOutcome::Aborted { .. } => CallOutcome::Escalated,
+        }
+    }
+}
+
+impl fmt::Display for CallOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one attempt got to (`call_attempts.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AttemptStatus {
+    Ringing,
+    Answered,
+    Ended,
+    NoAnswer,
+    Busy,
+    Failed,
+    Interrupted,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Ringing => "ringing",
+            AttemptStatus::Answered => "answered",
+            AttemptStatus::Ended => "ended",
+            AttemptStatus::NoAnswer => "no_answer",
+            AttemptStatus::Busy => "busy",
+            AttemptStatus::Failed => "failed",
+            AttemptStatus::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// Why an attempt ended (`call_attempts.end_reason`), in words an operator reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndReason {
+    /// The flow ran to its end.
+    Normal,
+    ElderHungUp,
+    MediaNeverConnected,
+    LeaseLost,
+    NoFlow,
+    ElderHungUpOnOperator,
+    OperatorHungUp,
+    OperatorConversationEndedByEngine,
+    ContactConfirmed,
+    ContactNotConfirmed,
+    /// Not reached: see [`SetupFailure`].
+    NotReached(SetupFailure),
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Normal => "normal",
+            EndReason::ElderHungUp => "elder hung up",
+            EndReason::MediaNeverConnected => "media never connected",
+            EndReason::LeaseLost => "lease lost",
+            EndReason::NoFlow => "no flow",
+            EndReason::ElderHungUpOnOperator => "elder hung up on the operator",
+            EndReason::OperatorHungUp => "operator hung up",
+            EndReason::OperatorConversationEndedByEngine => {
+                "operator conversation ended by the engine"
+            }
+            EndReason::ContactConfirmed => "confirmed",
+            EndReason::ContactNotConfirmed => "not confirmed",
+            EndReason::NotReached(f) => f.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a callee was not reached, whatever the transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SetupFailure {
+    /// The elder has no device and no number a transport can reach.
+    NoDevice,
+    /// The transport that reaches the device is not running on this node.
+    TransportDown,
+    /// The device is enrolled but not connected now.
+    DeviceNotConnected,
+    /// The device went away while being rung.
+    DeviceDisconnected,
+    NoAnswer,
+    Busy,
+    Declined,
+    /// Anything else that stopped the call being set up.
+    SetupFailed,
+    ContactRemoved,
+    ContactHasNoDevice,
+    ContactDeviceNotConnected,
+}
+
+impl SetupFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SetupFailure::NoDevice => {
+                "the elder has no registered device; telephone numbers need a telephone gateway"
+            }
+            SetupFailure::TransportDown => "device signalling is not running on this node",
+            SetupFailure::DeviceNotConnected => "device not connected",
+            SetupFailure::DeviceDisconnected => "device disconnected",
+            SetupFailure::NoAnswer => "no answer",
+            SetupFailure::Busy => "busy",
+            SetupFailure::Declined => "declined",
+            SetupFailure::SetupFailed => "call setup failed",
+            SetupFailure::ContactRemoved => "the emergency contact was removed",
+            SetupFailure::ContactHasNoDevice => {
+                "the contact has only a telephone number and no telephone gateway is configured"
+            }
+            SetupFailure::ContactDeviceNotConnected => "contact's device not connected",
+        }
+    }
+
+    /// The attempt's stored status.
+    pub fn status(self) -> AttemptStatus {
+        match self {
+            SetupFailure::NoAnswer | SetupFailure::Declined => AttemptStatus::NoAnswer,
+            SetupFailure::Busy => AttemptStatus::Busy,
+            _ => AttemptStatus::Failed,
+        }
+    }
+
+    /// What the no-answer ladder makes of it for the elder: busy retries
+    /// sooner; a declined ring counts as not answered; the rest failed.
+    pub fn elder_outcome(self) -> AttemptOutcome {
+        match self {
+            SetupFailure::NoAnswer | SetupFailure::Declined => AttemptOutcome::NoAnswer,
+            SetupFailure::Busy => AttemptOutcome::Busy,
+            _ => AttemptOutcome::Failed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn report(outcome: FlowOutcome, escalated: Option<crate::Level>) -> CallReport {
+        CallReport {
+            flow_id: "f".into(),
+            outcome,
+            escalated,
+            answers: 0,
+            variables: BTreeMap::new(),
+            path: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_hang_up_after_an_escalation_is_escalated() {
+        let hung = report(
+            FlowOutcome::ElderHungUp {
+                after_distress: true,
+            },
+            Some(crate::Level::Urgent),
+        );
+        assert_eq!(
+            CallOutcome::of_answered(Some(&hung)),
+            CallOutcome::Escalated
+        );
+        let hung = report(
+            FlowOutcome::ElderHungUp {
+                after_distress: false,
+            },
+            None,
+        );
+        assert_eq!(CallOutcome::of_answered(Some(&hung)), CallOutcome::HungUp);
+        assert_eq!(CallOutcome::of_answered(None), CallOutcome::HungUp);
+        let broken = report(FlowOutcome::Aborted { reason: "x".into() }, None);
+        assert_eq!(
+            CallOutcome::of_answered(Some(&broken)),
+            CallOutcome::Escalated
+        );
+    }
+
+    #[test]
+    fn codes_are_distinct() {
+        let codes: std::collections::HashSet<_> =
+            CallOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(codes.len(), CallOutcome::ALL.len());
+    }
+
+    #[test]
+    fn busy_retries_sooner_and_declined_counts_as_no_answer() {
+        assert_eq!(SetupFailure::Busy.elder_outcome(), AttemptOutcome::Busy);
+        assert_eq!(SetupFailure::Busy.status(), AttemptStatus::Busy);
+        assert_eq!(
+            SetupFailure::Declined.elder_outcome(),
+            AttemptOutcome::NoAnswer
+        );
+        assert_eq!(SetupFailure::Declined.status(), AttemptStatus::NoAnswer);
+        assert_eq!(
+            SetupFailure::DeviceNotConnected.elder_outcome(),
+            AttemptOutcome::Failed
+        );
+        assert_eq!(EndReason::NotReached(SetupFailure::Busy).as_str(), "busy");
+    }
+}

@@ -1,0 +1,480 @@
+//! A whole call without a network: the session driven by scripted events and
+//! a fake clock, on the flows shipped in `ivr-flows/`. Each test is what a
+//! driver would see on a real line, in the order it would see it.
+
+// Reading the shipped flow files is this test's job; the library never does.
+#![allow(clippy::disallowed_methods)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use voicecare_core::flow::{Millis, PromptId, parse_flow};
+use voicecare_core::session::escalation::{Escalation, PARTIAL_RULE};
+use voicecare_core::session::{
+    AudioInfo, CallOutcome, Direction, EndReason, Input, Output, Reading, Session, SessionEnd,
+    Setup, Words,
+};
+use voicecare_core::{Lang, Level};
+
+fn flow(id: &str) -> Arc<voicecare_core::flow::Flow> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../../ivr-flows/{id}.toml"));
+    let text = std::fs::read_to_string(&path).expect("shipped flow");
+    Arc::new(parse_flow(&path.display().to_string(), &text).expect("shipped flows parse"))
+}
+
+/// One call as a driver would run it, on a clock the test moves.
+struct Line {
+    s: Session,
+    now: u64,
+    playing: Vec<PromptId>,
+    timer: Option<Millis>,
+    listening: bool,
+    asked: Vec<i32>,
+    log: Vec<Output>,
+}
+
+impl Line {
+    fn call(flow_id: &str, lang: Lang, direction: Direction) -> Line {
+        let inputs = BTreeMap::from([
+            ("elder_name".to_string(), "Mrs Chen".to_string()),
+            ("service_name".to_string(), "Sunrise Care".to_string()),
+            ("callback_when".to_string(), "today".to_string()),
+        ]);
+        Line {
+            s: Session::new(Setup {
+                flow: flow(flow_id),
+                lang,
+                inputs,
+                direction,
+                last_seq: 0,
+            }),
+            now: 0,
+            playing: Vec::new(),
+            timer: None,
+            listening: false,
+            asked: Vec::new(),
+            log: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, input: Input) -> Vec<Output> {
+        let out = self.s.handle(Millis(self.now), input);
+        for o in &out {
+            match o {
+                Output::Play(p) => self.playing.push(p.id),
+                Output::StopPlayback => self.playing.clear(),
+                Output::SetTimer { at } => self.timer = Some(*at),
+                Output::Listen { .. } => self.listening = true,
+                Output::StopListening => self.listening = false,
+                Output::Transcribe { seq } => self.asked.push(*seq),
+                _ => {}
+            }
+        }
+        self.log.extend(out.clone());
+        out
+    }
+
+    /// Let every prompt play to its end, a second and a half each.
+    fn play_out(&mut self) {
+        while !self.playing.is_empty() && !self.s.is_finished() {
+            let id = self.playing.remove(0);
+            self.now += 1500;
+            self.feed(Input::PromptFinished(id));
+        }
+    }
+
+    /// The elder says `text`: voice, the end of the utterance, its reading.
+    fn say(&mut self, text: &str) -> Vec<Output> {
+        self.say_heard(text, 0.9, false)
+    }
+
+    fn say_heard(&mut self, text: &str, confidence: f32, low: bool) -> Vec<Output> {
+        self.now += 300;
+        self.feed(Input::SpeechStarted);
+        self.now += 2000;
+        let ended = self.feed(Input::UtteranceEnded);
+        let seq = self
+            .asked
+            .pop()
+            .expect("the session asks for the utterance to be read");
+        assert!(ended.contains(&Output::Transcribe { seq }));
+        self.now += 400;
+        self.feed(Input::Reading(Reading::Final {
+            seq,
+            words: Some(Words {
+                text: text.into(),
+                confidence,
+                low_confidence: low,
+            }),
+            audio: AudioInfo::default(),
+        }))
+    }
+
+    /// Answer every question with the next answer (then "yes") until the call ends.
+    fn converse(&mut self, answers: &[&str]) -> SessionEnd {
+        let mut answers = answers.iter();
+        for _ in 0..30 {
+            self.play_out();
+            if let Some(end) = self.end() {
+                return end;
+            }
+            let a = answers.next().copied().unwrap_or("yes");
+            self.say(a);
+        }
+        panic!("the call did not end: {:#?}", self.log);
+    }
+
+    fn fire_timer(&mut self) -> Vec<Output> {
+        let at = self.timer.take().expect("a timer is set");
+        self.now = self.now.max(at.0);
+        self.feed(Input::Timer)
+    }
+
+    fn end(&self) -> Option<SessionEnd> {
+        self.log.iter().find_map(|o| match o {
+            Output::Finished(e) => Some(e.clone()),
+            _ => None,
+        })
+    }
+
+    fn escalations(&self) -> Vec<Escalation> {
+        escalations(&self.log)
+    }
+}
+
+fn escalations(out: &[Output]) -> Vec<Escalation> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Escalate(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answered(flow_id: &str, lang: Lang) -> Line {
+    let mut l = Line::call(flow_id, lang, Direction::Outbound);
+    l.feed(Input::Answered);
+    l.play_out();
+    assert!(l.listening, "the first question listens: {:#?}", l.log);
+    l
+}
+
+#[test]
+fn a_fine_reply_goes_through_the_whole_check_in_without_an_escalation() {
+    let mut l = answered("daily_checkin", Lang::En);
+    let end = l.converse(&["I'm fine, thank you", "yes", "yes", "I slept well", "no"]);
+    assert!(l.escalations().is_empty(), "{:?}", l.escalations());
+    assert_eq!(end.outcome(), CallOutcome::Ok);
+    assert_eq!(end.reason, EndReason::Normal);
+    let stored: Vec<_> = l
+        .log
+        .iter()
+        .filter_map(|o| match o {
+            Output::StoreUtterance(u) => Some(u),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stored.len(), 5, "every reply is stored");
+    assert_eq!(stored[0].step.as_deref(), Some("how_are_you"));
+    assert!(stored.iter().all(|u| u.assessment.level == Level::Ok));
+}
+
+#[test]
+fn an_emergency_heard_mid_reply_is_escalated_once_before_the_reply_ends() {
+    let mut l = answered("daily_checkin", Lang::En);
+    l.feed(Input::SpeechStarted);
+    assert!(l.s.wants_early_readings());
+    // Not yet: "I fell" may go on "... asleep".
+    let early = l.feed(Input::Reading(Reading::SoFar {
+        words: Words {
+            text: "I fell".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        },
+    }));
+    assert!(escalations(&early).is_empty());
+    let early = l.feed(Input::Reading(Reading::SoFar {
+        words: Words {
+            text: "Help me please, I fell down and".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        },
+    }));
+    let e = escalations(&early);
+    assert_eq!(e.len(), 1, "{early:?}");
+    assert_eq!(e[0].level, Level::Emergency);
+    assert_eq!(e[0].reasons.last().unwrap().rule(), PARTIAL_RULE);
+    assert!(
+        !l.s.wants_early_readings(),
+        "no more readings are needed for this reply"
+    );
+
+    // The reply ends; its final reading is judged and stored, and the flow
+    // keeps the elder on the line: that changes the item, nothing else does.
+    l.now += 1500;
+    l.feed(Input::UtteranceEnded);
+    let seq = l.asked.pop().unwrap();
+    let at_end = l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: Some(Words {
+            text: "Help me please, I fell down and I can't get up".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+    let again = escalations(&at_end);
+    assert!(
+        again.iter().all(|e| e.elder_on_line),
+        "not raised again at the end of the reply, only updated to say the elder holds: {again:?}"
+    );
+    assert!(
+        at_end.iter().any(
+            |o| matches!(o, Output::StoreUtterance(u) if u.assessment.level == Level::Emergency)
+        )
+    );
+    assert!(at_end.contains(&Output::Hold), "{at_end:?}");
+}
+
+#[test]
+fn a_reading_at_a_pause_counts_only_while_the_elder_is_still_paused() {
+    let mut l = answered("daily_checkin", Lang::En);
+    l.feed(Input::SpeechStarted);
+    let words = Words {
+        text: "Help, I fell and I can't get up".into(),
+        confidence: 0.9,
+        low_confidence: false,
+    };
+    let gone_on = l.feed(Input::Reading(Reading::AtPause {
+        words: words.clone(),
+        still_paused: false,
+    }));
+    assert!(escalations(&gone_on).is_empty());
+    let paused = l.feed(Input::Reading(Reading::AtPause {
+        words,
+        still_paused: true,
+    }));
+    assert_eq!(escalations(&paused).len(), 1);
+}
+
+#[test]
+fn a_misheard_alarm_is_confirmed_and_a_yes_escalates() {
+    let mut l = answered("daily_checkin", Lang::En);
+    // The recogniser doubts its reading of an alarming reply.
+    let out = l.say_heard("my chest hurts", 0.2, true);
+    assert!(
+        escalations(&out).is_empty(),
+        "not before the elder confirms: {out:?}"
+    );
+    l.play_out();
+    let confirming = l
+        .log
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::Play(p) => Some(p.text.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        confirming.contains("Do you need help right now"),
+        "{confirming}"
+    );
+    let out = l.say("yes");
+    let e = escalations(&out);
+    assert_eq!(e.len(), 1, "{out:?}");
+    assert!(e[0].level >= Level::Urgent && e[0].elder_on_line);
+}
+
+#[test]
+fn silence_re_prompts_then_ends_as_answered_silent() {
+    let mut l = answered("daily_checkin", Lang::En);
+    let mut plays = 0;
+    for _ in 0..10 {
+        if l.end().is_some() {
+            break;
+        }
+        if l.timer.is_some() && l.playing.is_empty() {
+            let out = l.fire_timer();
+            plays += out.iter().filter(|o| matches!(o, Output::Play(_))).count();
+        }
+        l.play_out();
+    }
+    assert!(plays >= 1, "the elder is asked again: {:#?}", l.log);
+    let end = l.end().expect("the call ends");
+    assert_eq!(end.outcome(), CallOutcome::AnsweredSilent);
+    assert!(l.escalations().is_empty());
+}
+
+#[test]
+fn the_no_input_timer_waits_for_words_being_read() {
+    let mut l = answered("daily_checkin", Lang::En);
+    l.feed(Input::SpeechStarted);
+    l.feed(Input::UtteranceEnded);
+    let seq = l.asked.pop().unwrap();
+    // The timer fires while the words are with the recogniser: nothing yet.
+    let held = l.fire_timer();
+    assert!(held.is_empty(), "{held:?}");
+    assert_eq!(l.s.readings_pending(), 1);
+    let out = l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: Some(Words {
+            text: "I'm fine".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+    assert!(out.iter().any(|o| matches!(o, Output::StoreUtterance(_))));
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Play(p) if p.text.contains("still here"))),
+        "the answer, not the re-prompt: {out:?}"
+    );
+}
+
+#[test]
+fn keypad_instead_of_speech_asks_for_help_and_an_operator_joins() {
+    let mut l = answered("daily_checkin", Lang::Zh);
+    let out = l.feed(Input::Digit('1'));
+    let e = escalations(&out);
+    assert_eq!(e.len(), 1, "{out:?}");
+    assert_eq!(e[0].level, Level::Emergency);
+    assert!(e[0].elder_on_line);
+    l.play_out();
+    assert!(l.log.contains(&Output::Hold));
+    let out = l.feed(Input::OperatorJoined);
+    assert!(out.contains(&Output::BridgeToOperator), "{out:?}");
+    let end = l.end().expect("the flow hands the call over and ends");
+    assert!(end.bridged);
+    assert_eq!(end.outcome(), CallOutcome::Escalated);
+}
+
+#[test]
+fn a_hang_up_mid_prompt_ends_the_call_as_hung_up() {
+    let mut l = Line::call("daily_checkin", Lang::En, Direction::Outbound);
+    l.feed(Input::Answered);
+    assert!(!l.playing.is_empty());
+    let out = l.feed(Input::HungUp);
+    let end = l.end().unwrap_or_else(|| panic!("{out:?}"));
+    assert_eq!(end.reason, EndReason::ElderHungUp);
+    assert_eq!(end.outcome(), CallOutcome::HungUp);
+    assert!(l.escalations().is_empty());
+}
+
+#[test]
+fn words_read_after_the_hang_up_are_stored_and_escalated() {
+    let mut l = answered("daily_checkin", Lang::En);
+    l.feed(Input::SpeechStarted);
+    l.feed(Input::UtteranceEnded);
+    let seq = l.asked.pop().unwrap();
+    l.feed(Input::HungUp);
+    assert!(l.end().is_some());
+    assert_eq!(
+        l.s.readings_pending(),
+        1,
+        "the driver waits for this reading"
+    );
+    let out = l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: Some(Words {
+            text: "I can't breathe, help".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+    assert!(out.iter().any(|o| matches!(o, Output::StoreUtterance(_))));
+    let e = escalations(&out);
+    assert_eq!(e.len(), 1, "{out:?}");
+    assert_eq!(e[0].reasons[0].rule(), "runner.late_utterance");
+    assert_eq!(l.s.readings_pending(), 0);
+}
+
+#[test]
+fn a_lost_lease_hangs_up_and_ends_at_once() {
+    let mut l = answered("daily_checkin", Lang::En);
+    let out = l.feed(Input::LeaseLost);
+    assert_eq!(out.first(), Some(&Output::HangUp));
+    let end = l.end().unwrap();
+    assert!(end.lost);
+    assert_eq!(end.reason, EndReason::LeaseLost);
+    // Nothing the line says afterwards reaches the flow.
+    assert!(l.feed(Input::Digit('1')).is_empty());
+}
+
+#[test]
+fn a_help_call_whose_media_never_connects_is_escalated() {
+    let mut l = Line::call("help_line", Lang::En, Direction::Inbound);
+    let out = l.feed(Input::MediaFailed);
+    let e = escalations(&out);
+    assert_eq!(e.len(), 1, "{out:?}");
+    assert!(e[0].level >= Level::Urgent);
+    assert_eq!(l.end().unwrap().reason, EndReason::MediaNeverConnected);
+
+    // A check-in that never connected is the ladder's business, not an escalation.
+    let mut l = Line::call("daily_checkin", Lang::En, Direction::Outbound);
+    let out = l.feed(Input::MediaFailed);
+    assert!(escalations(&out).is_empty());
+}
+
+#[test]
+fn a_recorded_message_is_saved_as_the_next_utterance() {
+    // The contact flow or a voicemail step records; here a one-step flow.
+    let src = r#"
+[flow]
+id = "message"
+languages = ["en"]
+start = "rec"
+[[step]]
+id = "rec"
+type = "record"
+prompt.en = "Please leave a message."
+max_ms = 30000
+save = "message"
+next = "bye"
+[[step]]
+id = "bye"
+type = "hangup"
+prompt.en = "Thank you."
+"#;
+    let f = Arc::new(parse_flow("message.toml", src).expect("flow parses"));
+    let mut s = Session::new(Setup {
+        flow: f,
+        lang: Lang::En,
+        inputs: BTreeMap::new(),
+        direction: Direction::Outbound,
+        last_seq: 4,
+    });
+    let mut out = s.handle(Millis(0), Input::Answered);
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Play(p) => Some(p.id),
+            _ => None,
+        })
+        .unwrap();
+    out = s.handle(Millis(1000), Input::PromptFinished(id));
+    assert!(
+        out.iter().any(|o| matches!(o, Output::Record { .. })),
+        "{out:?}"
+    );
+    s.handle(Millis(2000), Input::SpeechStarted);
+    out = s.handle(Millis(6000), Input::UtteranceEnded);
+    assert!(
+        out.contains(&Output::SaveRecording { seq: 5 }),
+        "numbered after earlier attempts: {out:?}"
+    );
+    out = s.handle(
+        Millis(6100),
+        Input::RecordingSaved {
+            reference: Some("m.wav".into()),
+        },
+    );
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Play(p) if p.text == "Thank you.")),
+        "{out:?}"
+    );
+}
