@@ -21,7 +21,8 @@ profile="${1:-debug}"
 #   ca-certificates, curl        talk to the package registries
 #   chromium, chromium-driver    headless browser and its WebDriver for the console end-to-end tests
 #   espeak-ng                    speaks the call prompts (text-to-speech, English and Mandarin pinyin)
-PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng)
+#   fonts-noto-cjk               Chinese glyphs for the console in headless Chromium (tests and screenshots)
+PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng fonts-noto-cjk)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

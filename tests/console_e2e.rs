@@ -1,10 +1,11 @@
 //! The operator console end to end: headless Chromium driven over WebDriver
 //! (chromedriver) against the real server on a real PostgreSQL.
 //!
-//! Needs the Debian packages `chromium` and `chromium-driver` (installed by
-//! `scripts/prepare.sh`). `VOICECARE_CHROMIUM` / `VOICECARE_CHROMEDRIVER`
-//! point at other binaries. Set `VOICECARE_SCREENSHOTS=docs/img` to refresh
-//! the screenshots used by docs/console.md.
+//! Needs the Debian packages `chromium`, `chromium-driver` and
+//! `fonts-noto-cjk` (installed by `scripts/prepare.sh`). `VOICECARE_CHROMIUM`
+//! / `VOICECARE_CHROMEDRIVER` point at other binaries. Set
+//! `VOICECARE_SCREENSHOTS=docs/img` to refresh the screenshots used by
+//! docs/console.md.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -358,6 +359,57 @@ impl Drop for TempDir {
 
 // ───────────────────────── the browser ─────────────────────────
 
+/// For [`Browser::assert_han_glyphs`]: draws up to 12 distinct Han characters
+/// of the element `arguments[0]` on a canvas in the element's font, next to
+/// U+10FFFD (private use: no font has it, so it is drawn as the missing-glyph
+/// box), and measures the text in the page against as many boxes.
+const HAN_GLYPHS: &str = r#"
+const el = document.querySelector(arguments[0]);
+if (!el) return { error: 'no element' };
+const cs = getComputedStyle(el);
+const font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+const han = [...new Set(el.textContent.match(/\p{Script=Han}/gu) || [])].slice(0, 12);
+const missing = '\u{10FFFD}';
+const px = Math.ceil(parseFloat(cs.fontSize) * 2);
+const canvas = document.createElement('canvas');
+canvas.width = canvas.height = px;
+const ctx = canvas.getContext('2d', { willReadFrequently: true });
+const draw = (s) => {
+  ctx.clearRect(0, 0, px, px);
+  ctx.font = font;
+  ctx.textBaseline = 'top';
+  ctx.fillStyle = '#000';
+  ctx.fillText(s, 2, 2);
+  const a = ctx.getImageData(0, 0, px, px).data;
+  let ink = 0, bits = '';
+  for (let i = 3; i < a.length; i += 4) {
+    if (a[i] > 127) ink++;
+    bits += a[i] > 127 ? '1' : '0';
+  }
+  return { width: ctx.measureText(s).width, ink, bits };
+};
+const box = draw(missing);
+const glyphs = han.map((c) => ({ c, ...draw(c) }));
+const range = document.createRange();
+range.selectNodeContents(el);
+const text = range.getBoundingClientRect().width;
+const spanWidth = (s) => {
+  const span = document.createElement('span');
+  span.textContent = s;
+  el.appendChild(span);
+  try { return span.getBoundingClientRect().width; } finally { span.remove(); }
+};
+return {
+  font,
+  text,
+  han: spanWidth(han.join('')),
+  boxes: spanWidth(missing.repeat(han.length)),
+  box: { width: box.width, ink: box.ink },
+  glyphs: glyphs.map((g) => ({ c: g.c, width: g.width, ink: g.ink, tofu: g.bits === box.bits })),
+  distinct: new Set(glyphs.map((g) => g.bits)).size,
+};
+"#;
+
 struct Browser {
     c: Client,
     _driver: Child,
@@ -546,6 +598,47 @@ impl Browser {
             std::fs::create_dir_all(&dir).unwrap();
             std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
         }
+    }
+
+    /// Fail if the Han characters in `css` are drawn as missing-glyph boxes
+    /// ("tofu", no CJK font installed): each one, drawn on a canvas in the
+    /// element's own font, must have ink, look unlike the box drawn for a
+    /// codepoint no font has, and look unlike the others; and the text in the
+    /// page must not be as wide as the same number of boxes.
+    async fn assert_han_glyphs(&self, css: &str) {
+        let r = self.c.execute(HAN_GLYPHS, vec![json!(css)]).await.unwrap();
+        let report = || format!("{css}: {r}");
+        assert!(r["error"].is_null(), "{}", report());
+        let glyphs = r["glyphs"].as_array().unwrap();
+        assert!(!glyphs.is_empty(), "no Han characters in {}", report());
+        for g in glyphs {
+            assert!(
+                g["ink"].as_u64().unwrap() > 0,
+                "{} is blank in {}",
+                g["c"],
+                report()
+            );
+            assert_eq!(
+                g["tofu"],
+                false,
+                "{} is drawn as tofu in {}",
+                g["c"],
+                report()
+            );
+        }
+        assert_eq!(
+            r["distinct"].as_u64().unwrap() as usize,
+            glyphs.len(),
+            "distinct Han characters look alike in {}",
+            report()
+        );
+        let width = |k: &str| r[k].as_f64().unwrap();
+        assert!(width("text") > 0.0, "{}", report());
+        assert!(
+            (width("han") - width("boxes")).abs() > 0.5,
+            "the Han text is as wide as missing-glyph boxes in {}",
+            report()
+        );
     }
 
     async fn close(self) {
@@ -1121,6 +1214,9 @@ async fn the_supervisor_sees_rollups_and_the_audit_sample_and_screenshots_are_ta
         "return document.querySelector('#view h1')?.textContent === '主管视图'",
     )
     .await;
+    // The Mandarin is drawn in a CJK font, not as boxes (fonts-noto-cjk).
+    b.assert_han_glyphs("#view h1").await;
+    b.assert_han_glyphs("#view").await;
     b.screenshot("console-supervisor-zh").await;
     b.close().await;
 }
