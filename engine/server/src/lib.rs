@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cmd;
 pub mod config;
+pub mod config_file;
 pub mod console;
 pub mod db;
 pub mod demo;
