@@ -158,7 +158,7 @@ impl App {
                 seq: 0,
                 flow_step: Some("how_are_you"),
                 transcript,
-                language: Some("en"),
+                language: Some(voicecare_core::Lang::En),
                 confidence: Some(0.9),
                 audio_path: None,
                 audio_ms: Some(2000),

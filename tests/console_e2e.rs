@@ -269,7 +269,7 @@ impl App {
                 seq: 0,
                 flow_step: Some("how_are_you"),
                 transcript: c.transcript,
-                language: Some("en"),
+                language: Some(voicecare_core::Lang::En),
                 confidence: Some(0.9),
                 audio_path: audio.as_deref(),
                 audio_ms: Some(1000),

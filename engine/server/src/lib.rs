@@ -4,6 +4,8 @@
 //! This crate wires them to the outside world (CLI, HTTP, audio devices).
 
 pub mod api;
+#[cfg(feature = "bench")]
+pub mod bench;
 pub mod cmd;
 pub mod config;
 pub mod config_file;

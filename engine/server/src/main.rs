@@ -1,4 +1,6 @@
 use clap::{Parser, Subcommand};
+#[cfg(feature = "bench")]
+use voicecare_server::bench;
 use voicecare_server::cmd;
 
 /// voicecare: a self-hosted voice-care call-centre engine.
@@ -51,9 +53,10 @@ enum Command {
     /// Transcribe audio files offline with whisper (WAV, FLAC, raw G.711).
     Transcribe(cmd::transcribe::TranscribeArgs),
     /// Benchmarks.
+    #[cfg(feature = "bench")]
     Bench {
         #[command(subcommand)]
-        which: BenchCmd,
+        which: bench::BenchCmd,
     },
     /// Be an elder's device: a scripted simulated phone (--sim), or you on the sound card.
     Phone(cmd::phone::PhoneArgs),
@@ -62,18 +65,6 @@ enum Command {
         #[command(subcommand)]
         cmd: cmd::flow::FlowCmd,
     },
-}
-
-#[derive(Debug, Subcommand)]
-enum BenchCmd {
-    /// Speech recognition speed, memory and accuracy over audio-fixtures/, against faster-whisper.
-    Asr(cmd::asr_bench::AsrBenchArgs),
-    /// Escalation claims per second against a raw SKIP LOCKED loop; NOTIFY latency.
-    Queue(cmd::queue_bench::QueueBenchArgs),
-    /// Concurrent calls one node sustains with packet timing and turn latency in target.
-    Capacity(cmd::capacity_bench::CapacityBenchArgs),
-    /// Check-in calls to simulated phones: turn latency, call setup, packet timing, CPU per call.
-    Calls(cmd::calls_bench::CallsBenchArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -100,11 +91,12 @@ fn main() -> anyhow::Result<()> {
         Command::Distress(args) => cmd::distress::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Transcribe(args) => cmd::transcribe::run(args),
+        #[cfg(feature = "bench")]
         Command::Bench { which } => match which {
-            BenchCmd::Asr(args) => cmd::asr_bench::run(args),
-            BenchCmd::Queue(args) => rt().block_on(cmd::queue_bench::run(args)),
-            BenchCmd::Capacity(args) => rt().block_on(cmd::capacity_bench::run(db, args)),
-            BenchCmd::Calls(args) => rt().block_on(cmd::calls_bench::run(args)),
+            bench::BenchCmd::Asr(args) => bench::asr::run(args),
+            bench::BenchCmd::Queue(args) => rt().block_on(bench::queue::run(args)),
+            bench::BenchCmd::Capacity(args) => rt().block_on(bench::capacity::run(db, args)),
+            bench::BenchCmd::Calls(args) => rt().block_on(bench::calls::run(args)),
         },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),

@@ -59,7 +59,7 @@ pub struct NewUtterance<'a> {
     pub seq: i32,
     pub flow_step: Option<&'a str>,
     pub transcript: &'a str,
-    pub language: Option<&'a str>,
+    pub language: Option<voicecare_core::Lang>,
     pub confidence: Option<f32>,
     pub audio_path: Option<&'a str>,
     pub audio_ms: Option<i32>,
@@ -95,7 +95,7 @@ pub async fn record_utterance(
     .bind(u.seq)
     .bind(u.flow_step)
     .bind(u.transcript)
-    .bind(u.language)
+    .bind(u.language.map(voicecare_core::Lang::as_str))
     .bind(u.confidence)
     .bind(u.audio_path)
     .bind(u.audio_ms)
@@ -116,6 +116,22 @@ pub struct AssessmentRecord {
     pub categories: Vec<String>,
     pub reasons: serde_json::Value,
     pub score: f32,
+}
+
+impl AssessmentRecord {
+    /// The classifier's assessment as stored: categories by name, reasons as JSON.
+    pub fn from_assessment(a: &voicecare_core::distress::Assessment) -> Self {
+        Self {
+            level: a.level,
+            categories: a
+                .categories
+                .iter()
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            reasons: serde_json::to_value(&a.reasons).unwrap_or_else(|_| serde_json::json!([])),
+            score: a.score,
+        }
+    }
 }
 
 pub async fn insert_assessment<'e>(

@@ -18,6 +18,7 @@
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
+use voicecare_core::session::{AttemptStatus, CallOutcome, EndReason};
 
 use crate::audit::{self, Actor, NewEvent};
 use crate::error::{Result, StoreError};
@@ -128,6 +129,13 @@ pub struct Callee {
     pub contacts: i64,
     pub max_attempts: Option<i16>,
     pub retry_minutes: Option<i16>,
+}
+
+impl Callee {
+    /// The elder's language (the column only holds codes the enrolment accepted).
+    pub fn lang(&self) -> voicecare_core::Lang {
+        self.language.parse().unwrap_or(voicecare_core::Lang::En)
+    }
 }
 
 /// An emergency contact the ladder calls.
@@ -471,10 +479,11 @@ pub async fn start_attempt(
 pub async fn update_attempt<'e>(
     db: impl PgExecutor<'e>,
     attempt_id: i64,
-    status: &str,
-    reason: Option<&str>,
+    status: AttemptStatus,
+    reason: Option<EndReason>,
     now: DateTime<Utc>,
 ) -> Result<()> {
+    let (status, reason) = (status.as_str(), reason.map(EndReason::as_str));
     sqlx::query(
         "UPDATE call_attempts SET status = $2,
                 answered_at = CASE WHEN $2 = 'answered' THEN $4 ELSE answered_at END,
@@ -549,9 +558,8 @@ pub async fn save_ladder<'e>(
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallEnd {
-    /// `completed` with an outcome: ok, escalated, answered_silent, not_understood, hung_up,
-    /// contact_confirmed.
-    Completed(&'static str),
+    /// `completed` with the call's outcome.
+    Completed(CallOutcome),
     /// Nobody could be reached.
     Unreachable,
 }
@@ -566,7 +574,7 @@ pub async fn finish(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let (status, outcome) = match end {
-        CallEnd::Completed(o) => ("completed", o),
+        CallEnd::Completed(o) => ("completed", o.as_str()),
         CallEnd::Unreachable => ("unreachable", "unreachable"),
     };
     let mut tx = pool.begin().await?;

@@ -6,6 +6,8 @@
 //! the same transaction (usually the same statement).
 
 pub mod audit;
+// Bulk fixtures without audit events: only for throwaway benchmark databases.
+#[cfg(feature = "testing")]
 pub mod bench;
 pub mod calls;
 pub mod cohort;
@@ -15,6 +17,7 @@ pub mod elders;
 pub mod embedded;
 pub mod error;
 pub mod import;
+pub mod notify;
 pub mod operators;
 pub mod org;
 pub mod queue;

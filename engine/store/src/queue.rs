@@ -27,33 +27,8 @@ use crate::operators::{Role, Scope};
 /// The channel the escalations trigger notifies on.
 pub const CHANNEL: &str = "voicecare_escalations";
 
-/// How long each level may wait before a person picks it up.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-pub struct SlaPolicy {
-    pub emergency_secs: i64,
-    pub urgent_secs: i64,
-    pub watch_secs: i64,
-}
-
-impl Default for SlaPolicy {
-    fn default() -> Self {
-        Self {
-            emergency_secs: 60,
-            urgent_secs: 4 * 3600,
-            watch_secs: 24 * 3600,
-        }
-    }
-}
-
-impl SlaPolicy {
-    pub fn for_level(&self, level: Level) -> Duration {
-        Duration::seconds(match level {
-            Level::Emergency => self.emergency_secs,
-            Level::Urgent => self.urgent_secs,
-            Level::Watch | Level::Ok => self.watch_secs,
-        })
-    }
-}
+/// How soon an operator must pick up an item of each level (a rule of the core).
+pub use voicecare_core::session::policy::SlaPolicy;
 
 /// Outcome codes an operator resolves with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,6 +99,22 @@ pub struct Flag {
     /// The classifier's reasons, `[{category, evidence, rule, ...}]`.
     pub reasons: serde_json::Value,
     pub elder_on_line: bool,
+}
+
+impl Flag {
+    /// A call's escalation as the session decided it.
+    pub fn from_escalation(
+        call_id: i64,
+        e: &voicecare_core::session::escalation::Escalation,
+    ) -> Self {
+        Self {
+            call_id,
+            level: e.level,
+            categories: e.categories.clone(),
+            reasons: serde_json::to_value(&e.reasons).unwrap_or_else(|_| serde_json::json!([])),
+            elder_on_line: e.elder_on_line,
+        }
+    }
 }
 
 /// Flag a call: open an escalation, or raise the open one for this call.

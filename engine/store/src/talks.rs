@@ -214,23 +214,7 @@ pub async fn connected(pool: &PgPool, talk_id: i64, now: DateTime<Utc>) -> Resul
 }
 
 /// Who ended a conversation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EndedBy {
-    Elder,
-    Operator,
-    Engine,
-}
-
-impl EndedBy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndedBy::Elder => "elder",
-            EndedBy::Operator => "operator",
-            EndedBy::Engine => "engine",
-        }
-    }
-}
+pub use voicecare_core::session::TalkEndedBy as EndedBy;
 
 /// How a talk ended, and its recording if one was kept.
 #[derive(Debug, Clone)]

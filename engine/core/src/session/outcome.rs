@@ -136,6 +136,36 @@ impl EndReason {
     }
 }
 
+impl EndReason {
+    /// How a call handed to an operator ended, by who left first.
+    pub fn after_operator(by: TalkEndedBy) -> Self {
+        match by {
+            TalkEndedBy::Elder => EndReason::ElderHungUpOnOperator,
+            TalkEndedBy::Operator => EndReason::OperatorHungUp,
+            TalkEndedBy::Engine => EndReason::OperatorConversationEndedByEngine,
+        }
+    }
+}
+
+/// Who ended an operator's conversation with an elder (`talks.ended_by`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TalkEndedBy {
+    Elder,
+    Operator,
+    Engine,
+}
+
+impl TalkEndedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TalkEndedBy::Elder => "elder",
+            TalkEndedBy::Operator => "operator",
+            TalkEndedBy::Engine => "engine",
+        }
+    }
+}
+
 impl fmt::Display for EndReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -181,6 +211,26 @@ impl SetupFailure {
                 "the contact has only a telephone number and no telephone gateway is configured"
             }
             SetupFailure::ContactDeviceNotConnected => "contact's device not connected",
+        }
+    }
+
+    /// What an operator calling the elder back is told: a code for the
+    /// console and a sentence.
+    pub fn for_operator(self) -> (&'static str, &'static str) {
+        match self {
+            SetupFailure::NoAnswer => ("no_answer", "the elder did not answer"),
+            SetupFailure::Busy => ("busy", "the elder's device is busy"),
+            SetupFailure::Declined => ("declined", "the elder declined the call"),
+            SetupFailure::DeviceDisconnected | SetupFailure::DeviceNotConnected => {
+                ("device_offline", "the elder's device disconnected")
+            }
+            SetupFailure::NoDevice | SetupFailure::TransportDown => {
+                ("no_device", "the elder has no device this engine can ring")
+            }
+            _ => (
+                "media_failed",
+                "the call to the elder's device could not be set up",
+            ),
         }
     }
 

@@ -1,5 +1,5 @@
-//! Live escalation events for consoles: PostgreSQL LISTEN/NOTIFY fanned out
-//! over server-sent events. One listener connection per node, not per console.
+//! Live escalation events for consoles: the store's LISTEN/NOTIFY feed fanned
+//! out over server-sent events. One listener connection per node, not per console.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -7,52 +7,29 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use tokio::sync::broadcast;
-use voicecare_store::queue::{self, CHANNEL};
+use voicecare_store::PgPool;
+use voicecare_store::notify::{EscalationEvent, EscalationListener};
+use voicecare_store::queue;
 
 use super::AppState;
 use super::auth::Authed;
 
-/// Listen for escalation changes and forward them to `tx`, reconnecting
-/// after database restarts. A reconnect sends a `resync` notice so consoles
-/// reload the queue instead of trusting a feed that may have a gap.
+/// What consoles get when they should reload the queue.
+const RESYNC: &str = r#"{"op":"resync"}"#;
+
+/// Forward escalation events to `tx`. The listener reconnects after database
+/// restarts and says `Resync` each time LISTEN is (re)established, so
+/// consoles reload the queue instead of trusting a feed that may have a gap.
 pub fn spawn_notify_fanout(
     pool: PgPool,
-    tx: broadcast::Sender<String>,
+    tx: broadcast::Sender<EscalationEvent>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
+        let mut listener = EscalationListener::new(pool);
         loop {
-            match PgListener::connect_with(&pool).await {
-                Ok(mut listener) => {
-                    if listener.listen(CHANNEL).await.is_ok() {
-                        let _ = tx.send(r#"{"op":"resync"}"#.to_string());
-                        loop {
-                            match listener.try_recv().await {
-                                Ok(Some(n)) => {
-                                    // Re-encode compactly: json_build_object pads with spaces.
-                                    let payload =
-                                        serde_json::from_str::<serde_json::Value>(n.payload())
-                                            .map(|v| v.to_string())
-                                            .unwrap_or_else(|_| n.payload().to_string());
-                                    let _ = tx.send(payload);
-                                }
-                                Ok(None) => {
-                                    // Connection lost and re-established inside sqlx: notices may have been missed.
-                                    let _ = tx.send(r#"{"op":"resync"}"#.to_string());
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "escalation listener failed; reconnecting");
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot LISTEN for escalations; retrying"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // No subscribers is not an error: nobody is watching right now.
+            let _ = tx.send(listener.recv().await);
         }
     })
 }
@@ -70,19 +47,20 @@ pub async fn stream(
     let scope = auth.scope;
     let s = async_stream(move |yielder| async move {
         loop {
-            let msg = match rx.recv().await {
-                Ok(m) => m,
-                Err(broadcast::error::RecvError::Lagged(_)) => r#"{"op":"resync"}"#.to_string(),
+            let data = match rx.recv().await {
+                Ok(EscalationEvent::Changed(n)) => {
+                    if queue::get(&pool, &scope, n.id).await.is_err() {
+                        continue;
+                    }
+                    serde_json::to_string(&n).unwrap_or_else(|_| RESYNC.to_string())
+                }
+                Ok(EscalationEvent::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    RESYNC.to_string()
+                }
                 Err(broadcast::error::RecvError::Closed) => break,
             };
-            let v: serde_json::Value = serde_json::from_str(&msg).unwrap_or_default();
-            if let Some(id) = v.get("id").and_then(|i| i.as_i64())
-                && queue::get(&pool, &scope, id).await.is_err()
-            {
-                continue;
-            }
             if yielder
-                .send(Event::default().event("escalation").data(msg))
+                .send(Event::default().event("escalation").data(data))
                 .await
                 .is_err()
             {

@@ -234,7 +234,7 @@ pub async fn escalation_detail(
     let holding_here = state
         .engine
         .as_ref()
-        .is_some_and(|en| en.live.is_holding(e.call_id));
+        .is_some_and(|en| en.holds.is_holding(e.call_id));
     Ok(Json(json!({
         "escalation": e,
         "elder": elder,

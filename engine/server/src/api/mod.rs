@@ -19,6 +19,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use sqlx::PgPool;
 use tokio::sync::broadcast;
+use voicecare_store::notify::EscalationEvent;
 use voicecare_store::queue::SlaPolicy;
 
 pub use events::spawn_notify_fanout;
@@ -32,7 +33,7 @@ pub struct AppState {
     pub session_hours: i64,
     pub sla: SlaPolicy,
     /// Escalation change notices from LISTEN/NOTIFY, fanned out to live consoles.
-    pub events: broadcast::Sender<String>,
+    pub events: broadcast::Sender<EscalationEvent>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// The data directory: recordings are read from under it.
     pub data_dir: PathBuf,

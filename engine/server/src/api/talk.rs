@@ -27,7 +27,7 @@ use super::AppState;
 use super::auth::Authed;
 use super::error::ApiError;
 use crate::runner::Engine;
-use crate::runner::live::{JoinRequest, TalkState};
+use crate::runner::hold::{JoinRequest, TalkState};
 
 /// The offer must arrive this soon after the socket opens.
 const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -371,7 +371,7 @@ fn check(engine: &Engine, t: &TalkTarget, mode: Mode) -> Result<(), TalkState> {
                     ),
                 });
             }
-            if !engine.live.is_holding(t.call_id) {
+            if !engine.holds.is_holding(t.call_id) {
                 return Err(TalkState::Failed {
                     code: "not_waiting",
                     message: "the call is not waiting for an operator (someone may have joined it already)".into(),
@@ -417,7 +417,7 @@ async fn join(
         code: "elder_gone",
         message: "the elder hung up before you joined; use Call back to ring them".into(),
     };
-    let Some(tx) = engine.live.holding(t.call_id) else {
+    let Some(tx) = engine.holds.holding(t.call_id) else {
         leg.control().hang_up();
         let _ = state.send(gone());
         return;

@@ -7,7 +7,7 @@ use chrono::{Utc, Weekday};
 use voicecare_core::schedule::{Pause, Schedule};
 use voicecare_store::dialer::{self, Unscheduled};
 
-use super::Engine;
+use super::engine::Engine;
 
 /// Start the node's dialer loop.
 pub fn spawn(engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {

@@ -10,10 +10,7 @@ use voicecare_telephony::signalling::{
     AuthError, DeviceGateway, DeviceKind, DeviceProfile, DeviceToken, IncomingCall,
 };
 
-use super::Engine;
-
-/// The flow an elder's own call runs.
-pub const DIAL_IN_FLOW: &str = "help_line";
+use super::engine::Engine;
 
 #[derive(Clone)]
 pub struct Gateway {

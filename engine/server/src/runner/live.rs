@@ -1,103 +1,29 @@
 //! Live talk: operators' browser legs bridged with elders' legs.
 //!
-//! A session whose flow keeps the elder on the line registers the call here
-//! while it holds; an operator who holds the escalation's claim sends it a
-//! [`JoinRequest`] with their (already connected) leg. The session checks the
-//! claim in the database, hands the call over from the flow and runs
-//! [`converse`]: the two legs bridged, the conversation recorded, the talk
-//! closed in the database with who left first.
+//! Once a held call's session hands the call over ([`super::hold`]), its
+//! driver runs [`converse`]: the two legs bridged, the conversation
+//! recorded, the talk closed in the database with who left first. An
+//! operator can also [`call_back`] an elder whose call has ended.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use chrono::Utc;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
+use voicecare_core::Lang;
+use voicecare_core::session::policy;
+use voicecare_core::session::{AttemptStatus, CallOutcome, EndReason, SetupFailure};
+use voicecare_store::dialer::{self, CallEnd, Party};
 use voicecare_store::operators::Scope;
 use voicecare_store::talks::{self, EndedBy, TalkEnd};
 use voicecare_telephony::TelephonyError;
 use voicecare_telephony::bridge::{self, BridgeEnd, BridgeOptions, Direction};
-use voicecare_telephony::leg::{CallLeg, EndReason};
-use voicecare_telephony::signalling::HangupReason;
+use voicecare_telephony::leg::{CallLeg, EndReason as LegEnd};
 
-use super::Engine;
-
-/// What the operator's page is told about its conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TalkState {
-    /// Setting up the operator's own media.
-    Connecting,
-    /// Calling the elder back; their device is ringing.
-    Ringing { talk_id: i64 },
-    /// The elder answered a call back and hears the recording notice.
-    Answered { talk_id: i64 },
-    /// Both legs bridged: two-way audio.
-    Live { talk_id: i64 },
-    Ended {
-        talk_id: Option<i64>,
-        ended_by: EndedBy,
-        reason: String,
-    },
-    /// Refused or failed before a conversation started.
-    Failed { code: &'static str, message: String },
-}
-
-/// An operator asking to take over a held call.
-pub struct JoinRequest {
-    pub escalation_id: i64,
-    pub scope: Scope,
-    /// The operator's connected leg.
-    pub operator: CallLeg,
-    pub state: watch::Sender<TalkState>,
-    /// `Ok(talk id)` once the flow has handed the call over; `Err` (the
-    /// claim was lost meanwhile) leaves the elder holding.
-    pub accepted: oneshot::Sender<Result<i64, voicecare_store::StoreError>>,
-}
-
-/// Calls on this node that hold an elder for an operator.
-#[derive(Default)]
-pub struct Registry {
-    held: Mutex<HashMap<i64, mpsc::Sender<JoinRequest>>>,
-}
-
-impl Registry {
-    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<i64, mpsc::Sender<JoinRequest>>> {
-        self.held.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Register a holding call until the guard is dropped.
-    pub fn hold(self: &Arc<Self>, call_id: i64, tx: mpsc::Sender<JoinRequest>) -> HoldGuard {
-        self.map().insert(call_id, tx);
-        HoldGuard {
-            registry: self.clone(),
-            call_id,
-        }
-    }
-
-    /// Where to send a join request, if the call holds on this node.
-    pub fn holding(&self, call_id: i64) -> Option<mpsc::Sender<JoinRequest>> {
-        self.map()
-            .get(&call_id)
-            .filter(|tx| !tx.is_closed())
-            .cloned()
-    }
-
-    pub fn is_holding(&self, call_id: i64) -> bool {
-        self.holding(call_id).is_some()
-    }
-}
-
-/// Removes a call from the registry when the hold ends.
-pub struct HoldGuard {
-    registry: Arc<Registry>,
-    call_id: i64,
-}
-
-impl Drop for HoldGuard {
-    fn drop(&mut self) {
-        self.registry.map().remove(&self.call_id);
-    }
-}
+use super::call::AbortOnDrop;
+use super::engine::Engine;
+use super::hold::TalkState;
+use super::ladder::setup_failure;
 
 /// Bridge the elder (`a`) with the operator (`b`) until one side leaves or
 /// the call's lease is lost; record the conversation and close the talk.
@@ -144,35 +70,11 @@ pub async fn converse(
             }
         }
     };
-    let (ended_by, reason) = match &outcome {
-        _ if lease_lost && *lost.borrow() => (EndedBy::Engine, "the call's lease was lost"),
-        Ok(o) => match &o.end {
-            BridgeEnd::HungUp { side, reason } => match (side, reason) {
-                (Direction::AToB, EndReason::RemoteHangup) => (EndedBy::Elder, "elder hung up"),
-                (Direction::AToB, EndReason::ConnectionFailed) => {
-                    (EndedBy::Elder, "the elder's line dropped")
-                }
-                (Direction::AToB, EndReason::LocalHangup) => {
-                    (EndedBy::Engine, "the engine ended the elder's leg")
-                }
-                (Direction::BToA, EndReason::ConnectionFailed) => {
-                    (EndedBy::Operator, "the operator's connection dropped")
-                }
-                (Direction::BToA, _) => (EndedBy::Operator, "operator hung up"),
-            },
-            BridgeEnd::Unbridged { a, b } => {
-                a.control().hang_up();
-                b.control().hang_up();
-                (EndedBy::Engine, "unbridged")
-            }
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "bridge failed");
-            elder_ctl.hang_up();
-            operator_ctl.hang_up();
-            (EndedBy::Engine, "bridge failed")
-        }
-    };
+    let (ended_by, reason) = who_ended(&outcome, lease_lost && *lost.borrow());
+    if !matches!(&outcome, Ok(o) if matches!(o.end, BridgeEnd::HungUp { .. })) {
+        elder_ctl.hang_up();
+        operator_ctl.hang_up();
+    }
     let recording = match recorder {
         Some(r) => r.finish().await,
         None => None,
@@ -199,6 +101,42 @@ pub async fn converse(
         reason: reason.to_string(),
     });
     ended_by
+}
+
+/// Who ended a bridged conversation, and how, in words for the talk record.
+fn who_ended(
+    outcome: &Result<bridge::BridgeOutcome, TelephonyError>,
+    lease_lost: bool,
+) -> (EndedBy, &'static str) {
+    if lease_lost {
+        return (EndedBy::Engine, "the call's lease was lost");
+    }
+    match outcome {
+        Ok(o) => match &o.end {
+            BridgeEnd::HungUp { side, reason } => match (side, reason) {
+                (Direction::AToB, LegEnd::RemoteHangup) => (EndedBy::Elder, "elder hung up"),
+                (Direction::AToB, LegEnd::ConnectionFailed) => {
+                    (EndedBy::Elder, "the elder's line dropped")
+                }
+                (Direction::AToB, LegEnd::LocalHangup) => {
+                    (EndedBy::Engine, "the engine ended the elder's leg")
+                }
+                (Direction::BToA, LegEnd::ConnectionFailed) => {
+                    (EndedBy::Operator, "the operator's connection dropped")
+                }
+                (Direction::BToA, _) => (EndedBy::Operator, "operator hung up"),
+            },
+            BridgeEnd::Unbridged { a, b } => {
+                a.control().hang_up();
+                b.control().hang_up();
+                (EndedBy::Engine, "unbridged")
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "bridge failed");
+            (EndedBy::Engine, "bridge failed")
+        }
+    }
 }
 
 /// Close a talk that was never bridged (or was cut short before it could
@@ -327,43 +265,8 @@ impl Recorder {
     }
 }
 
-/// What the elder hears on answering a call back, before the operator: who
-/// is calling, and that the call is recorded. `missed`: the operator had to
-/// leave while it rang, so the elder is told rather than hung up on in silence.
-fn callback_notice(
-    lang: &str,
-    service: &str,
-    missed: bool,
-) -> (voicecare_core::flow::Lang, String) {
-    use voicecare_core::flow::Lang;
-    match (lang == "zh", missed) {
-        (true, false) => (
-            Lang::Zh,
-            format!("您好，这里是{service}。护理团队的工作人员给您回电话，通话会被录音。"),
-        ),
-        (true, true) => (
-            Lang::Zh,
-            format!(
-                "您好，这里是{service}。抱歉，刚才给您打电话的工作人员有事走开了，护理团队会很快再给您打电话。"
-            ),
-        ),
-        (false, false) => (
-            Lang::En,
-            format!(
-                "Hello, this is {service}. Someone from your care team is calling you back. This call is recorded."
-            ),
-        ),
-        (false, true) => (
-            Lang::En,
-            format!(
-                "Hello, this is {service}. Sorry, the person calling you had to step away. Someone from your care team will call you again soon."
-            ),
-        ),
-    }
-}
-
 /// Play a call-back notice to the elder once their leg is up.
-async fn play_notice(engine: &Engine, elder: &mut CallLeg, lang: &str, missed: bool) {
+async fn play_notice(engine: &Engine, elder: &mut CallLeg, lang: Lang, missed: bool) {
     if elder
         .wait_connected(std::time::Duration::from_secs(10))
         .await
@@ -371,7 +274,7 @@ async fn play_notice(engine: &Engine, elder: &mut CallLeg, lang: &str, missed: b
     {
         return;
     }
-    let (lang, text) = callback_notice(lang, &engine.cfg.service_name, missed);
+    let text = policy::callback_notice(lang, &engine.cfg.service_name, missed);
     let prompts = engine.prompts.clone();
     match tokio::task::spawn_blocking(move || prompts.pcm(&text, None, lang, 0.9)).await {
         Ok(Ok(pcm)) => {
@@ -391,144 +294,173 @@ pub async fn call_back(
     operator: CallLeg,
     state: &watch::Sender<TalkState>,
 ) {
-    use voicecare_store::dialer::{self, CallEnd, Party};
-    let fail = |code: &'static str, message: String| {
-        let _ = state.send(TalkState::Failed { code, message });
+    let Some(cb) = CallBack::open(engine, t, scope, &operator, state).await else {
+        return;
     };
-    let op_ctl = operator.control();
-    let (Some(hub), Some(device)) = (engine.hub(), t.device_id.as_deref()) else {
-        op_ctl.hang_up();
-        return fail(
-            "no_device",
-            "the elder has no device this engine can ring".into(),
-        );
-    };
-    let pool = &engine.pool;
-    let (call_id, talk_id) = match talks::start_callback(
-        pool,
-        &scope,
-        t.escalation_id,
-        &engine.cfg.node_id,
-        engine.lease(),
-        Utc::now(),
-    )
-    .await
-    {
-        Ok(x) => x,
-        Err(voicecare_store::StoreError::Conflict(m)) => {
-            op_ctl.hang_up();
-            return fail("not_claimed", m);
+    // The ring runs to its end even if the operator hangs up meanwhile: an
+    // elder who answers then is hung up at once rather than left ringing.
+    let ringing = match engine.hub() {
+        Some(hub) => {
+            hub.call_device(t.device_id.as_deref().unwrap_or_default())
+                .await
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot open the call back");
-            op_ctl.hang_up();
-            return fail("internal", "internal error; see the server log".into());
-        }
+        None => Err(TelephonyError::NotRegistered),
     };
-    let (keeper, mut lost) = super::call::spawn_lease_keeper(engine.clone(), call_id);
-    let _ = state.send(TalkState::Ringing { talk_id });
-    tracing::info!(call_id, talk_id, "calling the elder back for an operator");
-    let attempt = dialer::start_attempt(pool, call_id, Party::Elder, Utc::now())
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "cannot record the call-back attempt"))
-        .ok();
-    let set_attempt = |status: &'static str, reason: Option<&'static str>| async move {
-        if let Some(a) = attempt
-            && let Err(e) = dialer::update_attempt(pool, a, status, reason, Utc::now()).await
+    match ringing {
+        Ok(elder) => cb.answered(t, elder, operator).await,
+        Err(e) => cb.not_reached(setup_failure(&e), &operator).await,
+    }
+}
+
+/// A call back in progress: its call, talk, attempt and lease.
+struct CallBack<'a> {
+    engine: &'a Arc<Engine>,
+    state: &'a watch::Sender<TalkState>,
+    call_id: i64,
+    talk_id: i64,
+    attempt: Option<i64>,
+    _keeper: AbortOnDrop,
+    lost: watch::Receiver<bool>,
+}
+
+impl<'a> CallBack<'a> {
+    /// Open the call and its talk (the operator must hold the claim) and
+    /// start ringing; `None` when refused, with the page told why.
+    async fn open(
+        engine: &'a Arc<Engine>,
+        t: &talks::TalkTarget,
+        scope: Scope,
+        operator: &CallLeg,
+        state: &'a watch::Sender<TalkState>,
+    ) -> Option<CallBack<'a>> {
+        let fail = |code: &'static str, message: String| {
+            operator.control().hang_up();
+            let _ = state.send(TalkState::Failed { code, message });
+        };
+        if engine.hub().is_none() || t.device_id.is_none() {
+            let (code, message) = SetupFailure::NoDevice.for_operator();
+            fail(code, message.into());
+            return None;
+        }
+        let pool = &engine.pool;
+        let node = &engine.cfg.node_id;
+        let opened = talks::start_callback(
+            pool,
+            &scope,
+            t.escalation_id,
+            node,
+            engine.lease(),
+            Utc::now(),
+        )
+        .await;
+        let (call_id, talk_id) = match opened {
+            Ok(x) => x,
+            Err(voicecare_store::StoreError::Conflict(m)) => {
+                fail("not_claimed", m);
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the call back");
+                fail("internal", "internal error; see the server log".into());
+                return None;
+            }
+        };
+        let (keeper, lost) = super::call::spawn_lease_keeper(engine.clone(), call_id);
+        let _ = state.send(TalkState::Ringing { talk_id });
+        tracing::info!(call_id, talk_id, "calling the elder back for an operator");
+        let attempt = dialer::start_attempt(pool, call_id, Party::Elder, Utc::now())
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot record the call-back attempt"))
+            .ok();
+        let cb = CallBack {
+            engine,
+            state,
+            call_id,
+            talk_id,
+            attempt,
+            _keeper: AbortOnDrop(keeper),
+            lost,
+        };
+        cb.set_attempt(AttemptStatus::Ringing, None).await;
+        Some(cb)
+    }
+
+    async fn set_attempt(&self, status: AttemptStatus, reason: Option<EndReason>) {
+        if let Some(a) = self.attempt
+            && let Err(e) =
+                dialer::update_attempt(&self.engine.pool, a, status, reason, Utc::now()).await
         {
             tracing::warn!(error = %e, "cannot update the call-back attempt");
         }
-    };
-    set_attempt("ringing", None).await;
-    // The ring runs to its end even if the operator hangs up meanwhile: an
-    // elder who answers then is hung up at once rather than left ringing.
-    let ringing = hub.call_device(device).await;
-    let finish = |end: CallEnd| async move {
+    }
+
+    async fn finish(&self, end: CallEnd) {
+        let node = &self.engine.cfg.node_id;
         if let Err(e) =
-            dialer::finish(pool, call_id, &engine.cfg.node_id, end, &[], Utc::now()).await
+            dialer::finish(&self.engine.pool, self.call_id, node, end, &[], Utc::now()).await
         {
             tracing::warn!(error = %e, "cannot close the call back");
         }
-    };
-    let elder = match ringing {
-        Ok(leg) => leg,
-        Err(e) => {
-            let (status, code, why) = match &e {
-                TelephonyError::NoAnswer => ("no_answer", "no_answer", "the elder did not answer"),
-                TelephonyError::Declined(HangupReason::Busy) => {
-                    ("busy", "busy", "the elder's device is busy")
-                }
-                TelephonyError::Declined(_) => {
-                    ("no_answer", "declined", "the elder declined the call")
-                }
-                TelephonyError::NotRegistered => (
-                    "failed",
-                    "device_offline",
-                    "the elder's device disconnected",
-                ),
-                _ => (
-                    "failed",
-                    "media_failed",
-                    "the call to the elder's device could not be set up",
-                ),
-            };
-            // Everything is recorded before the page is told.
-            set_attempt(status, Some(why)).await;
-            op_ctl.hang_up();
-            let end = TalkEnd {
-                ended_by: EndedBy::Engine,
-                reason: why,
-                recording_path: None,
-                recording_ms: None,
-            };
-            store_end(engine, talk_id, &end).await;
-            finish(CallEnd::Unreachable).await;
-            keeper.abort();
-            let _ = state.send(TalkState::Failed {
-                code,
-                message: why.to_string(),
-            });
+    }
+
+    /// Everything is recorded before the page is told.
+    async fn not_reached(self, f: SetupFailure, operator: &CallLeg) {
+        self.set_attempt(f.status(), Some(EndReason::NotReached(f)))
+            .await;
+        operator.control().hang_up();
+        let (code, why) = f.for_operator();
+        let end = TalkEnd {
+            ended_by: EndedBy::Engine,
+            reason: why,
+            recording_path: None,
+            recording_ms: None,
+        };
+        store_end(self.engine, self.talk_id, &end).await;
+        self.finish(CallEnd::Unreachable).await;
+        let _ = self.state.send(TalkState::Failed {
+            code,
+            message: why.to_string(),
+        });
+    }
+
+    async fn answered(mut self, t: &talks::TalkTarget, mut elder: CallLeg, operator: CallLeg) {
+        self.set_attempt(AttemptStatus::Answered, None).await;
+        let lang = t.language.parse().unwrap_or(Lang::En);
+        let engine = self.engine;
+        if operator.control().end_reason().is_some() {
+            play_notice(engine, &mut elder, lang, true).await;
+            elder.control().hang_up();
+            let why = "operator left before the elder answered";
+            self.set_attempt(AttemptStatus::Ended, Some(EndReason::OperatorHungUp))
+                .await;
+            self.finish(CallEnd::Completed(CallOutcome::HungUp)).await;
+            close_unbridged(engine, self.talk_id, self.state, EndedBy::Operator, why).await;
             return;
         }
-    };
-    set_attempt("answered", None).await;
-    let elder_ctl = elder.control();
-    let mut elder = elder;
-    if op_ctl.end_reason().is_some() {
-        play_notice(engine, &mut elder, &t.language, true).await;
-        elder_ctl.hang_up();
-        set_attempt("ended", Some("operator left before the elder answered")).await;
-        finish(CallEnd::Completed("hung_up")).await;
-        close_unbridged(
+        if let Err(e) = talks::connected(&engine.pool, self.talk_id, Utc::now()).await {
+            tracing::warn!(error = %e, "cannot mark the call back as answered");
+        }
+        let _ = self.state.send(TalkState::Answered {
+            talk_id: self.talk_id,
+        });
+        play_notice(engine, &mut elder, lang, false).await;
+        let (call_id, talk_id, state) = (self.call_id, self.talk_id, self.state);
+        let by = converse(
             engine,
+            call_id,
             talk_id,
+            elder,
+            operator,
             state,
-            EndedBy::Operator,
-            "operator left before the elder answered",
+            &mut self.lost,
         )
         .await;
-        keeper.abort();
-        return;
+        self.set_attempt(AttemptStatus::Ended, Some(EndReason::after_operator(by)))
+            .await;
+        if !*self.lost.borrow() {
+            self.finish(CallEnd::Completed(CallOutcome::Ok)).await;
+        }
     }
-    if let Err(e) = talks::connected(pool, talk_id, Utc::now()).await {
-        tracing::warn!(error = %e, "cannot mark the call back as answered");
-    }
-    let _ = state.send(TalkState::Answered { talk_id });
-    play_notice(engine, &mut elder, &t.language, false).await;
-    let by = converse(engine, call_id, talk_id, elder, operator, state, &mut lost).await;
-    set_attempt(
-        "ended",
-        Some(match by {
-            EndedBy::Elder => "elder hung up",
-            EndedBy::Operator => "operator hung up",
-            EndedBy::Engine => "ended by the engine",
-        }),
-    )
-    .await;
-    if !*lost.borrow() {
-        finish(CallEnd::Completed("ok")).await;
-    }
-    keeper.abort();
 }
 
 #[cfg(test)]

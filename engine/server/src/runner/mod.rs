@@ -1,204 +1,60 @@
-//! The call runner: the glue that makes calls happen.
+//! The call runner: drives calls, decides nothing.
 //!
-//! * [`gateway`]: device authentication against `elders.device_id` /
-//!   `device_token_hash`, and calls devices place (dial-in).
+//! What a call does is decided in `voicecare-core`: the call session
+//! ([`voicecare_core::session`]) runs the flow, judges what the elder said
+//! and decides whether, when and how to escalate; the ladder
+//! ([`voicecare_core::schedule`]) decides whom to ring next. This module
+//! performs their decisions against the line, speech recognition and the
+//! store, and reports back what happened.
+//!
+//! * [`engine`]: what every call on this node shares.
 //! * [`dialer`]: every node schedules check-ins, claims due calls under the
 //!   caps, renews leases and rescues calls of dead nodes.
-//! * [`call`]: one claimed call: the no-answer ladder around ringing the
-//!   elder's device, and [`session`] once someone answers.
-//! * [`session`]: one answered call: leg events, the endpointer and the ASR
-//!   pool feed the flow interpreter; its actions play prompts, flag
-//!   escalations and hang up.
-//! * [`live`]: operators joining held calls (and calling back) from the
-//!   browser: the registry of held calls, the bridge and its recording.
+//! * [`call`]: one claimed or incoming call under its supervisor and lease.
+//! * [`ladder`]: the attempts of a claimed call: ring, run the session,
+//!   record the outcome, ask the ladder what next.
+//! * [`driver`]: one answered call: feeds the session events from the
+//!   line, the ears and the timer, performs its outputs.
+//! * [`hearing`]: the ears of a call: the endpointer, readings of the
+//!   elder's words by the speech-recognition pool, utterance audio on disk.
+//! * [`record`]: what the driver writes (utterances, escalations), retried
+//!   while the database is away.
+//! * [`hold`] and [`live`]: elders held for operators, operators joining
+//!   and calling back, the bridge and its recording.
+//! * [`gateway`]: device authentication and calls devices place (dial-in).
 //! * [`tts`]: prompt audio (recordings, or espeak-ng cached as WAV).
 //!
-//! Every decision is made in `voicecare-core`; this module only moves events
-//! and actions between the core, the phone line and the database.
+//! The line is a [`voicecare_telephony::CallLeg`]: whatever transport
+//! carries the call (WebRTC today) hands the runner the same leg of 16 kHz
+//! frames, keypad digits and hang-up, so nothing here knows the transport.
 
 pub mod call;
 pub mod devices;
 pub mod dialer;
+pub mod driver;
+pub mod engine;
 pub mod gateway;
+pub mod hearing;
+pub mod hold;
+pub mod ladder;
 pub mod live;
-pub mod session;
+pub mod record;
 pub mod tts;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use voicecare_core::flow::{Flow, FlowSet, Update};
 use voicecare_core::schedule::LadderPolicy;
 use voicecare_speech::AsrPool;
 use voicecare_store::dialer::Caps;
-use voicecare_store::queue::SlaPolicy;
 use voicecare_telephony::signalling::SignallingHub;
 
+pub use engine::{Engine, RunnerConfig, RunnerError};
 pub use gateway::Gateway;
 
 /// The signalling hub as the server runs it.
 pub type Hub = SignallingHub<Gateway>;
-
-/// How this node runs calls.
-#[derive(Debug, Clone)]
-pub struct RunnerConfig {
-    pub node_id: String,
-    pub caps: Caps,
-    /// A call's lease; renewed every third of it while the call runs.
-    pub lease: Duration,
-    /// How often the scheduler, claimer and rescuer run.
-    pub tick: Duration,
-    /// Length of one "minute" of the no-answer ladder (60 s in production;
-    /// shorter for drills and tests).
-    pub ladder_minute: Duration,
-    /// Programme ladder policy; `checkin_schedules` overrides attempts and retry.
-    pub ladder: LadderPolicy,
-    pub ring_timeout: Duration,
-    pub media_bind: Vec<SocketAddr>,
-    pub flows_dir: PathBuf,
-    pub data_dir: PathBuf,
-    pub service_name: String,
-    pub sla: SlaPolicy,
-    /// Keep utterance audio (WAV under `<data-dir>/recordings/`).
-    pub keep_recordings: bool,
-    /// Pause after which an utterance is transcribed speculatively (0: never).
-    pub early_asr_ms: u32,
-    /// New speech between readings of a reply still being spoken (0: never).
-    pub partial_asr_ms: u32,
-}
-
-/// Shared by every call on this node.
-pub struct Engine {
-    pub pool: PgPool,
-    pub cfg: RunnerConfig,
-    pub asr: Arc<AsrPool>,
-    pub prompts: Arc<tts::Prompts>,
-    flows: Mutex<FlowSet>,
-    hub: OnceLock<Arc<Hub>>,
-    /// Calls running on this node: id → the task's abort handle.
-    running: Mutex<HashMap<i64, tokio::task::AbortHandle>>,
-    /// Calls holding an elder for an operator to join.
-    pub live: Arc<live::Registry>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("node_id", &self.cfg.node_id)
-            .finish()
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum RunnerError {
-    #[error("flow {0:?} is not loaded")]
-    NoFlow(String),
-    #[error("cannot read flows from {}: {source}", dir.display())]
-    FlowsDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl Engine {
-    pub fn new(
-        pool: PgPool,
-        cfg: RunnerConfig,
-        asr: Arc<AsrPool>,
-    ) -> Result<Arc<Self>, RunnerError> {
-        let prompts = tts::Prompts::new(
-            Box::new(tts::Espeak::default()),
-            cfg.data_dir.join("tts-cache"),
-            cfg.flows_dir.clone(),
-        );
-        let engine = Arc::new(Self {
-            pool,
-            asr,
-            prompts: Arc::new(prompts),
-            flows: Mutex::new(FlowSet::new()),
-            hub: OnceLock::new(),
-            running: Mutex::new(HashMap::new()),
-            live: Arc::new(live::Registry::default()),
-            cfg,
-        });
-        engine.load_flows()?;
-        Ok(engine)
-    }
-
-    /// (Re)load every `*.toml` in the flows directory; a broken file keeps
-    /// the last good version of its flow.
-    pub fn load_flows(&self) -> Result<usize, RunnerError> {
-        let dir = &self.cfg.flows_dir;
-        let entries = std::fs::read_dir(dir).map_err(|source| RunnerError::FlowsDir {
-            dir: dir.clone(),
-            source,
-        })?;
-        let mut flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("toml") {
-                continue;
-            }
-            let Ok(source) = std::fs::read_to_string(&path) else {
-                tracing::warn!(path = %path.display(), "cannot read flow file");
-                continue;
-            };
-            if let Update::Rejected { errors, .. } =
-                flows.update(&path.display().to_string(), &source)
-            {
-                tracing::error!(path = %path.display(), errors = %errors, "flow file rejected; keeping the last good version");
-            }
-        }
-        Ok(flows.len())
-    }
-
-    /// A flow by id; `daily-checkin` and `daily_checkin` name the same flow.
-    pub fn flow(&self, id: &str) -> Result<Arc<Flow>, RunnerError> {
-        let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
-        flows
-            .get(id)
-            .or_else(|| flows.get(&id.replace('-', "_")))
-            .ok_or_else(|| RunnerError::NoFlow(id.to_string()))
-    }
-
-    pub fn set_hub(&self, hub: Arc<Hub>) {
-        let _ = self.hub.set(hub);
-    }
-
-    pub fn hub(&self) -> Option<&Arc<Hub>> {
-        self.hub.get()
-    }
-
-    pub fn running_calls(&self) -> usize {
-        self.running.lock().map(|r| r.len()).unwrap_or(0)
-    }
-
-    fn track(&self, call_id: i64, handle: tokio::task::AbortHandle) {
-        if let Ok(mut r) = self.running.lock() {
-            r.insert(call_id, handle);
-        }
-    }
-
-    fn untrack(&self, call_id: i64) {
-        if let Ok(mut r) = self.running.lock() {
-            r.remove(&call_id);
-        }
-    }
-
-    /// A ladder "minute" as a chrono duration.
-    pub fn ladder_minutes(&self, minutes: i64) -> chrono::Duration {
-        chrono::Duration::from_std(self.cfg.ladder_minute * minutes.max(0) as u32)
-            .unwrap_or(chrono::Duration::minutes(minutes))
-    }
-
-    pub fn lease(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.cfg.lease).unwrap_or(chrono::Duration::seconds(30))
-    }
-}
 
 /// What `voicecare serve` runs for calls: the signalling routes to merge
 /// into the HTTP app, and the dialer loop.

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use clap::Args;
 use sqlx::PgPool;
-use sqlx::postgres::PgListener;
 use voicecare_core::Level;
 use voicecare_store::bench;
+use voicecare_store::notify::{EscalationEvent, EscalationListener};
 use voicecare_store::operators::{Role, Scope};
 use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::queue::{self, Flag, SlaPolicy};
@@ -180,14 +180,23 @@ async fn flag_emergency(pool: &PgPool, call: i64) -> anyhow::Result<queue::Escal
 
 async fn notify_latency(pool: &PgPool, community: i64, samples: usize) -> anyhow::Result<()> {
     let calls = bench::seed_calls(pool, community, "notify", samples as i64).await?;
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(queue::CHANNEL).await?;
+    let mut listener = EscalationListener::connect(pool).await?;
     let mut lat = Vec::with_capacity(samples);
     for call in calls {
         let t0 = Instant::now();
-        flag_emergency(pool, call).await?;
+        let e = flag_emergency(pool, call).await?;
         // Measured from before the insert, so it includes the commit.
-        tokio::time::timeout(Duration::from_secs(5), listener.recv()).await??;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match listener.recv().await {
+                    EscalationEvent::Changed(n) if n.id == e.id => return anyhow::Ok(()),
+                    EscalationEvent::Changed(_) => {}
+                    EscalationEvent::Resync => anyhow::bail!("the LISTEN connection was lost"),
+                }
+            }
+        })
+        .await
+        .map_err(|_| anyhow::anyhow!("escalation {} was never announced", e.id))??;
         lat.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
     report("escalation insert → NOTIFY received", &mut lat);

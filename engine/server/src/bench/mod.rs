@@ -1,0 +1,22 @@
+//! `voicecare bench …`: one module per benchmark. Built only with the `bench`
+//! feature (on by default): benchmarks run in throwaway databases from the
+//! store's `testing` support, which a production build leaves out.
+
+use clap::Subcommand;
+
+pub mod asr;
+pub mod calls;
+pub mod capacity;
+pub mod queue;
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Speech recognition speed, memory and accuracy over audio-fixtures/, against faster-whisper.
+    Asr(asr::AsrBenchArgs),
+    /// Escalation claims per second against a raw SKIP LOCKED loop; NOTIFY latency.
+    Queue(queue::QueueBenchArgs),
+    /// Concurrent calls one node sustains with packet timing and turn latency in target.
+    Capacity(capacity::CapacityBenchArgs),
+    /// Check-in calls to simulated phones: turn latency, call setup, packet timing, CPU per call.
+    Calls(calls::CallsBenchArgs),
+}
