@@ -33,6 +33,7 @@ use crate::audio::FRAME_SAMPLES;
 use crate::codec::{Codec, DTMF_CLOCK_RATE, Decoder, Encoder, PT_TELEPHONE_EVENT};
 use crate::dtmf::{DtmfReceiver, DtmfTone, ToneStep, digit_to_event};
 use crate::error::TelephonyError;
+use crate::port::{RtpSink, RtpSource, TransportHandle};
 use crate::sdp::{Negotiated, negotiate};
 
 /// A STUN or TURN server for ICE in real deployments.
@@ -168,20 +169,24 @@ enum Command {
 /// source running faster than the pacer cannot build up delay.
 const LIVE_MAX_SAMPLES: usize = FRAME_SAMPLES * 10;
 
-/// Shared by the control handle and the leg's tasks.
-struct Shared {
-    pc: Arc<dyn PeerConnection>,
-    end: watch::Sender<Option<EndReason>>,
-    connected: watch::Sender<bool>,
-    stats: Arc<LegStats>,
+/// Shared by the control handle, the leg's tasks and its transport.
+pub(crate) struct Shared {
+    /// The WebRTC peer connection, for trickled ICE candidates; `None` on
+    /// other transports.
+    pc: Option<Arc<dyn PeerConnection>>,
+    pub(crate) end: watch::Sender<Option<EndReason>>,
+    pub(crate) connected: watch::Sender<bool>,
+    pub(crate) stats: Arc<LegStats>,
     next_play_id: AtomicU64,
     /// Whether the other side agreed to telephone-event.
     dtmf: bool,
+    /// Receive tasks, stopped when the leg ends.
+    pub(crate) receivers: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 impl Shared {
     /// First reason wins; later calls do nothing.
-    fn end(&self, reason: EndReason) {
+    pub(crate) fn end(&self, reason: EndReason) {
         self.end.send_if_modified(|cur| {
             if cur.is_none() {
                 *cur = Some(reason);
@@ -309,16 +314,19 @@ impl LegControl {
         sdp_mid: Option<String>,
         sdp_mline_index: Option<u16>,
     ) -> Result<(), TelephonyError> {
-        self.shared
-            .pc
-            .add_ice_candidate(RTCIceCandidateInit {
-                candidate,
-                sdp_mid,
-                sdp_mline_index,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| TelephonyError::BadSdp(format!("bad ICE candidate: {e}")))
+        let Some(pc) = self.shared.pc.as_ref() else {
+            return Err(TelephonyError::Signalling(
+                "ICE candidates apply to WebRTC legs only".into(),
+            ));
+        };
+        pc.add_ice_candidate(RTCIceCandidateInit {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| TelephonyError::BadSdp(format!("bad ICE candidate: {e}")))
     }
 }
 
@@ -514,7 +522,7 @@ fn dtmf_params() -> RTCRtpCodecParameters {
     }
 }
 
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     uuid::Uuid::new_v4().as_u128() as u32
 }
 
@@ -643,58 +651,101 @@ impl Parts {
     }
 
     fn start(self, negotiated: Negotiated, config: &LegConfig) -> CallLeg {
-        let (end, _) = watch::channel(None);
-        let (connected, _) = watch::channel(false);
-        let shared = Arc::new(Shared {
-            pc: self.pc.clone(),
-            end,
-            connected,
-            stats: Arc::new(LegStats::default()),
-            next_play_id: AtomicU64::new(1),
-            dtmf: negotiated.dtmf.is_some(),
-        });
-        let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let (ev_tx, ev_rx) = mpsc::channel(config.inbound_frames.max(16));
-        let pacer = tokio::spawn(pacer(
-            shared.clone(),
-            self.track.clone(),
-            self.ssrc,
-            negotiated,
-            cmd_rx,
-            ev_tx.clone(),
-        ));
-        tokio::spawn(supervise(
-            shared.clone(),
-            self.pc_events,
-            negotiated,
-            ev_tx,
-            pacer,
-            config.connect_timeout,
-            config.record_timing,
-        ));
-        CallLeg {
-            control: LegControl {
-                shared,
-                commands: cmd_tx,
-            },
-            events: ev_rx,
-            codec: negotiated.codec,
+        let sink = Arc::new(TrackSink(self.track.clone()));
+        let (leg, transport) =
+            start_rtp(negotiated, sink, self.ssrc, config, Some(self.pc.clone()));
+        tokio::spawn(supervise(transport, self.pc, self.pc_events));
+        leg
+    }
+}
+
+/// Outgoing RTP on the WebRTC track.
+struct TrackSink(Arc<TrackLocalStaticRTP>);
+
+#[async_trait::async_trait]
+impl RtpSink for TrackSink {
+    async fn send(&self, packet: rtp::Packet) -> Result<(), String> {
+        self.0.write_rtp(packet).await.map_err(|e| e.to_string())
+    }
+}
+
+/// Incoming RTP of a WebRTC remote track.
+struct TrackSource(Arc<dyn TrackRemote>);
+
+#[async_trait::async_trait]
+impl RtpSource for TrackSource {
+    async fn recv(&mut self) -> Option<rtp::Packet> {
+        loop {
+            if let TrackRemoteEvent::OnRtpPacket(packet) = self.0.poll().await? {
+                return Some(packet);
+            }
         }
     }
 }
 
-/// Watches the connection, starts the receive task and delivers `Ended` last.
-async fn supervise(
+/// A leg on any RTP transport (see [`crate::port`]): the pacer, the
+/// connect deadline, and `Ended` delivered last.
+pub(crate) fn start_rtp(
+    media: Negotiated,
+    sink: Arc<dyn RtpSink>,
+    ssrc: u32,
+    config: &LegConfig,
+    pc: Option<Arc<dyn PeerConnection>>,
+) -> (CallLeg, TransportHandle) {
+    let (end, _) = watch::channel(None);
+    let (connected, _) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        pc,
+        end,
+        connected,
+        stats: Arc::new(LegStats::default()),
+        next_play_id: AtomicU64::new(1),
+        dtmf: media.dtmf.is_some(),
+        receivers: std::sync::Mutex::new(Vec::new()),
+    });
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = mpsc::channel(config.inbound_frames.max(16));
+    let pacer = tokio::spawn(pacer(
+        shared.clone(),
+        sink,
+        ssrc,
+        media,
+        cmd_rx,
+        ev_tx.clone(),
+    ));
+    tokio::spawn(finish_leg(
+        shared.clone(),
+        ev_tx.clone(),
+        pacer,
+        config.connect_timeout,
+    ));
+    let transport = TransportHandle {
+        shared: shared.clone(),
+        events: ev_tx,
+        config: config.clone(),
+        media,
+    };
+    let leg = CallLeg {
+        control: LegControl {
+            shared,
+            commands: cmd_tx,
+        },
+        events: ev_rx,
+        codec: media.codec,
+    };
+    (leg, transport)
+}
+
+/// Ends a leg not connected in time; once it ends, lets the pacer resolve
+/// pending playbacks, stops the receivers and delivers `Ended` last.
+async fn finish_leg(
     shared: Arc<Shared>,
-    mut pc_events: mpsc::UnboundedReceiver<PcEvent>,
-    negotiated: Negotiated,
     events: mpsc::Sender<LegEvent>,
     pacer: tokio::task::JoinHandle<()>,
     connect_timeout: Duration,
-    record_timing: bool,
 ) {
     let mut end_rx = shared.end.subscribe();
-    let mut receivers = Vec::new();
+    let mut connected = shared.connected.subscribe();
     let deadline = tokio::time::sleep(connect_timeout);
     tokio::pin!(deadline);
     loop {
@@ -702,52 +753,60 @@ async fn supervise(
             break;
         }
         tokio::select! {
-            ev = pc_events.recv() => match ev {
-                Some(PcEvent::State(state)) => {
-                    debug!(?state, "leg connection state");
-                    match state {
-                        RTCPeerConnectionState::Connected if !*shared.connected.borrow() => {
-                            shared.connected.send_replace(true);
-                            let _ = events.send(LegEvent::Connected).await;
-                        }
-                        RTCPeerConnectionState::Failed => shared.end(EndReason::ConnectionFailed),
-                        RTCPeerConnectionState::Closed => shared.end(EndReason::RemoteHangup),
-                        _ => {}
-                    }
-                }
-                Some(PcEvent::Track(track)) => {
-                    receivers.push(tokio::spawn(receive(
-                        track,
-                        negotiated,
-                        events.clone(),
-                        shared.stats.clone(),
-                        record_timing,
-                    )));
-                }
-                None => shared.end(EndReason::ConnectionFailed),
-            },
-            _ = &mut deadline, if !*shared.connected.borrow() => {
+            _ = &mut deadline, if !*connected.borrow() => {
                 warn!("call leg did not connect in time");
                 shared.end(EndReason::ConnectionFailed);
             }
+            _ = connected.changed() => {}
             _ = end_rx.changed() => {}
         }
     }
     let reason = shared.end.borrow().unwrap_or(EndReason::ConnectionFailed);
-    // The pacer notices the end at its next tick and resolves pending playbacks.
     let _ = pacer.await;
-    for r in receivers {
+    for r in shared
+        .receivers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .drain(..)
+    {
         r.abort();
-    }
-    if let Err(e) = shared.pc.close().await {
-        debug!(error = %e, "closing peer connection");
     }
     let _ = events.send(LegEvent::Ended(reason)).await;
 }
 
+/// Follows the peer connection: media up, failed or closed, remote tracks
+/// to receive; closes it when the leg ends.
+async fn supervise(
+    transport: TransportHandle,
+    pc: Arc<dyn PeerConnection>,
+    mut pc_events: mpsc::UnboundedReceiver<PcEvent>,
+) {
+    loop {
+        tokio::select! {
+            ev = pc_events.recv() => match ev {
+                Some(PcEvent::State(state)) => {
+                    debug!(?state, "leg connection state");
+                    match state {
+                        RTCPeerConnectionState::Connected => transport.connected().await,
+                        RTCPeerConnectionState::Failed => transport.end(EndReason::ConnectionFailed),
+                        RTCPeerConnectionState::Closed => transport.end(EndReason::RemoteHangup),
+                        _ => {}
+                    }
+                }
+                Some(PcEvent::Track(track)) => transport.receive(TrackSource(track)),
+                None => transport.end(EndReason::ConnectionFailed),
+            },
+            _ = transport.ended() => break,
+        }
+    }
+    if let Err(e) = pc.close().await {
+        debug!(error = %e, "closing peer connection");
+    }
+}
+
 /// Receives RTP: audio is decoded into 20 ms frames, telephone-events become digits.
-async fn receive(
-    track: Arc<dyn TrackRemote>,
+pub(crate) async fn receive(
+    mut source: impl RtpSource,
     negotiated: Negotiated,
     events: mpsc::Sender<LegEvent>,
     stats: Arc<LegStats>,
@@ -763,10 +822,7 @@ async fn receive(
     let mut dtmf = DtmfReceiver::new();
     let mut pending: VecDeque<i16> = VecDeque::with_capacity(FRAME_SAMPLES * 4);
     let mut last_arrival: Option<Instant> = None;
-    while let Some(ev) = track.poll().await {
-        let TrackRemoteEvent::OnRtpPacket(packet) = ev else {
-            continue;
-        };
+    while let Some(packet) = source.recv().await {
         stats.packets_received.fetch_add(1, Ordering::Relaxed);
         if record_timing {
             let now = Instant::now();
@@ -815,7 +871,7 @@ struct Playing {
 /// Sends one packet every 20 ms: queued audio, DTMF events or silence.
 async fn pacer(
     shared: Arc<Shared>,
-    track: Arc<TrackLocalStaticRTP>,
+    sink: Arc<dyn RtpSink>,
     ssrc: u32,
     negotiated: Negotiated,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -951,8 +1007,8 @@ async fn pacer(
         };
         seq = seq.wrapping_add(1);
         ts = ts.wrapping_add(spp);
-        if let Err(e) = track.write_rtp(packet).await {
-            debug!(error = %e, "write_rtp");
+        if let Err(e) = sink.send(packet).await {
+            debug!(error = %e, "sending RTP");
         } else {
             shared.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
         }

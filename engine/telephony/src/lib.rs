@@ -13,6 +13,7 @@ pub mod device;
 pub mod dtmf;
 pub mod error;
 pub mod leg;
+pub mod port;
 mod sdp;
 pub mod signalling;
 pub mod sim;

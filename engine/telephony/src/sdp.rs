@@ -67,13 +67,8 @@ pub(crate) fn audio_rtpmaps(sdp: &str) -> Vec<RtpMap> {
 }
 
 /// What a negotiated description says to send and expect.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Negotiated {
-    pub codec: Codec,
-    pub audio_pt: u8,
-    /// Telephone-event payload type and clock, if agreed.
-    pub dtmf: Option<(u8, u32)>,
-}
+/// What the two ends agreed on (the transport port's [`crate::port::Media`]).
+pub(crate) type Negotiated = crate::port::Media;
 
 /// The first audio codec we support in `sdp`'s order, with its DTMF partner.
 pub(crate) fn negotiate(sdp: &str) -> Option<Negotiated> {

@@ -188,6 +188,16 @@ pub struct SessionEnd {
 }
 
 impl SessionEnd {
+    /// A session that could not run: there is no flow for the call.
+    pub fn no_flow() -> Self {
+        SessionEnd {
+            report: None,
+            reason: EndReason::NoFlow,
+            lost: false,
+            bridged: false,
+        }
+    }
+
     /// The call's stored outcome.
     pub fn outcome(&self) -> CallOutcome {
         CallOutcome::of_answered(self.report.as_ref())

@@ -14,14 +14,13 @@ use voicecare_core::session::escalation::{self, Trigger};
 use voicecare_core::session::policy::{self, DIAL_IN_FLOW};
 use voicecare_core::session::{AttemptStatus, CallOutcome, Direction, EndReason, SessionEnd};
 use voicecare_store::dialer::{self, CallEnd, Claimed, Party};
-use voicecare_telephony::leg::{CallLeg, LegControl};
+use voicecare_telephony::leg::CallLeg;
 
 use super::driver::{self, CallSpec};
 use super::engine::Engine;
+use super::lease::{self, AbortOnDrop};
+use super::line::LineSlot;
 use super::{ladder, record};
-
-/// The line of a running call, so the supervisor can hang it up after a fault.
-pub type LineSlot = Arc<Mutex<Option<LegControl>>>;
 
 /// Run a claimed call in its own task, under a supervisor.
 pub fn spawn_claimed(engine: Arc<Engine>, c: Claimed) {
@@ -97,40 +96,8 @@ fn supervise(
     );
 }
 
-/// Renew the lease every third of its length; tell the call when it is lost.
-pub(super) fn spawn_lease_keeper(
-    engine: Arc<Engine>,
-    call_id: i64,
-) -> (tokio::task::JoinHandle<()>, watch::Receiver<bool>) {
-    let (lost_tx, lost_rx) = watch::channel(false);
-    let handle = tokio::spawn(async move {
-        let every = engine.cfg.lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            let until = Utc::now() + engine.lease();
-            match dialer::renew_lease(&engine.pool, call_id, &engine.cfg.node_id, until).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    tracing::warn!("call lease lost: another node took the call over");
-                    let _ = lost_tx.send(true);
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot renew the call lease; retrying"),
-            }
-        }
-    });
-    (handle, lost_rx)
-}
-
-pub(super) struct AbortOnDrop(pub tokio::task::JoinHandle<()>);
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 async fn run_claimed(engine: Arc<Engine>, c: Claimed, line: LineSlot) {
-    let (keeper, lost) = spawn_lease_keeper(engine.clone(), c.id);
+    let (keeper, lost) = lease::spawn_keeper(engine.clone(), c.id);
     let _keeper = AbortOnDrop(keeper);
     if let Err(e) = ladder::run(&engine, &c, line, lost).await {
         tracing::warn!(error = %e, "call stopped on a database error; the lease will expire and the call will be rescheduled");
@@ -144,7 +111,7 @@ async fn run_inbound(
     leg: CallLeg,
     line: LineSlot,
 ) {
-    let (keeper, lost) = spawn_lease_keeper(engine.clone(), call_id);
+    let (keeper, lost) = lease::spawn_keeper(engine.clone(), call_id);
     let _keeper = AbortOnDrop(keeper);
     if let Err(e) = answer_inbound(&engine, call_id, elder_id, leg, line, lost).await {
         tracing::warn!(error = %e, "incoming call stopped on a database error; the lease will expire and the call will be rescheduled");
@@ -181,20 +148,10 @@ async fn answer_inbound(
             if let Some(e) = escalation::decide(Trigger::HelpCallWithoutFlow) {
                 record::escalate(engine, call_id, &e).await;
             }
-            no_flow()
+            SessionEnd::no_flow()
         }
     };
     close(engine, call_id, attempt, &end).await
-}
-
-/// A session that could not run: no flow for the call.
-pub(super) fn no_flow() -> SessionEnd {
-    SessionEnd {
-        report: None,
-        reason: EndReason::NoFlow,
-        lost: false,
-        bridged: false,
-    }
 }
 
 /// Close the attempt and the call after a session.

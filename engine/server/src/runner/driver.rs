@@ -19,10 +19,10 @@ use voicecare_core::session::{Direction, EndReason, Input, Output, Session, Sess
 use voicecare_store::talks::{self, EndedBy};
 use voicecare_telephony::leg::{CallLeg, LegControl, LegEvent};
 
-use super::call::LineSlot;
 use super::engine::Engine;
 use super::hearing::{Hearing, HearingConfig, TurnStart};
 use super::hold::{HoldGuard, JoinRequest, TalkState};
+use super::line::LineSlot;
 use super::{live, record};
 
 /// One turn: the elder stopped speaking, then the engine answered.

@@ -18,13 +18,11 @@ use voicecare_core::session::{
 };
 use voicecare_store::StoreError;
 use voicecare_store::dialer::{self, CallEnd, Callee, Claimed, Party};
-use voicecare_telephony::TelephonyError;
 use voicecare_telephony::leg::CallLeg;
-use voicecare_telephony::signalling::HangupReason;
 
-use super::call::{LineSlot, no_flow};
 use super::driver::{self, CallSpec};
 use super::engine::Engine;
+use super::line::{LineSlot, setup_failure};
 use super::record;
 
 /// The ladder and what it asked for next, kept in `calls.ladder` between attempts.
@@ -48,17 +46,6 @@ struct Attempts<'a> {
     callee: Callee,
     line: LineSlot,
     lost: watch::Receiver<bool>,
-}
-
-/// Why a device could not be reached, in the core's terms.
-pub(super) fn setup_failure(e: &TelephonyError) -> SetupFailure {
-    match e {
-        TelephonyError::NotRegistered => SetupFailure::DeviceDisconnected,
-        TelephonyError::NoAnswer => SetupFailure::NoAnswer,
-        TelephonyError::Declined(HangupReason::Busy) => SetupFailure::Busy,
-        TelephonyError::Declined(_) => SetupFailure::Declined,
-        _ => SetupFailure::SetupFailed,
-    }
 }
 
 /// Run the claimed call's attempts until the ladder is done with it for now.
@@ -297,7 +284,7 @@ impl Attempts<'_> {
                 if let Some(e) = escalation::decide(Trigger::FlowAborted { reason: &reason }) {
                     record::escalate(engine, self.c.id, &e).await;
                 }
-                no_flow()
+                SessionEnd::no_flow()
             }
         }
     }

@@ -20,10 +20,10 @@ use voicecare_telephony::TelephonyError;
 use voicecare_telephony::bridge::{self, BridgeEnd, BridgeOptions, Direction};
 use voicecare_telephony::leg::{CallLeg, EndReason as LegEnd};
 
-use super::call::AbortOnDrop;
 use super::engine::Engine;
 use super::hold::TalkState;
-use super::ladder::setup_failure;
+use super::lease::{self, AbortOnDrop};
+use super::line::setup_failure;
 
 /// Bridge the elder (`a`) with the operator (`b`) until one side leaves or
 /// the call's lease is lost; record the conversation and close the talk.
@@ -365,7 +365,7 @@ impl<'a> CallBack<'a> {
                 return None;
             }
         };
-        let (keeper, lost) = super::call::spawn_lease_keeper(engine.clone(), call_id);
+        let (keeper, lost) = lease::spawn_keeper(engine.clone(), call_id);
         let _ = state.send(TalkState::Ringing { talk_id });
         tracing::info!(call_id, talk_id, "calling the elder back for an operator");
         let attempt = dialer::start_attempt(pool, call_id, Party::Elder, Utc::now())

@@ -37,6 +37,8 @@ pub mod gateway;
 pub mod hearing;
 pub mod hold;
 pub mod ladder;
+pub mod lease;
+pub mod line;
 pub mod live;
 pub mod record;
 pub mod tts;
@@ -129,35 +131,47 @@ pub fn start(
         },
     );
     let routes = axum::Router::new().nest("/v1/devices", hub.router());
+    let signalling_only = |routes| Started {
+        routes,
+        engine: None,
+        dialer: None,
+        reload: None,
+    };
     if args.no_calls {
         tracing::info!("calls are off on this node");
-        return Ok(Started {
-            routes,
-            engine: None,
-            dialer: None,
-            reload: None,
-        });
+        return Ok(signalling_only(routes));
     }
     let model = match voicecare_speech::Model::load_named(&args.asr_model) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "speech recognition unavailable (install it with scripts/install-model.sh); this node will not run calls");
-            return Ok(Started {
-                routes,
-                engine: None,
-                dialer: None,
-                reload: None,
-            });
+            return Ok(signalling_only(routes));
         }
     };
     let asr = AsrPool::new(&model, args.asr_workers as usize, 1)?;
+    let cfg = runner_config(db_args, args);
+    let engine = Engine::new(pool, cfg, Arc::new(asr))?;
+    engine.set_hub(hub.clone());
+    gateway.attach(&engine);
+    tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
+    let dialer = dialer::spawn(engine.clone());
+    let reload = spawn_flow_reload(engine.clone());
+    Ok(Started {
+        routes,
+        engine: Some(engine),
+        dialer: Some(dialer),
+        reload,
+    })
+}
+
+fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArgs) -> RunnerConfig {
     let node_id = args.node_id.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "node".into());
         format!("{host}-{}", std::process::id())
     });
-    let cfg = RunnerConfig {
+    RunnerConfig {
         node_id,
         caps: Caps {
             global: args.max_calls,
@@ -176,17 +190,5 @@ pub fn start(
         keep_recordings: !args.no_recordings,
         early_asr_ms: args.early_asr_ms,
         partial_asr_ms: args.partial_asr_ms,
-    };
-    let engine = Engine::new(pool, cfg, Arc::new(asr))?;
-    engine.set_hub(hub.clone());
-    gateway.attach(&engine);
-    tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
-    let dialer = dialer::spawn(engine.clone());
-    let reload = spawn_flow_reload(engine.clone());
-    Ok(Started {
-        routes,
-        engine: Some(engine),
-        dialer: Some(dialer),
-        reload,
-    })
+    }
 }

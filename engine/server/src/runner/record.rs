@@ -9,7 +9,7 @@ use voicecare_core::session::escalation::Escalation;
 use voicecare_store::calls::{AssessmentRecord, NewUtterance};
 use voicecare_store::queue::{self, Flag};
 
-use super::Engine;
+use super::engine::Engine;
 
 /// Put an escalation in the queue, retrying while the database is
 /// unreachable: once the session decided a person is needed, the call does
