@@ -11,13 +11,18 @@ use voicecare_media::g711;
 pub enum Codec {
     /// G.711 μ-law, 8 kHz: universal, and what a phone gateway will speak.
     Pcmu,
+    /// G.711 A-law, 8 kHz: the norm on Chinese and European phone networks.
+    /// Carried by RTP transports (SIP); WebRTC legs do not offer it yet.
+    Pcma,
     /// Opus, wideband: better speech recognition, about a fifth of the bandwidth.
     #[cfg(feature = "opus")]
     Opus,
 }
 
-/// Payload types we offer. PCMU is static (0); the rest follow common browser choices.
+/// Payload types we offer. PCMU (0) and PCMA (8) are static (RFC 3551); the
+/// rest follow common browser choices.
 pub const PT_PCMU: u8 = 0;
+pub const PT_PCMA: u8 = 8;
 pub const PT_OPUS: u8 = 111;
 /// telephone-event is offered at 8 kHz only, with either codec: the media
 /// engine matches telephone-event by name, so a second clock rate cannot be
@@ -30,6 +35,7 @@ impl Codec {
     pub fn mime_type(self) -> &'static str {
         match self {
             Codec::Pcmu => "audio/PCMU",
+            Codec::Pcma => "audio/PCMA",
             #[cfg(feature = "opus")]
             Codec::Opus => "audio/opus",
         }
@@ -37,7 +43,7 @@ impl Codec {
 
     pub fn clock_rate(self) -> u32 {
         match self {
-            Codec::Pcmu => 8000,
+            Codec::Pcmu | Codec::Pcma => 8000,
             #[cfg(feature = "opus")]
             Codec::Opus => 48000,
         }
@@ -45,7 +51,7 @@ impl Codec {
 
     pub(crate) fn channels(self) -> u16 {
         match self {
-            Codec::Pcmu => 0,
+            Codec::Pcmu | Codec::Pcma => 0,
             #[cfg(feature = "opus")]
             Codec::Opus => 2,
         }
@@ -53,15 +59,16 @@ impl Codec {
 
     pub(crate) fn fmtp(self) -> &'static str {
         match self {
-            Codec::Pcmu => "",
+            Codec::Pcmu | Codec::Pcma => "",
             #[cfg(feature = "opus")]
             Codec::Opus => "minptime=10;useinbandfec=1",
         }
     }
 
-    pub(crate) fn default_payload_type(self) -> u8 {
+    pub fn default_payload_type(self) -> u8 {
         match self {
             Codec::Pcmu => PT_PCMU,
+            Codec::Pcma => PT_PCMA,
             #[cfg(feature = "opus")]
             Codec::Opus => PT_OPUS,
         }
@@ -76,6 +83,9 @@ impl Codec {
         if mime.eq_ignore_ascii_case("audio/PCMU") {
             return Some(Codec::Pcmu);
         }
+        if mime.eq_ignore_ascii_case("audio/PCMA") {
+            return Some(Codec::Pcma);
+        }
         #[cfg(feature = "opus")]
         if mime.eq_ignore_ascii_case("audio/opus") {
             return Some(Codec::Opus);
@@ -83,7 +93,8 @@ impl Codec {
         None
     }
 
-    /// Every codec compiled in, in our order of preference when answering.
+    /// Every codec a WebRTC leg negotiates, in our order of preference when
+    /// answering. PCMA is left out so browser negotiation stays as it was.
     pub fn all() -> Vec<Codec> {
         vec![
             #[cfg(feature = "opus")]
@@ -96,6 +107,7 @@ impl Codec {
 /// Encodes 20 ms frames of 16 kHz PCM into RTP payloads.
 pub(crate) enum Encoder {
     Pcmu(Downsampler2x),
+    Pcma(Downsampler2x),
     #[cfg(feature = "opus")]
     Opus(Box<opus::Encoder>),
 }
@@ -104,6 +116,7 @@ impl Encoder {
     pub fn new(codec: Codec) -> Result<Self, TelephonyError> {
         Ok(match codec {
             Codec::Pcmu => Encoder::Pcmu(Downsampler2x::default()),
+            Codec::Pcma => Encoder::Pcma(Downsampler2x::default()),
             #[cfg(feature = "opus")]
             Codec::Opus => Encoder::Opus(Box::new(
                 opus::Encoder::new(16_000, opus::Channels::Mono, opus::Application::Voip)
@@ -116,6 +129,7 @@ impl Encoder {
         debug_assert_eq!(frame.len(), FRAME_SAMPLES);
         match self {
             Encoder::Pcmu(down) => Ok(g711::encode_ulaw(&down.process(frame))),
+            Encoder::Pcma(down) => Ok(g711::encode_alaw(&down.process(frame))),
             #[cfg(feature = "opus")]
             Encoder::Opus(enc) => {
                 let mut out = vec![0u8; 400];
@@ -132,6 +146,7 @@ impl Encoder {
 /// Decodes RTP payloads into 16 kHz PCM.
 pub(crate) enum Decoder {
     Pcmu(Upsampler2x),
+    Pcma(Upsampler2x),
     #[cfg(feature = "opus")]
     Opus(Box<opus::Decoder>),
 }
@@ -140,6 +155,7 @@ impl Decoder {
     pub fn new(codec: Codec) -> Result<Self, TelephonyError> {
         Ok(match codec {
             Codec::Pcmu => Decoder::Pcmu(Upsampler2x::default()),
+            Codec::Pcma => Decoder::Pcma(Upsampler2x::default()),
             #[cfg(feature = "opus")]
             Codec::Opus => Decoder::Opus(Box::new(
                 opus::Decoder::new(16_000, opus::Channels::Mono)
@@ -152,6 +168,7 @@ impl Decoder {
     pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<i16>, TelephonyError> {
         match self {
             Decoder::Pcmu(up) => Ok(up.process(&g711::decode_ulaw(payload))),
+            Decoder::Pcma(up) => Ok(up.process(&g711::decode_alaw(payload))),
             #[cfg(feature = "opus")]
             Decoder::Opus(dec) => {
                 // Up to 120 ms per packet at 16 kHz.
@@ -163,5 +180,40 @@ impl Decoder {
                 Ok(out)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rms(s: &[i16]) -> f64 {
+        (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt()
+    }
+
+    #[test]
+    fn pcma_carries_a_tone_as_a_law() {
+        assert_eq!(Codec::Pcma.default_payload_type(), 8);
+        assert_eq!(Codec::from_mime("audio/pcma"), Some(Codec::Pcma));
+        let mut enc = Encoder::new(Codec::Pcma).unwrap();
+        let mut dec = Decoder::new(Codec::Pcma).unwrap();
+        // Silence is A-law 0xD5 (μ-law would be 0xFF).
+        let silent = enc.encode(&[0; FRAME_SAMPLES]).unwrap();
+        assert_eq!(silent.len(), 160, "20 ms at 8 kHz");
+        assert!(silent.iter().all(|&b| b == 0xD5));
+        let mut heard = Vec::new();
+        for n in 0..10 {
+            let frame: Vec<i16> = (0..FRAME_SAMPLES)
+                .map(|i| {
+                    let t = (n * FRAME_SAMPLES + i) as f32 / 16_000.0;
+                    ((t * 440.0 * std::f32::consts::TAU).sin() * 8000.0) as i16
+                })
+                .collect();
+            let payload = enc.encode(&frame).unwrap();
+            heard = dec.decode(&payload).unwrap();
+        }
+        assert_eq!(heard.len(), FRAME_SAMPLES);
+        let level = rms(&heard);
+        assert!((5000.0..6500.0).contains(&level), "tone level {level}");
     }
 }

@@ -70,11 +70,15 @@ pub(crate) fn audio_rtpmaps(sdp: &str) -> Vec<RtpMap> {
 /// What the two ends agreed on (the transport port's [`crate::port::Media`]).
 pub(crate) type Negotiated = crate::port::Media;
 
-/// The first audio codec we support in `sdp`'s order, with its DTMF partner.
+/// The first audio codec a WebRTC leg supports in `sdp`'s order, with its
+/// DTMF partner.
 pub(crate) fn negotiate(sdp: &str) -> Option<Negotiated> {
     let maps = audio_rtpmaps(sdp);
+    let webrtc = Codec::all();
     let (codec, audio_pt) = maps.iter().find_map(|m| {
-        Codec::from_mime(&format!("audio/{}", m.encoding)).map(|c| (c, m.payload_type))
+        Codec::from_mime(&format!("audio/{}", m.encoding))
+            .filter(|c| webrtc.contains(c))
+            .map(|c| (c, m.payload_type))
     })?;
     // Prefer events on the audio clock (what browsers pair with Opus), else any.
     let events: Vec<&RtpMap> = maps
@@ -107,6 +111,14 @@ a=rtpmap:13 CN/8000\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r
         assert_eq!(n.codec, Codec::Pcmu);
         assert_eq!(n.audio_pt, 0);
         assert_eq!(n.dtmf, Some((126, 8000)));
+    }
+
+    #[test]
+    fn webrtc_passes_over_pcma() {
+        let sdp = "v=0\r\nm=audio 9 RTP/AVP 8 0 101\r\na=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let n = negotiate(sdp).unwrap();
+        assert_eq!((n.codec, n.audio_pt), (Codec::Pcmu, 0));
     }
 
     #[test]
