@@ -456,3 +456,65 @@ fn data_directories_as_users_give_them() {
     let _ = std::fs::remove_dir_all(cluster_home(&cwd.join("my data/vc")));
     let _ = std::fs::remove_dir_all(&cwd);
 }
+
+/// A PCM WAV file whose data chunk declares `declared` bytes whatever it holds.
+fn lying_wav(rate: u32, bits: u16, declared: u32, data: &[u8]) -> Vec<u8> {
+    let align = bits / 8;
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RIFF");
+    b.extend_from_slice(&(36 + data.len() as u32).to_le_bytes());
+    b.extend_from_slice(b"WAVEfmt ");
+    b.extend_from_slice(&16u32.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&rate.to_le_bytes());
+    b.extend_from_slice(&(rate * align as u32).to_le_bytes());
+    b.extend_from_slice(&align.to_le_bytes());
+    b.extend_from_slice(&bits.to_le_bytes());
+    b.extend_from_slice(b"data");
+    b.extend_from_slice(&declared.to_le_bytes());
+    b.extend_from_slice(data);
+    b
+}
+
+#[test]
+fn transcribe_reports_lying_audio_headers_and_exits_non_zero() {
+    let dir = temp_dir("transcribe");
+    let big = dir.join("prompt.wav");
+    std::fs::write(&big, lying_wav(8000, 16, 0xFFFF_FF00, &[0u8; 2048])).unwrap();
+    // Two million samples at 1 Hz would be 32 billion at 16 kHz.
+    let slow = dir.join("slow.wav");
+    let data = vec![128u8; 2_000_000];
+    std::fs::write(&slow, lying_wav(1, 8, data.len() as u32, &data)).unwrap();
+    let out = voicecare(
+        &dir,
+        None,
+        &[
+            "transcribe",
+            "--model",
+            "tiny.en",
+            "--lang",
+            "en",
+            big.to_str().unwrap(),
+            slow.to_str().unwrap(),
+        ],
+    );
+    let t = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an error exit, not a crash: {t}"
+    );
+    assert!(
+        t.contains(
+            "prompt.wav: WAV header declares 4294967040 bytes of samples but the file has 2048"
+        ),
+        "{t}"
+    );
+    assert!(
+        t.contains("slow.wav") && t.contains("sample rate 1 Hz"),
+        "{t}"
+    );
+    assert!(t.contains("2 of 2 files could not be transcribed"), "{t}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,4 +1,4 @@
-//! Reading and writing audio files: WAV (any rate, mono or multi-channel,
+//! Reading and writing audio files: WAV (4–192 kHz, mono or multi-channel,
 //! 8/16/24/32-bit integer or 32-bit float), FLAC, and headerless G.711 μ-law,
 //! A-law or 16-bit PCM.
 //!
@@ -6,7 +6,7 @@
 //! [`crate::resample`] (or [`Audio::to_rate`]) to get 16 kHz for recognition.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use crate::{MediaError, g711, resample};
@@ -71,9 +71,58 @@ fn bad(path: &Path, what: impl Into<String>) -> MediaError {
     }
 }
 
+/// Lowest sample rate accepted from a file: below it there is no speech to
+/// hear, and a tiny rate would make resampling to 16 kHz expand a small file
+/// into billions of samples.
+pub const MIN_RATE: u32 = 4_000;
+/// Highest sample rate accepted from a file.
+pub const MAX_RATE: u32 = 192_000;
+/// Most channels a file may have; more is not a recording of a voice.
+pub const MAX_CHANNELS: u32 = 32;
+/// Longest audio a file may hold. Headers are untrusted: this bounds what a
+/// small file may expand to in memory (a prompt, a recording to transcribe).
+pub const MAX_SECONDS: u64 = 3600;
+
+fn check_rate(path: &Path, source: &str, rate: u32) -> Result<(), MediaError> {
+    if (MIN_RATE..=MAX_RATE).contains(&rate) {
+        return Ok(());
+    }
+    Err(bad(
+        path,
+        format!("{source} sample rate {rate} Hz; only {MIN_RATE}–{MAX_RATE} Hz is read"),
+    ))
+}
+
+fn check_channels(path: &Path, source: &str, channels: u32) -> Result<(), MediaError> {
+    if (1..=MAX_CHANNELS).contains(&channels) {
+        return Ok(());
+    }
+    Err(bad(
+        path,
+        format!("{source} declares {channels} channels (1 to {MAX_CHANNELS} are read)"),
+    ))
+}
+
+fn check_duration(path: &Path, source: &str, frames: u64, rate: u32) -> Result<(), MediaError> {
+    if frames <= MAX_SECONDS * rate as u64 {
+        return Ok(());
+    }
+    Err(bad(
+        path,
+        format!(
+            "{source} {frames} samples at {rate} Hz ({} s); a file may hold at most one hour ({MAX_SECONDS} s)",
+            frames.div_ceil(rate as u64)
+        ),
+    ))
+}
+
 /// Load an audio file. WAV and FLAC are recognised by their headers; anything
 /// else needs `raw = Some((format, rate))` and is read as headerless samples.
 /// Multi-channel audio is mixed down to mono.
+///
+/// Every size a header declares is checked against the file before anything
+/// is allocated for it; rates outside [`MIN_RATE`]–[`MAX_RATE`], more than
+/// [`MAX_CHANNELS`] channels and more than [`MAX_SECONDS`] of audio are errors.
 pub fn load(path: &Path, raw: Option<(RawFormat, u32)>) -> Result<Audio, MediaError> {
     let mut head = [0u8; 4];
     let n = {
@@ -107,13 +156,23 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Read a headerless file of G.711 or 16-bit PCM samples.
 pub fn load_raw(path: &Path, format: RawFormat, rate: u32) -> Result<Audio, MediaError> {
-    if rate == 0 {
-        return Err(bad(path, "sample rate 0"));
-    }
+    check_rate(path, "headerless audio at", rate)?;
+    let len = std::fs::metadata(path).map_err(|e| io_err(path, e))?.len();
+    let width = match format {
+        RawFormat::Mulaw | RawFormat::Alaw => 1,
+        RawFormat::S16le => 2,
+    };
+    check_duration(path, "the file holds", len / width, rate)?;
     let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-    let pcm: Vec<i16> = match format {
-        RawFormat::Mulaw => g711::decode_ulaw(&bytes),
-        RawFormat::Alaw => g711::decode_alaw(&bytes),
+    let samples = match format {
+        RawFormat::Mulaw => g711::decode_ulaw(&bytes)
+            .iter()
+            .map(|&s| s as f32 / 32768.0)
+            .collect(),
+        RawFormat::Alaw => g711::decode_alaw(&bytes)
+            .iter()
+            .map(|&s| s as f32 / 32768.0)
+            .collect(),
         RawFormat::S16le => {
             if bytes.len() % 2 != 0 {
                 return Err(bad(
@@ -126,35 +185,58 @@ pub fn load_raw(path: &Path, format: RawFormat, rate: u32) -> Result<Audio, Medi
             }
             bytes
                 .chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
                 .collect()
         }
     };
-    Ok(Audio {
-        samples: pcm.iter().map(|&s| s as f32 / 32768.0).collect(),
-        rate,
-    })
+    Ok(Audio { samples, rate })
 }
 
 /// Read a WAV file (PCM integer or IEEE float), mixing channels to mono.
 pub fn read_wav(path: &Path) -> Result<Audio, MediaError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
-    let reader = hound::WavReader::new(BufReader::new(file)).map_err(|e| wav_err(path, e))?;
-    let spec = reader.spec();
-    if spec.channels == 0 || spec.sample_rate == 0 {
+    let file_len = file.metadata().map_err(|e| io_err(path, e))?.len();
+    let mut input = BufReader::new(file);
+    // Parse the header once to learn where the samples start, check what it
+    // declares against the file, then parse it again to read the samples.
+    let spec = hound::WavReader::new(&mut input)
+        .map_err(|e| wav_err(path, e))?
+        .spec();
+    let data_start = input.stream_position().map_err(|e| io_err(path, e))?;
+    // hound leaves the reader on the first sample, right after the data
+    // chunk's 4-byte size field.
+    input
+        .seek(SeekFrom::Start(data_start - 4))
+        .map_err(|e| io_err(path, e))?;
+    let mut size = [0u8; 4];
+    input.read_exact(&mut size).map_err(|e| io_err(path, e))?;
+    let declared = u32::from_le_bytes(size) as u64;
+    let available = file_len.saturating_sub(data_start);
+    if declared > available {
         return Err(bad(
             path,
-            "WAV header declares zero channels or a zero sample rate",
+            format!(
+                "WAV header declares {declared} bytes of samples but the file has {available} (truncated or corrupt)"
+            ),
         ));
     }
-    let declared = reader.len() as usize;
-    let interleaved: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => collect(path, declared, reader.into_samples::<f32>())?,
+    check_channels(path, "WAV header", spec.channels as u32)?;
+    check_rate(path, "WAV header declares", spec.sample_rate)?;
+    input
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| io_err(path, e))?;
+    let reader = hound::WavReader::new(input).map_err(|e| wav_err(path, e))?;
+    let channels = spec.channels as usize;
+    let frames = reader.len() as usize / channels;
+    check_duration(path, "WAV header declares", frames as u64, spec.sample_rate)?;
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Float => mix(path, frames, channels, reader.into_samples::<f32>())?,
         hound::SampleFormat::Int => {
             let scale = 1.0 / (1u64 << (spec.bits_per_sample.clamp(1, 32) - 1)) as f32;
-            collect(
+            mix(
                 path,
-                declared,
+                frames,
+                channels,
                 reader
                     .into_samples::<i32>()
                     .map(|s| s.map(|v| v as f32 * scale)),
@@ -162,37 +244,41 @@ pub fn read_wav(path: &Path) -> Result<Audio, MediaError> {
         }
     };
     Ok(Audio {
-        samples: downmix(&interleaved, spec.channels as usize),
+        samples,
         rate: spec.sample_rate,
     })
 }
 
-fn collect(
+/// Mix interleaved samples to mono as they are read, so a multi-channel file
+/// never holds more than its mono length in memory. `frames` has been checked
+/// against the file's length.
+fn mix(
     path: &Path,
-    declared: usize,
+    frames: usize,
+    channels: usize,
     it: impl Iterator<Item = hound::Result<f32>>,
 ) -> Result<Vec<f32>, MediaError> {
-    let mut out = Vec::with_capacity(declared);
+    let mut out = Vec::with_capacity(frames);
+    let (mut sum, mut k) = (0.0f32, 0);
     for s in it {
         match s {
-            Ok(v) => out.push(v),
-            Err(e) if is_eof(&e) => {
-                return Err(bad(
-                    path,
-                    format!(
-                        "truncated: the header declares {declared} samples but the data ends after {}",
-                        out.len()
-                    ),
-                ));
+            Ok(v) => {
+                sum += v;
+                k += 1;
+                if k == channels {
+                    out.push(sum / channels as f32);
+                    (sum, k) = (0.0, 0);
+                }
             }
+            Err(e) if is_eof(&e) => break,
             Err(e) => return Err(wav_err(path, e)),
         }
     }
-    if out.len() < declared {
+    if out.len() < frames {
         return Err(bad(
             path,
             format!(
-                "truncated: the header declares {declared} samples but the data ends after {}",
+                "truncated: the header declares {frames} samples but the data ends after {}",
                 out.len()
             ),
         ));
@@ -227,19 +313,48 @@ fn wav_err(path: &Path, e: hound::Error) -> MediaError {
 pub fn read_flac(path: &Path) -> Result<Audio, MediaError> {
     let mut reader = claxon::FlacReader::open(path).map_err(|e| flac_err(path, e))?;
     let info = reader.streaminfo();
-    if info.channels == 0 || info.sample_rate == 0 {
-        return Err(bad(
-            path,
-            "FLAC stream info declares zero channels or a zero sample rate",
-        ));
+    check_channels(path, "FLAC stream info", info.channels)?;
+    check_rate(path, "FLAC stream info declares", info.sample_rate)?;
+    if let Some(total) = info.samples {
+        check_duration(path, "FLAC stream info declares", total, info.sample_rate)?;
     }
+    // FLAC compresses, so the declared length cannot be checked against the
+    // file's; the output only grows as frames decode, up to the hour.
+    let limit = (MAX_SECONDS * info.sample_rate as u64) as usize;
     let scale = 1.0 / (1u64 << (info.bits_per_sample.clamp(1, 32) - 1)) as f32;
-    let mut interleaved = Vec::new();
-    for s in reader.samples() {
-        interleaved.push(s.map_err(|e| flac_err(path, e))? as f32 * scale);
+    let mut samples = Vec::new();
+    let mut blocks = reader.blocks();
+    let mut buffer = Vec::new();
+    while let Some(block) = blocks
+        .read_next_or_eof(buffer)
+        .map_err(|e| flac_err(path, e))?
+    {
+        if block.channels() != info.channels {
+            return Err(bad(
+                path,
+                format!(
+                    "a FLAC frame has {} channels but the stream info declares {}",
+                    block.channels(),
+                    info.channels
+                ),
+            ));
+        }
+        if samples.len() + block.duration() as usize > limit {
+            return Err(bad(
+                path,
+                format!("FLAC data runs past one hour ({MAX_SECONDS} s), the limit for a file"),
+            ));
+        }
+        for i in 0..block.duration() {
+            let sum: f32 = (0..info.channels)
+                .map(|ch| block.sample(ch, i) as f32 * scale)
+                .sum();
+            samples.push(sum / info.channels as f32);
+        }
+        buffer = block.into_buffer();
     }
     if let Some(total) = info.samples {
-        let got = interleaved.len() as u64 / info.channels as u64;
+        let got = samples.len() as u64;
         if got < total {
             return Err(bad(
                 path,
@@ -248,7 +363,7 @@ pub fn read_flac(path: &Path) -> Result<Audio, MediaError> {
         }
     }
     Ok(Audio {
-        samples: downmix(&interleaved, info.channels as usize),
+        samples,
         rate: info.sample_rate,
     })
 }
@@ -261,16 +376,6 @@ fn flac_err(path: &Path, e: claxon::Error) -> MediaError {
         claxon::Error::IoError(io) => io_err(path, io),
         other => bad(path, format!("not a valid FLAC file: {other}")),
     }
-}
-
-fn downmix(interleaved: &[f32], channels: usize) -> Vec<f32> {
-    if channels == 1 {
-        return interleaved.to_vec();
-    }
-    interleaved
-        .chunks_exact(channels)
-        .map(|f| f.iter().sum::<f32>() / channels as f32)
-        .collect()
 }
 
 /// Write mono audio as a 16-bit PCM WAV file.

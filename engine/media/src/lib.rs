@@ -11,7 +11,7 @@ pub mod g711;
 pub mod resample;
 pub mod vad;
 
-pub use audio::{Audio, RawFormat, load, write_wav};
+pub use audio::{Audio, MAX_CHANNELS, MAX_RATE, MAX_SECONDS, MIN_RATE, RawFormat, load, write_wav};
 pub use resample::{Resampler, resample};
 pub use vad::{EndReason, EndpointConfig, Endpointer, Utterance, VadEvent};
 
@@ -25,6 +25,10 @@ pub enum MediaError {
     },
     #[error("{}: {what}", path.display())]
     BadFile { path: PathBuf, what: String },
-    #[error("cannot resample from {from_hz} Hz to {to_hz} Hz")]
+    #[error(
+        "cannot resample from {from_hz} Hz to {to_hz} Hz (rates must be {}–{} Hz)",
+        MIN_RATE,
+        MAX_RATE
+    )]
     BadRate { from_hz: u32, to_hz: u32 },
 }

@@ -8,15 +8,26 @@
 use rubato::{FftFixedInOut, Resampler as _};
 
 use crate::MediaError;
+use crate::audio::{MAX_RATE, MIN_RATE};
+
+/// Both rates must be real audio rates: resampling from 1 Hz to 16 kHz would
+/// multiply the length by 16,000.
+fn check_rates(from_hz: u32, to_hz: u32) -> Result<(), MediaError> {
+    let ok = |r: u32| (MIN_RATE..=MAX_RATE).contains(&r);
+    if ok(from_hz) && ok(to_hz) {
+        Ok(())
+    } else {
+        Err(MediaError::BadRate { from_hz, to_hz })
+    }
+}
 
 /// Resample a whole mono signal from `from_hz` to `to_hz`.
 ///
 /// The output has `round(len * to_hz / from_hz)` samples and is time-aligned with
-/// the input (the filter delay is removed). Equal rates return a copy.
+/// the input (the filter delay is removed). Equal rates return a copy. Rates
+/// outside 4–192 kHz are an error.
 pub fn resample(samples: &[f32], from_hz: u32, to_hz: u32) -> Result<Vec<f32>, MediaError> {
-    if from_hz == 0 || to_hz == 0 {
-        return Err(MediaError::BadRate { from_hz, to_hz });
-    }
+    check_rates(from_hz, to_hz)?;
     if from_hz == to_hz || samples.is_empty() {
         return Ok(samples.to_vec());
     }
@@ -61,9 +72,7 @@ impl Resampler {
     /// `chunk_hint` is the preferred number of input samples per internal block;
     /// use the frame size (160 for 20 ms at 8 kHz) for the lowest latency.
     pub fn new(from_hz: u32, to_hz: u32, chunk_hint: usize) -> Result<Self, MediaError> {
-        if from_hz == 0 || to_hz == 0 {
-            return Err(MediaError::BadRate { from_hz, to_hz });
-        }
+        check_rates(from_hz, to_hz)?;
         let inner =
             FftFixedInOut::<f32>::new(from_hz as usize, to_hz as usize, chunk_hint.max(1), 1)
                 .map_err(|_| MediaError::BadRate { from_hz, to_hz })?;

@@ -37,7 +37,7 @@ pub struct TranscribeArgs {
     /// Initial prompt: none, plain (Simplified-characters prompt for Mandarin) or keywords (alarm words).
     #[arg(long, default_value = "plain", value_parser = parse_prompt_mode)]
     pub prompt: PromptMode,
-    /// Audio files: WAV (any rate, mono or stereo, 16-bit or float), FLAC, or raw G.711 with --format/--rate.
+    /// Audio files: WAV (4–192 kHz, mono or stereo, 16-bit or float), FLAC, or raw G.711 with --format/--rate.
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
 }
