@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use voicecare_core::Level;
-use voicecare_server::api::{self, AppState};
+use voicecare_server::api::{self, AppState, TrustedProxies};
 use voicecare_store::operators::{self, NewOperator, Password, Role};
 use voicecare_store::org::{self, UnitLevel};
 use voicecare_store::queue::{self, Flag, SlaPolicy};
@@ -22,6 +22,17 @@ struct App {
 }
 
 async fn spawn_app() -> App {
+    spawn_app_with(|s| s).await
+}
+
+/// The app behind a reverse proxy on loopback: client addresses come from
+/// `X-Forwarded-For`.
+async fn spawn_app_behind_proxy() -> App {
+    spawn_app_with(|s| s.with_trusted_proxies("127.0.0.1/32".parse::<TrustedProxies>().unwrap()))
+        .await
+}
+
+async fn spawn_app_with(configure: impl FnOnce(AppState) -> AppState) -> App {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let city = org::create(&pool, None, UnitLevel::City, "Riverside")
@@ -76,6 +87,7 @@ async fn spawn_app() -> App {
         SlaPolicy::default(),
         std::env::temp_dir(),
     );
+    let state = configure(state);
     api::spawn_notify_fanout(pool.clone(), state.events.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -489,6 +501,63 @@ async fn login_is_rate_limited() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(r.headers().get("retry-after").is_some());
+}
+
+impl App {
+    /// A login as `user` from `client` (sent as `X-Forwarded-For`).
+    async fn login_from(&self, user: &str, password: &str, client: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/api/v1/login", self.base))
+            .header("x-forwarded-for", client)
+            .json(&json!({"username": user, "password": password}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn a_correct_password_from_another_address_always_works() {
+    let app = spawn_app_behind_proxy().await;
+    let attacker = "203.0.113.7";
+    for _ in 0..5 {
+        let r = app.login_from("ann", "wrong password!", attacker).await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // That address is held off for ann, even with the right password...
+    let r = app.login_from("ann", PW, attacker).await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "retry-after {wait}");
+    // ... also when it hides behind a made-up address on the left: the
+    // rightmost address the trusted proxy did not add is the client.
+    let r = app
+        .login_from("ann", PW, &format!("198.51.100.9, {attacker}"))
+        .await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    // ann from her own address, and amy behind the attacker's, get in.
+    let r = app.login_from("ann", PW, "198.51.100.9").await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = app.login_from("amy", PW, attacker).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
+    let app = spawn_app().await;
+    for i in 0..5 {
+        let r = app
+            .login_from("ann", "wrong password!", &format!("192.0.2.{i}"))
+            .await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    }
+    // Without a trusted proxy the header is ignored: the peer is the client.
+    let r = app.login_from("ann", PW, "192.0.2.200").await;
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
 #[tokio::test]

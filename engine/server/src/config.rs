@@ -98,6 +98,10 @@ pub struct ServeArgs {
     /// Seconds within which a watch item must be picked up.
     #[arg(long, env = "VOICECARE_SLA_WATCH_SECS", default_value_t = 24 * 3600)]
     pub sla_watch_secs: i64,
+    /// Reverse proxies in front of this node (addresses or CIDR networks):
+    /// the client address is then read from their `X-Forwarded-For`.
+    #[arg(long, env = "VOICECARE_TRUSTED_PROXY", value_delimiter = ',')]
+    pub trusted_proxy: Vec<crate::api::IpNet>,
     /// Database connections this node may hold.
     #[arg(long, env = "VOICECARE_DB_CONNECTIONS", default_value_t = 20)]
     pub db_connections: u32,

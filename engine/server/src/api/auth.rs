@@ -104,59 +104,107 @@ impl FromRequestParts<AppState> for Authed {
     }
 }
 
-/// Failed-login counting per username and per client address.
+/// Login attempts per (username, client address). Keys are per pair so that
+/// guessing at one operator's password from one address never locks that
+/// operator out elsewhere, nor other operators behind the same address.
+/// Attempts are counted as they start, before the password is checked, so a
+/// burst of concurrent guesses cannot slip past the count.
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
-    max_failures: u32,
-    window: Duration,
+    keys: Mutex<HashMap<(String, IpAddr), Attempts>>,
+    policy: LoginPolicy,
 }
 
-impl LoginLimiter {
-    pub fn new(max_failures: u32, window: Duration) -> Self {
+/// How attempts from one key are slowed down.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginPolicy {
+    /// Attempts before any wait.
+    pub free: u32,
+    /// The wait after the last free attempt; it doubles with each further
+    /// attempt, up to `max_wait`.
+    pub first_wait: Duration,
+    pub max_wait: Duration,
+    /// A key with no attempt for this long starts afresh.
+    pub forget_after: Duration,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
         Self {
-            failures: Mutex::new(HashMap::new()),
-            max_failures,
-            window,
+            free: 5,
+            first_wait: Duration::from_secs(5),
+            max_wait: Duration::from_secs(15 * 60),
+            forget_after: Duration::from_secs(3600),
+        }
+    }
+}
+
+struct Attempts {
+    count: u32,
+    last: Instant,
+    wait_until: Option<Instant>,
+}
+
+/// Keys kept before idle ones are dropped.
+const LIMITER_PRUNE_AT: usize = 10_000;
+
+impl LoginLimiter {
+    pub fn new(policy: LoginPolicy) -> Self {
+        Self {
+            keys: Mutex::new(HashMap::new()),
+            policy,
         }
     }
 
-    fn keys(username: &str, ip: Option<IpAddr>) -> Vec<String> {
-        let mut k = vec![format!("u:{}", username.to_lowercase())];
-        if let Some(ip) = ip {
-            k.push(format!("ip:{ip}"));
-        }
-        k
+    fn key(username: &str, ip: IpAddr) -> (String, IpAddr) {
+        (username.to_lowercase(), ip)
     }
 
-    /// Seconds to wait if locked out.
-    pub fn check(&self, username: &str, ip: Option<IpAddr>) -> Option<u64> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        Self::keys(username, ip).iter().find_map(|k| {
-            let (n, since) = map.get(k)?;
-            let left = self.window.checked_sub(since.elapsed())?;
-            (*n >= self.max_failures).then(|| left.as_secs().max(1))
-        })
+    /// Count an attempt about to check a password, or say how long this key
+    /// must wait first (such an early refusal does not count).
+    pub fn begin(&self, username: &str, ip: IpAddr) -> Result<(), Duration> {
+        self.begin_at(username, ip, Instant::now())
     }
 
-    pub fn fail(&self, username: &str, ip: Option<IpAddr>) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        for k in Self::keys(username, ip) {
-            let e = map.entry(k).or_insert((0, Instant::now()));
-            if e.1.elapsed() > self.window {
-                *e = (0, Instant::now());
-            }
-            e.0 += 1;
+    fn begin_at(&self, username: &str, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let p = self.policy;
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        if keys.len() >= LIMITER_PRUNE_AT {
+            keys.retain(|_, a| !a.forgotten(now, p.forget_after));
         }
-        // Bound memory under a credential-stuffing flood.
-        if map.len() > 100_000 {
-            let window = self.window;
-            map.retain(|_, (_, since)| since.elapsed() <= window);
+        let a = keys.entry(Self::key(username, ip)).or_insert(Attempts {
+            count: 0,
+            last: now,
+            wait_until: None,
+        });
+        if a.forgotten(now, p.forget_after) {
+            a.count = 0;
+            a.wait_until = None;
         }
+        if let Some(until) = a.wait_until
+            && until > now
+        {
+            return Err(until - now);
+        }
+        a.count += 1;
+        a.last = now;
+        if a.count >= p.free {
+            let doublings = (a.count - p.free).min(20);
+            let wait = p.first_wait.saturating_mul(1 << doublings).min(p.max_wait);
+            a.wait_until = Some(now + wait);
+        }
+        Ok(())
     }
 
-    pub fn succeed(&self, username: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        map.remove(&format!("u:{}", username.to_lowercase()));
+    /// The password was right: the key starts afresh.
+    pub fn succeed(&self, username: &str, ip: IpAddr) {
+        let mut keys = self.keys.lock().unwrap_or_else(|e| e.into_inner());
+        keys.remove(&Self::key(username, ip));
+    }
+}
+
+impl Attempts {
+    fn forgotten(&self, now: Instant, after: Duration) -> bool {
+        self.wait_until.is_none_or(|u| u <= now) && now.duration_since(self.last) >= after
     }
 }
 
@@ -166,26 +214,25 @@ pub struct LoginBody {
     pub password: String,
 }
 
-fn client_ip(headers: &HeaderMap, peer: Option<std::net::SocketAddr>) -> Option<IpAddr> {
-    let _ = headers; // Forwarded headers are only trusted behind a configured proxy; not yet.
-    peer.map(|p| p.ip())
-}
-
 pub async fn login(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
-    let ip = client_ip(&headers, Some(peer));
+    let ip = state.trusted_proxies.client_ip(peer.ip(), &headers);
     if body.username.len() > 64 || body.password.len() > 1024 {
         return Err(ApiError::invalid("username or password is too long"));
     }
-    if let Some(wait) = state.limiter.check(&body.username, ip) {
+    if let Err(wait) = state.limiter.begin(&body.username, ip) {
+        metrics::counter!("voicecare_login_refused_total", "reason" => "rate_limited").increment(1);
+        let wait = wait.as_secs_f64().ceil().max(1.0) as u64;
         let mut resp = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
-            format!("too many failed logins; try again in {wait} s"),
+            format!(
+                "too many failed logins for this user from your address; try again in {wait} s"
+            ),
         )
         .into_response();
         resp.headers_mut()
@@ -194,7 +241,6 @@ pub async fn login(
     }
     let Some(op) = operators::authenticate(&state.pool, &body.username, &body.password).await?
     else {
-        state.limiter.fail(&body.username, ip);
         metrics::counter!("voicecare_login_failures_total").increment(1);
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -202,7 +248,7 @@ pub async fn login(
             "wrong username or password",
         ));
     };
-    state.limiter.succeed(&body.username);
+    state.limiter.succeed(&body.username, ip);
     let session = operators::create_session(
         &state.pool,
         &op,
@@ -246,4 +292,54 @@ pub async fn logout(
 
 pub async fn me(auth: Authed) -> Json<serde_json::Value> {
     Json(json!({"operator": auth.operator}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter() -> LoginLimiter {
+        LoginLimiter::new(LoginPolicy::default())
+    }
+
+    #[test]
+    fn waits_grow_after_the_free_attempts_and_reset_on_success() {
+        let l = limiter();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            l.begin_at("ann", ip, t0).unwrap();
+        }
+        assert_eq!(l.begin_at("Ann", ip, t0), Err(Duration::from_secs(5)));
+        let t1 = t0 + Duration::from_secs(5);
+        l.begin_at("ann", ip, t1).unwrap();
+        assert_eq!(l.begin_at("ann", ip, t1), Err(Duration::from_secs(10)));
+        let t2 = t1 + Duration::from_secs(10);
+        l.begin_at("ann", ip, t2).unwrap();
+        assert_eq!(l.begin_at("ann", ip, t2), Err(Duration::from_secs(20)));
+        // Other addresses and other users are untouched.
+        l.begin_at("ann", "192.0.2.2".parse().unwrap(), t2).unwrap();
+        l.begin_at("amy", ip, t2).unwrap();
+        l.succeed("ann", ip);
+        l.begin_at("ann", ip, t2).unwrap();
+    }
+
+    #[test]
+    fn the_wait_is_capped_and_idle_keys_are_forgotten() {
+        let l = limiter();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let mut t = Instant::now();
+        for _ in 0..40 {
+            if let Err(w) = l.begin_at("ann", ip, t) {
+                assert!(w <= Duration::from_secs(15 * 60));
+                t += w;
+            }
+        }
+        let _ = l.begin_at("ann", ip, t);
+        assert_eq!(l.begin_at("ann", ip, t), Err(Duration::from_secs(15 * 60)));
+        t += Duration::from_secs(2 * 3600);
+        for _ in 0..5 {
+            l.begin_at("ann", ip, t).unwrap();
+        }
+    }
 }

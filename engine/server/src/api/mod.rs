@@ -4,6 +4,7 @@
 //! every query by it.
 
 pub mod auth;
+pub mod client_addr;
 pub mod error;
 mod events;
 mod handlers;
@@ -13,7 +14,6 @@ mod talk;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use tokio::sync::broadcast;
 use voicecare_store::notify::EscalationEvent;
 use voicecare_store::queue::SlaPolicy;
 
+pub use client_addr::{IpNet, TrustedProxies};
 pub use events::spawn_notify_fanout;
 
 /// Everything a request handler may touch.
@@ -39,6 +40,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// The call engine of this node, if it runs calls: operators' live talk.
     pub engine: Option<Arc<crate::runner::Engine>>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Arc<TrustedProxies>,
 }
 
 impl AppState {
@@ -52,7 +55,7 @@ impl AppState {
         let (events, _) = broadcast::channel(1024);
         Self {
             pool,
-            limiter: Arc::new(auth::LoginLimiter::new(5, Duration::from_secs(300))),
+            limiter: Arc::new(auth::LoginLimiter::new(auth::LoginPolicy::default())),
             lease: chrono::Duration::seconds(lease_secs),
             session_hours,
             sla,
@@ -60,7 +63,14 @@ impl AppState {
             metrics: metrics::handle(),
             data_dir,
             engine: None,
+            trusted_proxies: Arc::new(TrustedProxies::default()),
         }
+    }
+
+    /// Take client addresses from these proxies' `X-Forwarded-For`.
+    pub fn with_trusted_proxies(mut self, proxies: TrustedProxies) -> Self {
+        self.trusted_proxies = Arc::new(proxies);
+        self
     }
 
     /// Let operators talk to elders on calls this node runs.

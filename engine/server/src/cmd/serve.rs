@@ -16,7 +16,8 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         args.session_hours,
         args.sla(),
         db_args.data_dir.clone(),
-    );
+    )
+    .with_trusted_proxies(api::TrustedProxies::new(args.trusted_proxy.clone()));
     let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
     let rescuer = spawn_lease_rescuer(db.pool.clone());
     let calls = crate::runner::start(db.pool.clone(), &db_args, &args)?;
