@@ -1,0 +1,327 @@
+//! Outbound calls: INVITE, ringing with a timeout, and on answer a
+//! [`CallLeg`] whose hang-up, in either direction, is a BYE.
+
+use std::sync::Arc;
+
+use rsipstack::dialog::DialogId;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invitation::InviteOption;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::{Header, Response, StatusCode, StatusCodeKind, Uri};
+use rsipstack::transport::SipAddr;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+use voicecare_telephony::port::{TransportHandle, rtp_leg};
+use voicecare_telephony::{CallLeg, EndReason};
+
+use crate::failure::CallFailure;
+use crate::gateway::SipGateway;
+use crate::rtp;
+use crate::sdp;
+use crate::trunk::Transport;
+
+impl SipGateway {
+    /// Ring `number` through the trunk. Resolves when the call is answered
+    /// (a connected leg) or has failed; dropping the future while it rings
+    /// cancels the call.
+    pub async fn call(&self, number: &str) -> Result<CallLeg, CallFailure> {
+        let number = dialable(number)?;
+        let sock = rtp::bind(self.media_ip(), &self.trunk.rtp_ports)
+            .await
+            .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
+        let rtp_port = sock
+            .local_addr()
+            .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
+        let offer = sdp::offer(
+            self.media_ip(),
+            rtp_port.port(),
+            rand::random::<u32>().into(),
+        );
+        let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
+        let (dialog, invite) = self
+            .dialogs
+            .do_invite_async(self.invite_option(&number, offer.clone())?, state_tx)
+            .map_err(|e| CallFailure::Signalling(e.to_string()))?;
+        info!(trunk = %self.trunk.name, call_id = %dialog.id().call_id, "calling");
+        let mut pending = CancelOnDrop(Some(dialog.clone()));
+
+        let rung = self.ring(&dialog, invite, &mut states).await;
+        let (id, resp) = match rung {
+            Ringing::Final { id, resp } => (id, resp),
+            Ringing::Failed(f) => {
+                pending.0 = None;
+                return Err(f);
+            }
+        };
+        pending.0 = None;
+        let answer = match sdp::parse_answer(&String::from_utf8_lossy(&resp.body)) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(error = %e, "answered with unusable SDP: hanging up");
+                let _ = dialog.hangup().await;
+                self.dialogs.remove_dialog(&id);
+                return Err(CallFailure::BadAnswer(e.to_string()));
+            }
+        };
+        info!(remote = %answer.remote, codec = ?answer.media.codec, "answered");
+
+        let sock = Arc::new(sock);
+        let peer = rtp::Peer::new(answer.remote);
+        let sink = rtp::Sink {
+            sock: sock.clone(),
+            peer: peer.clone(),
+        };
+        let (leg, handle) = rtp_leg(answer.media, Arc::new(sink), &self.leg);
+        handle.receive(rtp::Source {
+            sock,
+            peer,
+            media: answer.media,
+            timeout: self.trunk.rtp_timeout,
+            handle: handle.clone(),
+            latched: None,
+        });
+        handle.connected().await;
+        tokio::spawn(supervise(
+            dialog,
+            id,
+            states,
+            handle,
+            self.dialogs.clone(),
+            offer,
+        ));
+        Ok(leg)
+    }
+
+    fn invite_option(&self, number: &str, offer: String) -> Result<InviteOption, CallFailure> {
+        let t = &self.trunk;
+        let bad = |e: rsipstack::sip::Error| CallFailure::Signalling(e.to_string());
+        let host = host_port(&t.host, t.port);
+        let transport = match t.transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        };
+        let callee = Uri::try_from(format!("sip:{number}@{host}{transport}")).map_err(bad)?;
+        let caller = Uri::try_from(format!("sip:{}@{host}", t.from_number)).map_err(bad)?;
+        let contact =
+            Uri::try_from(format!("sip:{}@{}", t.from_number, self.local)).map_err(bad)?;
+        let destination = match t.transport {
+            Transport::Udp => None,
+            Transport::Tcp => Some(SipAddr {
+                r#type: Some(rsipstack::sip::Transport::Tcp),
+                addr: callee.host_with_port.clone(),
+            }),
+        };
+        Ok(InviteOption {
+            caller_display_name: t.display_name.clone(),
+            caller,
+            callee,
+            destination,
+            contact,
+            content_type: Some("application/sdp".into()),
+            offer: Some(offer.into_bytes()),
+            credential: t.credentials.as_ref().map(crate::auth::credential),
+            ..Default::default()
+        })
+    }
+
+    /// Wait for the final response, cancelling when the phone has rung for
+    /// the ring timeout.
+    async fn ring(
+        &self,
+        dialog: &InviteDialog,
+        mut invite: tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
+        states: &mut DialogStateReceiver,
+    ) -> Ringing {
+        let mut deadline: Option<Instant> = None;
+        let mut cancelled = false;
+        let mut states_open = true;
+        let result = loop {
+            let ring_timer = async {
+                match deadline {
+                    Some(d) if !cancelled => tokio::time::sleep_until(d).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut invite => break r,
+                state = states.recv(), if states_open => match state {
+                    Some(DialogState::Trying(_) | DialogState::Early(..)) if deadline.is_none() => {
+                        deadline = Some(Instant::now() + self.trunk.ring_timeout);
+                    }
+                    Some(_) => {}
+                    None => states_open = false,
+                },
+                _ = ring_timer => {
+                    info!(timeout = ?self.trunk.ring_timeout, "no answer: cancelling");
+                    cancelled = true;
+                    let d = dialog.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = d.cancel().await {
+                            debug!(error = %e, "CANCEL");
+                        }
+                    });
+                }
+            }
+        };
+        let (id, resp) = match result {
+            Ok(Ok((id, Some(resp)))) => (id, resp),
+            Ok(Ok((_, None))) => {
+                return Ringing::Failed(CallFailure::Signalling("no final response".into()));
+            }
+            Ok(Err(e)) => return Ringing::Failed(CallFailure::Signalling(e.to_string())),
+            Err(e) => return Ringing::Failed(CallFailure::Signalling(e.to_string())),
+        };
+        // A 2xx crossing our CANCEL is ACKed and ended with a BYE by the stack.
+        if cancelled {
+            return Ringing::Failed(CallFailure::RingTimeout);
+        }
+        if resp.status_code == StatusCode::OK {
+            return Ringing::Final { id, resp };
+        }
+        if resp.status_code.kind() == StatusCodeKind::Successful {
+            // Another 2xx to an INVITE is not in the standard; the stack does
+            // not confirm it, so there is no dialog to carry media.
+            return Ringing::Failed(CallFailure::Signalling(format!(
+                "unexpected {}",
+                resp.status_code
+            )));
+        }
+        Ringing::Failed(refused(&resp, deadline.is_some()))
+    }
+}
+
+enum Ringing {
+    Final { id: DialogId, resp: Response },
+    Failed(CallFailure),
+}
+
+fn refused(resp: &Response, rang: bool) -> CallFailure {
+    let code = resp.status_code.code();
+    // The stack answers its own 408 when nothing came back at all.
+    if code == 408 && !rang {
+        return CallFailure::NoResponse;
+    }
+    CallFailure::Refused {
+        code,
+        reason: resp
+            .wire_reason
+            .clone()
+            .unwrap_or_else(|| resp.status_code.text().to_string()),
+        cause: resp.headers.iter().find_map(|h| match h {
+            Header::Reason(r) => Some(r.value().to_string()),
+            _ => None,
+        }),
+        rang,
+    }
+}
+
+/// The call from answer to hang-up: the engine hanging up sends BYE, the
+/// far end's BYE ends the leg, mid-call requests get answers.
+async fn supervise(
+    dialog: InviteDialog,
+    id: DialogId,
+    mut states: DialogStateReceiver,
+    handle: TransportHandle,
+    dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
+    sdp: String,
+) {
+    loop {
+        tokio::select! {
+            reason = handle.ended() => {
+                if reason != EndReason::RemoteHangup {
+                    info!(?reason, "hanging up: BYE");
+                    if let Err(e) = dialog.hangup().await {
+                        debug!(error = %e, "BYE");
+                    }
+                }
+                break;
+            }
+            state = states.recv() => match state {
+                Some(DialogState::Terminated(_, why)) => {
+                    info!(?why, "the call ended");
+                    handle.end(match why {
+                        TerminatedReason::UasBye => EndReason::RemoteHangup,
+                        TerminatedReason::UacBye | TerminatedReason::UacCancel => EndReason::LocalHangup,
+                        _ => EndReason::ConnectionFailed,
+                    });
+                    break;
+                }
+                // A re-INVITE or UPDATE (a session refresh, or hold): the
+                // media stays as it is, so answer with what we offered.
+                Some(DialogState::Updated(_, _, tx)) => {
+                    let ct = Header::ContentType("application/sdp".into());
+                    let _ = tx.respond(StatusCode::OK, Some(vec![ct]), Some(sdp.clone().into_bytes())).await;
+                }
+                Some(DialogState::Options(_, _, tx) | DialogState::Info(_, _, tx)) => {
+                    let _ = tx.reply(StatusCode::OK).await;
+                }
+                Some(_) => {}
+                None => {
+                    handle.end(EndReason::ConnectionFailed);
+                    break;
+                }
+            },
+        }
+    }
+    dialogs.remove_dialog(&id);
+}
+
+/// Ends a call that was abandoned while it rang: CANCEL (or BYE, had it
+/// just been answered).
+struct CancelOnDrop(Option<InviteDialog>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            tokio::spawn(async move {
+                let _ = d.hangup().await;
+            });
+        }
+    }
+}
+
+/// A phone number as the Request-URI user: digits with an optional leading
+/// `+`, and `*` for service codes. Spaces, dashes and dots are dropped.
+fn dialable(number: &str) -> Result<String, CallFailure> {
+    let n: String = number
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '.' | '(' | ')'))
+        .collect();
+    let digits = n.strip_prefix('+').unwrap_or(&n);
+    if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_digit() || c == '*') {
+        return Err(CallFailure::BadNumber(number.to_string()));
+    }
+    Ok(n)
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_cleaned_or_refused() {
+        assert_eq!(dialable("+86 138-0013-8000").unwrap(), "+8613800138000");
+        assert_eq!(dialable("(010) 6552.9988").unwrap(), "01065529988");
+        assert_eq!(dialable("*99").unwrap(), "*99");
+        for bad in ["", "+", "elder@example.org", "123;transport=tcp", "12#"] {
+            assert!(
+                matches!(dialable(bad), Err(CallFailure::BadNumber(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn ipv6_hosts_are_bracketed() {
+        assert_eq!(host_port("2001:db8::1", 5060), "[2001:db8::1]:5060");
+        assert_eq!(host_port("sip.example.net", 5080), "sip.example.net:5080");
+    }
+}

@@ -1,0 +1,133 @@
+//! The SIP endpoint of one trunk: the stack's transport, transaction and
+//! dialog layers, and the loop answering requests the trunk sends us.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use rsipstack::EndpointBuilder;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::{Method, StatusCode};
+use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transport::{TransportLayer, udp::UdpConnection};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info};
+use voicecare_telephony::LegConfig;
+
+use crate::trunk::Trunk;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot bind SIP to {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+}
+
+/// Places calls through one SIP trunk. Cheap to share behind an `Arc`;
+/// dropping it stops the endpoint.
+pub struct SipGateway {
+    pub(crate) trunk: Trunk,
+    pub(crate) leg: LegConfig,
+    pub(crate) dialogs: Arc<DialogLayer>,
+    /// Our SIP address as the far end sees it (Contact, Via).
+    pub(crate) local: SocketAddr,
+    token: CancellationToken,
+}
+
+impl std::fmt::Debug for SipGateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SipGateway")
+            .field("trunk", &self.trunk)
+            .field("local", &self.local)
+            .finish()
+    }
+}
+
+impl SipGateway {
+    /// Bind the signalling socket and start the endpoint. `leg` shapes the
+    /// call legs (buffers, connect timeout); its WebRTC fields are unused.
+    pub async fn start(trunk: Trunk, leg: LegConfig) -> Result<Self, GatewayError> {
+        let token = CancellationToken::new();
+        let transports = TransportLayer::new(token.clone());
+        let bind_error = |e: rsipstack::Error| GatewayError::Bind {
+            addr: trunk.bind,
+            reason: e.to_string(),
+        };
+        // UDP is always listened on; a TCP trunk gets its connection on
+        // first use, and replies come back on it.
+        let udp = UdpConnection::create_connection(trunk.bind, None, Some(token.child_token()))
+            .await
+            .map_err(bind_error)?;
+        let local = udp.get_addr().get_socketaddr().map_err(bind_error)?;
+        transports.add_transport(udp.into());
+        let endpoint = EndpointBuilder::new()
+            .with_user_agent(concat!("voicecare/", env!("CARGO_PKG_VERSION")))
+            .with_transport_layer(transports)
+            .with_cancel_token(token.clone())
+            .build();
+        let incoming = endpoint.incoming_transactions().map_err(bind_error)?;
+        let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        tokio::spawn(async move { endpoint.serve().await });
+        tokio::spawn(serve_incoming(incoming, dialogs.clone()));
+        info!(trunk = %trunk.name, %local, "SIP gateway started");
+        Ok(Self {
+            trunk,
+            leg,
+            dialogs,
+            local,
+            token,
+        })
+    }
+
+    /// Our SIP address (useful when the configuration asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// The IP our SDP advertises and RTP binds to.
+    pub(crate) fn media_ip(&self) -> IpAddr {
+        self.local.ip()
+    }
+
+    pub fn trunk(&self) -> &Trunk {
+        &self.trunk
+    }
+
+    /// Stop the endpoint: no new calls, and calls in progress lose signalling.
+    pub fn shutdown(&self) {
+        self.token.cancel();
+    }
+}
+
+impl Drop for SipGateway {
+    fn drop(&mut self) {
+        self.token.cancel();
+    }
+}
+
+/// Requests from the trunk: in-dialog ones (BYE, re-INVITE, INFO) go to
+/// their call; the rest are answered here.
+async fn serve_incoming(mut incoming: TransactionReceiver, dialogs: Arc<DialogLayer>) {
+    while let Some(mut tx) = incoming.recv().await {
+        if let Some(mut dialog) = dialogs.match_dialog(&tx) {
+            tokio::spawn(async move {
+                if let Err(e) = dialog.handle(&mut tx).await {
+                    debug!(error = %e, "in-dialog request");
+                }
+            });
+            continue;
+        }
+        let status = match tx.original.method {
+            Method::Ack => continue,
+            // Keepalive pings from the trunk.
+            Method::Options => StatusCode::OK,
+            // Calls into the service over SIP are not served yet.
+            Method::Invite => StatusCode::TemporarilyUnavailable,
+            _ => StatusCode::CallTransactionDoesNotExist,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = tx.reply(status).await {
+                debug!(error = %e, "replying to a request outside any call");
+            }
+        });
+    }
+}

@@ -1,0 +1,25 @@
+//! SIP trunk gateway: calls to ordinary phones as [`CallLeg`]s.
+//!
+//! A [`SipGateway`] owns the SIP endpoint of one [`Trunk`]. [`SipGateway::call`]
+//! sends the INVITE, rings with a timeout and, once the phone is answered,
+//! returns the same kind of leg every other transport gives the engine: the
+//! media runs over plain RTP through the telephony crate's transport port,
+//! G.711 A-law or μ-law with RFC 4733 keypad events. A call that is not
+//! answered fails with a [`CallFailure`] carrying the SIP status.
+//!
+//! The SIP stack (rsipstack) stays behind this crate's own types, so it can
+//! be replaced without touching the engine.
+//!
+//! [`CallLeg`]: voicecare_telephony::CallLeg
+
+mod auth;
+mod dialer;
+pub mod failure;
+pub mod gateway;
+mod rtp;
+pub mod sdp;
+pub mod trunk;
+
+pub use failure::CallFailure;
+pub use gateway::{GatewayError, SipGateway};
+pub use trunk::{Credentials, Secret, Transport, Trunk};

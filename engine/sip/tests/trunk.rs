@@ -1,0 +1,338 @@
+//! Outbound calls through the gateway to a real SIP peer: SIPp plays the
+//! trunk and the phone behind it, on loopback, one scenario per outcome.
+//! The tests run one at a time: each SIPp run is a separate process with
+//! its own ports, and two cores are better spent on one call at a time.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use voicecare_core::session::SetupFailure;
+use voicecare_sip::{CallFailure, Credentials, Secret, SipGateway, Transport, Trunk};
+use voicecare_telephony::{CallLeg, Codec, EndReason, LegConfig, LegEvent};
+
+static SERIAL: Mutex<()> = Mutex::const_new(());
+
+/// Most a SIPp run may take before the test fails instead of hanging.
+const PEER_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn scenarios() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
+}
+
+fn sipp_binary() -> &'static str {
+    let found = std::process::Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
+    );
+    "sipp"
+}
+
+/// A base port with `n` free UDP and TCP ports from it, in a range no other
+/// test uses.
+fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
+    for _ in 0..500 {
+        let base = rand::random_range(lo / 2..hi / 2) * 2;
+        let free = (base..base + n).all(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports in {lo}..{hi}");
+}
+
+/// SIPp serving one call of a scenario.
+struct Sipp {
+    child: Child,
+    addr: SocketAddr,
+    logs: tempfile::TempDir,
+}
+
+impl Sipp {
+    async fn start(scenario: &str) -> Self {
+        Self::start_with(scenario, &[]).await
+    }
+
+    async fn start_with(scenario: &str, extra: &[&str]) -> Self {
+        let bin = sipp_binary();
+        let logs = tempfile::tempdir().unwrap();
+        let port = free_ports(40_000, 43_000, 1);
+        // SIPp takes the media port and the two after it.
+        let media = free_ports(43_000, 45_000, 4);
+        let child = Command::new(bin)
+            .current_dir(scenarios())
+            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "50s", "-timeout_error"])
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(logs.path().join("messages.log"))
+            .arg("-trace_err")
+            .arg("-error_file")
+            .arg(logs.path().join("errors.log"))
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sipp");
+        let sipp = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            logs,
+        };
+        // Ready once it holds its signalling port.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(sipp.addr).is_ok()
+            && std::net::TcpListener::bind(sipp.addr).is_ok()
+        {
+            assert!(Instant::now() < deadline, "sipp did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        sipp
+    }
+
+    /// The SIP messages SIPp sent and received.
+    fn messages(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
+    }
+
+    /// SIPp's exit code once its call is over (0: the scenario ran to the end).
+    async fn finish(mut self) -> i32 {
+        match tokio::time::timeout(PEER_TIMEOUT, self.child.wait()).await {
+            Ok(status) => status.unwrap().code().unwrap_or(-1),
+            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
+        }
+    }
+}
+
+async fn gateway(sipp: &Sipp, adjust: impl FnOnce(&mut Trunk)) -> SipGateway {
+    let mut trunk = Trunk::new("sipp", "127.0.0.1", sipp.addr.port());
+    trunk.bind = "127.0.0.1:0".parse().unwrap();
+    trunk.from_number = "+8610000000".into();
+    trunk.rtp_ports = 45_000..=46_999;
+    adjust(&mut trunk);
+    SipGateway::start(trunk, LegConfig::loopback())
+        .await
+        .unwrap()
+}
+
+async fn call(gw: &SipGateway, number: &str) -> Result<CallLeg, CallFailure> {
+    tokio::time::timeout(PEER_TIMEOUT, gw.call(number))
+        .await
+        .expect("the call resolves")
+}
+
+/// What a leg heard until `stop` said enough, or it ended.
+#[derive(Debug, Default)]
+struct Heard {
+    /// 20 ms frames at speech level.
+    loud_frames: usize,
+    digits: String,
+    ended: Option<EndReason>,
+}
+
+const SPEECH_RMS: f64 = 300.0;
+
+async fn listen(leg: &mut CallLeg, mut stop: impl FnMut(&Heard) -> bool) -> Heard {
+    let mut heard = Heard::default();
+    let listening = async {
+        while let Some(ev) = leg.next_event().await {
+            match ev {
+                LegEvent::Audio(f) => {
+                    let rms = (f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len() as f64)
+                        .sqrt();
+                    if rms > SPEECH_RMS {
+                        heard.loud_frames += 1;
+                    }
+                }
+                LegEvent::Digit(d) => heard.digits.push(d),
+                LegEvent::Ended(r) => {
+                    heard.ended = Some(r);
+                    return;
+                }
+                _ => {}
+            }
+            if stop(&heard) {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(PEER_TIMEOUT, listening)
+        .await
+        .expect("the call went on too long");
+    heard
+}
+
+async fn ended(leg: &mut CallLeg) -> EndReason {
+    listen(leg, |_| false).await.ended.expect("an Ended event")
+}
+
+#[tokio::test]
+async fn answered_call_hears_the_greeting_and_the_digit_then_the_far_end_hangs_up() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start("uas-answer.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let t0 = Instant::now();
+    let mut leg = call(&gw, "+86 138 0013 8000").await.expect("answered");
+    assert!(t0.elapsed() >= Duration::from_secs(2), "it rang first");
+    assert_eq!(leg.codec(), Codec::Pcma);
+    let heard = listen(&mut leg, |_| false).await;
+    // The greeting is about 11 s, half of it speech.
+    assert!(heard.loud_frames >= 250, "{heard:?}");
+    assert_eq!(heard.digits, "1");
+    assert_eq!(heard.ended, Some(EndReason::RemoteHangup));
+    assert_eq!(sipp.finish().await, 0);
+}
+
+#[tokio::test]
+async fn hanging_up_the_leg_sends_bye() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start("uas-answer-stay.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let heard = listen(&mut leg, |h| h.digits == "1").await;
+    assert_eq!(heard.ended, None, "{heard:?}");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    let messages = sipp.messages();
+    assert_eq!(sipp.finish().await, 0, "sipp saw our BYE");
+    assert!(messages.contains("BYE sip:"), "{messages}");
+}
+
+#[tokio::test]
+async fn refusals_map_to_busy_declined_and_no_answer() {
+    let _serial = SERIAL.lock().await;
+    for (scenario, code, outcome) in [
+        ("uas-reject-486.xml", 486, SetupFailure::Busy),
+        ("uas-reject-603.xml", 603, SetupFailure::Declined),
+        ("uas-reject-480.xml", 480, SetupFailure::NoAnswer),
+    ] {
+        let sipp = Sipp::start(scenario).await;
+        let gw = gateway(&sipp, |_| {}).await;
+        let failure = call(&gw, "13800138000").await.expect_err(scenario);
+        assert_eq!(failure.status_code(), Some(code), "{failure:?}");
+        assert_eq!(failure.setup_failure(), outcome, "{failure:?}");
+        assert_eq!(sipp.finish().await, 0, "{scenario}: sipp got its ACK");
+    }
+}
+
+#[tokio::test]
+async fn a_phone_ringing_too_long_is_cancelled_as_no_answer() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start("uas-ring-noanswer.xml").await;
+    let gw = gateway(&sipp, |t| t.ring_timeout = Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let failure = call(&gw, "13800138000").await.expect_err("not answered");
+    let rang = t0.elapsed();
+    assert_eq!(failure, CallFailure::RingTimeout);
+    assert_eq!(failure.setup_failure(), SetupFailure::NoAnswer);
+    assert!(
+        rang >= Duration::from_secs(2) && rang < Duration::from_secs(6),
+        "{rang:?}"
+    );
+    let messages = sipp.messages();
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "sipp got CANCEL and the ACK of its 487"
+    );
+    assert!(messages.contains("CANCEL sip:"), "{messages}");
+}
+
+#[tokio::test]
+async fn an_answer_with_unusable_sdp_is_hung_up() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start("uas-answer-bad-sdp.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let failure = call(&gw, "13800138000").await.expect_err("no usable media");
+    assert!(matches!(failure, CallFailure::BadAnswer(_)), "{failure:?}");
+    assert_eq!(failure.setup_failure(), SetupFailure::SetupFailed);
+    assert_eq!(sipp.finish().await, 0, "sipp got ACK and BYE");
+}
+
+#[tokio::test]
+async fn garbage_on_the_media_port_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start("uas-answer-stay.xml").await;
+    // One even port, so the test knows where our RTP is.
+    let rtp_port = free_ports(47_000, 48_000, 2);
+    let gw = gateway(&sipp, |t| t.rtp_ports = rtp_port..=rtp_port + 1).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let first = listen(&mut leg, |h| h.loud_frames > 0).await;
+    assert_eq!(first.ended, None);
+
+    // Junk, truncated headers, and well-formed RTP of our codec with a loud
+    // payload, from a stranger: none of it may reach the call.
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let target = SocketAddr::from(([127, 0, 0, 1], rtp_port));
+    let blast = tokio::spawn(async move {
+        for i in 0..400u32 {
+            let len = (i as usize * 37) % 300;
+            let junk: Vec<u8> = (0..len).map(|_| rand::random()).collect();
+            let _ = stranger.send_to(&junk, target).await;
+            let _ = stranger.send_to(&[0x80, 0x08, 0x00], target).await;
+            let mut rtp = vec![0x80, 0x08, 0, i as u8, 0, 0, 0, 0, 1, 2, 3, 4];
+            rtp.extend([0xAA; 160]);
+            let _ = stranger.send_to(&rtp, target).await;
+            let mut dtmf = vec![0x80, 101, 0, i as u8, 0, 0, 0, 0, 1, 2, 3, 4];
+            dtmf.extend([9, 0x8a, 0, 160]);
+            let _ = stranger.send_to(&dtmf, target).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let heard = listen(&mut leg, |h| h.digits.contains('1')).await;
+    blast.await.unwrap();
+    assert_eq!(heard.digits, "1", "only the callee's digit: {heard:?}");
+    assert!(heard.loud_frames >= 200, "{heard:?}");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    assert_eq!(sipp.finish().await, 0);
+}
+
+#[tokio::test]
+async fn a_challenged_invite_is_answered_with_digest_credentials() {
+    let _serial = SERIAL.lock().await;
+    let credentials = |password: &str| Credentials {
+        username: "care".into(),
+        password: Secret::new(password),
+    };
+
+    let sipp = Sipp::start("uas-auth-answer.xml").await;
+    let gw = gateway(&sipp, |t| t.credentials = Some(credentials("secret"))).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered after auth");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    let messages = sipp.messages();
+    assert_eq!(sipp.finish().await, 0);
+    assert!(messages.contains("Authorization: Digest"), "{messages}");
+
+    let sipp = Sipp::start("uas-auth-answer.xml").await;
+    let gw = gateway(&sipp, |t| t.credentials = Some(credentials("wrong"))).await;
+    let failure = call(&gw, "13800138000").await.expect_err("refused");
+    assert_eq!(failure.status_code(), Some(403), "{failure:?}");
+    assert_eq!(sipp.finish().await, 0);
+}
+
+#[tokio::test]
+async fn signalling_over_tcp() {
+    let _serial = SERIAL.lock().await;
+    let sipp = Sipp::start_with("uas-reject-486.xml", &["-t", "t1"]).await;
+    let gw = gateway(&sipp, |t| t.transport = Transport::Tcp).await;
+    let failure = call(&gw, "13800138000").await.expect_err("busy");
+    assert_eq!(failure.setup_failure(), SetupFailure::Busy, "{failure:?}");
+    assert_eq!(sipp.finish().await, 0);
+}
