@@ -560,6 +560,81 @@ async fn forwarded_addresses_count_only_from_a_trusted_proxy() {
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
 }
 
+/// This process's resident memory, in KiB.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_turned_away_fast_and_memory_stays_bounded() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let app = spawn_app().await;
+    let before = rss_kib();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(), Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
+    let http = reqwest::Client::new();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let (http, url) = (http.clone(), format!("{}/api/v1/login", app.base));
+        flood.spawn(async move {
+            let t0 = std::time::Instant::now();
+            let r = http
+                .post(url)
+                .json(&json!({"username": format!("nobody-{i}"), "password": "guess guess guess"}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r.headers().get("retry-after").is_some();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            (body["error"]["code"].clone(), retry, t0.elapsed())
+        });
+    }
+    let (mut busy, mut refused) = (0, 0);
+    let mut slowest_busy = std::time::Duration::ZERO;
+    while let Some(r) = flood.join_next().await {
+        let (code, retry, took) = r.unwrap();
+        if code == "busy" {
+            busy += 1;
+            assert!(retry, "a busy answer says when to retry");
+            slowest_busy = slowest_busy.max(took);
+        } else {
+            assert_eq!(code, "bad_credentials");
+            refused += 1;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    sampler.join().unwrap();
+    let grew_mib = peak.load(Ordering::Relaxed).saturating_sub(before) / 1024;
+    assert!(busy > 0 && refused > 0, "busy {busy}, checked {refused}");
+    assert!(
+        slowest_busy < std::time::Duration::from_secs(5),
+        "busy answers took up to {slowest_busy:?}"
+    );
+    // Unbounded, every login in flight holds argon2's 19 MiB (3.8 GB here);
+    // bounded, what remains is the allocator keeping freed blocks per thread.
+    assert!(
+        grew_mib < 1024,
+        "memory grew by {grew_mib} MiB under the flood"
+    );
+    // The flood is over: a real operator gets in at once.
+    app.login("ann").await;
+}
+
 #[tokio::test]
 async fn cookie_sessions_need_the_csrf_header_for_changes() {
     let app = spawn_app().await;

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::sync::{Semaphore, SemaphorePermit};
 use voicecare_store::operators::{self, Operator, Role, Scope};
 
 use super::AppState;
@@ -208,6 +209,40 @@ impl Attempts {
     }
 }
 
+/// Bounds the password checks in progress. Each holds argon2's working
+/// memory (19 MiB) and a core for tens of milliseconds, so a flood of logins
+/// would otherwise take all memory and make every login wait. A few may
+/// wait for a turn; past that, logins are turned away at once.
+pub struct PasswordChecks {
+    admitted: Semaphore,
+    running: Semaphore,
+}
+
+/// Logins that may wait for a turn, per check that may run.
+const WAITING_PER_RUNNING: usize = 4;
+
+impl PasswordChecks {
+    pub fn new(running: usize) -> Self {
+        let running = running.max(1);
+        Self {
+            admitted: Semaphore::new(running * (1 + WAITING_PER_RUNNING)),
+            running: Semaphore::new(running),
+        }
+    }
+
+    /// One check at a time per core, at least two.
+    pub fn per_core() -> Self {
+        Self::new(std::thread::available_parallelism().map_or(2, |n| n.get().max(2)))
+    }
+
+    /// A turn to check a password, or `None` when too many are waiting.
+    async fn turn(&self) -> Option<(SemaphorePermit<'_>, SemaphorePermit<'_>)> {
+        let admitted = self.admitted.try_acquire().ok()?;
+        let running = self.running.acquire().await.ok()?;
+        Some((admitted, running))
+    }
+}
+
 #[derive(Deserialize)]
 pub struct LoginBody {
     pub username: String,
@@ -224,6 +259,18 @@ pub async fn login(
     if body.username.len() > 64 || body.password.len() > 1024 {
         return Err(ApiError::invalid("username or password is too long"));
     }
+    let Some(_turn) = state.password_checks.turn().await else {
+        metrics::counter!("voicecare_login_refused_total", "reason" => "busy").increment(1);
+        let mut resp = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many logins at once; try again in a moment",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        return Ok(resp);
+    };
     if let Err(wait) = state.limiter.begin(&body.username, ip) {
         metrics::counter!("voicecare_login_refused_total", "reason" => "rate_limited").increment(1);
         let wait = wait.as_secs_f64().ceil().max(1.0) as u64;

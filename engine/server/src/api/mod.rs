@@ -30,6 +30,8 @@ pub use events::spawn_notify_fanout;
 pub struct AppState {
     pub pool: PgPool,
     pub limiter: Arc<auth::LoginLimiter>,
+    /// Password checks in progress, bounded.
+    pub password_checks: Arc<auth::PasswordChecks>,
     pub lease: chrono::Duration,
     pub session_hours: i64,
     pub sla: SlaPolicy,
@@ -56,6 +58,7 @@ impl AppState {
         Self {
             pool,
             limiter: Arc::new(auth::LoginLimiter::new(auth::LoginPolicy::default())),
+            password_checks: Arc::new(auth::PasswordChecks::per_core()),
             lease: chrono::Duration::seconds(lease_secs),
             session_hours,
             sla,
