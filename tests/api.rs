@@ -914,6 +914,41 @@ mod talk {
     }
 
     #[tokio::test]
+    async fn a_page_spamming_garbage_is_cut_off_and_others_keep_working() {
+        let app = spawn_app().await;
+        let id = app.flagged(app.community_a, Level::Emergency, "help").await;
+        let (cookie, csrf) = cookie_login(&app, "ann").await;
+        let mut ws = open(&app, id, &cookie, Some(&csrf), None).await.unwrap();
+        // Unknown message types are echoed in the errors; nothing is read.
+        let junk = json!({"type": "z".repeat(30_000)}).to_string();
+        for _ in 0..300 {
+            if ws.send(Message::Text(junk.clone().into())).await.is_err() {
+                break;
+            }
+        }
+        let mut answers = 0;
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                match ws.next().await {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Text(_))) => answers += 1,
+                    Some(Ok(_)) => {}
+                }
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "still open after {answers} answers");
+        assert!(answers <= 21, "{answers} answers to garbage");
+        // Another page of the same operator is served as usual.
+        let mut other = open(&app, id, &cookie, Some(&csrf), None).await.unwrap();
+        other
+            .send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut other).await["type"], "pong");
+    }
+
+    #[tokio::test]
     async fn conversation_recordings_are_scoped_and_audited() {
         let app = spawn_app().await;
         let id = app.flagged(app.community_a, Level::Emergency, "help").await;

@@ -5,7 +5,13 @@
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use voicecare_telephony::signalling::ClientAddr;
 
 /// An address or a network in CIDR notation (`10.0.0.0/8`, `fd00::/8`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +117,24 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// Middleware: tell the handlers behind it (device signalling) the client's
+/// address, as the trusted proxies give it.
+pub async fn resolve(
+    State(proxies): State<Arc<TrustedProxies>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(a)| a.ip());
+    if let Some(peer) = peer {
+        let client = proxies.client_ip(peer, req.headers());
+        req.extensions_mut().insert(ClientAddr(client));
+    }
+    next.run(req).await
 }
 
 /// One `X-Forwarded-For` entry: an address, maybe with a port.

@@ -22,6 +22,7 @@ use voicecare_store::operators::{Role, Scope};
 use voicecare_store::talks::{self, TalkTarget};
 use voicecare_telephony::TelephonyError;
 use voicecare_telephony::leg::{CallLeg, LegControl};
+use voicecare_telephony::signalling::Outbox;
 
 use super::AppState;
 use super::auth::Authed;
@@ -34,6 +35,13 @@ const OFFER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The browser's media must connect this soon after the answer.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Messages waiting to be written to the page. A page that stops reading
+/// lets them pile up; when they reach this, it is disconnected.
+const OUTBOUND_QUEUE: usize = 64;
+/// Malformed messages a page may send before the socket is closed.
+const MAX_BAD_MESSAGES: u32 = 20;
+/// How long a closing socket may take to flush what is queued for it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Deserialize)]
 pub struct TalkQuery {
@@ -80,6 +88,73 @@ fn error(code: &str, message: impl Into<String>) -> Value {
     json!({"type": "error", "code": code, "message": message.into()})
 }
 
+fn not_fatal(code: &str, message: impl Into<String>) -> Value {
+    json!({"type": "error", "code": code, "message": message.into(), "fatal": false})
+}
+
+/// Answers the page's mistakes; past the limit, the answer ends the socket.
+struct BadMessages(u32);
+
+impl BadMessages {
+    /// `false` once the socket is to close.
+    fn answer(&mut self, out: &Outbox<Value>, code: &str, message: impl Into<String>) -> bool {
+        self.0 += 1;
+        if self.0 < MAX_BAD_MESSAGES {
+            out.send(not_fatal(code, message));
+            return true;
+        }
+        out.send(error(
+            "too_many_bad_messages",
+            "too many malformed messages; closing the connection",
+        ));
+        false
+    }
+}
+
+/// Write queued messages until the queue ends, a refusal or the end has
+/// been written, or the page is dropped for not reading.
+async fn write_page(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Value>,
+    dropped: impl std::future::Future<Output = ()>,
+) {
+    tokio::pin!(dropped);
+    loop {
+        let v = tokio::select! {
+            biased;
+            _ = &mut dropped => return,
+            v = rx.recv() => match v {
+                Some(v) => v,
+                None => break,
+            },
+        };
+        // A refusal or the end closes the socket; a bad message does not.
+        let last = (v["type"] == "error" && v["fatal"] != false) || v["state"] == "ended";
+        // A page that stops reading blocks this write: the drop still gets
+        // through.
+        tokio::select! {
+            biased;
+            _ = &mut dropped => return,
+            sent = sink.send(Message::Text(v.to_string().into())) => {
+                if sent.is_err() || last {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = tokio::time::timeout(CLOSE_GRACE, sink.close()).await;
+}
+
+/// Let the writer flush and close, for a moment at most.
+async fn finish(mut writer: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
 /// `GET /api/v1/escalations/{id}/talk`: authenticate, then upgrade. Every
 /// other refusal is sent over the socket, where the page can read it.
 pub async fn talk(
@@ -115,55 +190,53 @@ pub async fn talk(
 type Slot = Arc<Mutex<Option<LegControl>>>;
 
 async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let (out, mut out_rx) = mpsc::unbounded_channel::<Value>();
-    let writer = tokio::spawn(async move {
-        while let Some(v) = out_rx.recv().await {
-            // A refusal or the end closes the socket; a bad message does not.
-            let last = (v["type"] == "error" && v["fatal"] != false) || v["state"] == "ended";
-            if sink
-                .send(Message::Text(v.to_string().into()))
-                .await
-                .is_err()
-                || last
-            {
-                break;
-            }
-        }
-        let _ = sink.close().await;
-    });
+    let (sink, mut stream) = socket.split();
+    let (out, out_rx) = Outbox::new(OUTBOUND_QUEUE);
+    let writer = tokio::spawn(write_page(sink, out_rx, out.dropped()));
+    let dropped = out.dropped();
+    tokio::pin!(dropped);
+    let mut bad = BadMessages(0);
 
     // The first message is the offer.
     let deadline = tokio::time::Instant::now() + OFFER_TIMEOUT;
     let (sdp, mode) = loop {
-        let msg = match tokio::time::timeout_at(deadline, stream.next()).await {
+        let next = tokio::select! {
+            m = tokio::time::timeout_at(deadline, stream.next()) => m,
+            _ = &mut dropped => {
+                writer.abort();
+                return;
+            }
+        };
+        let msg = match next {
             Err(_) => {
-                let _ = out.send(error(
+                out.send(error(
                     "offer_timeout",
                     "no offer within 10 s of opening the socket",
                 ));
                 drop(out);
-                let _ = writer.await;
+                finish(writer).await;
                 return;
             }
             Ok(None) | Ok(Some(Err(_))) => return,
             Ok(Some(Ok(m))) => m,
         };
         let Message::Text(text) = msg else { continue };
-        match parse(&text) {
+        let understood = match parse(&text) {
             Ok(ClientMsg::Offer { sdp, mode }) => break (sdp, mode),
             Ok(ClientMsg::Ping) => {
-                let _ = out.send(json!({"type": "pong"}));
+                out.send(json!({"type": "pong"}));
+                true
             }
             Ok(ClientMsg::Hangup) => return,
             Ok(ClientMsg::Candidate { .. }) => {
-                let _ = out.send(json!({"type": "error", "code": "bad_message", "message": "send the offer before candidates", "fatal": false}));
+                bad.answer(&out, "bad_message", "send the offer before candidates")
             }
-            Err((code, message)) => {
-                let _ = out.send(
-                    json!({"type": "error", "code": code, "message": message, "fatal": false}),
-                );
-            }
+            Err((code, message)) => bad.answer(&out, code, message),
+        };
+        if !understood {
+            drop(out);
+            finish(writer).await;
+            return;
         }
     };
 
@@ -179,7 +252,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
         out.clone(),
         slot.clone(),
     ));
-    let _ = out.send(json!({"type": "state", "state": "connecting"}));
+    out.send(json!({"type": "state", "state": "connecting"}));
     let leg = |slot: &Slot| slot.lock().ok().and_then(|s| s.clone());
     // Once the page has gone, only the final state is awaited (to let the
     // set-up or the bridge close things in order).
@@ -187,29 +260,37 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
     loop {
         tokio::select! {
             msg = stream.next(), if page_open => match msg {
-                Some(Ok(Message::Text(text))) => match parse(&text) {
-                    Ok(ClientMsg::Candidate { candidate, sdp_mid, sdp_mline_index }) => {
-                        if let Some(ctl) = leg(&slot)
-                            && let Err(e) = ctl.add_remote_candidate(candidate, sdp_mid, sdp_mline_index).await
-                        {
-                            let _ = out.send(json!({"type": "error", "code": "bad_sdp", "message": e.to_string(), "fatal": false}));
+                Some(Ok(Message::Text(text))) => {
+                    let understood = match parse(&text) {
+                        Ok(ClientMsg::Candidate { candidate, sdp_mid, sdp_mline_index }) => {
+                            if let Some(ctl) = leg(&slot)
+                                && let Err(e) = ctl.add_remote_candidate(candidate, sdp_mid, sdp_mline_index).await
+                            {
+                                out.send(not_fatal("bad_sdp", e.to_string()));
+                            }
+                            true
                         }
-                    }
-                    Ok(ClientMsg::Hangup) => {
+                        Ok(ClientMsg::Hangup) => {
+                            if !operator_left(&slot, &driver) {
+                                break;
+                            }
+                            true
+                        }
+                        Ok(ClientMsg::Ping) => {
+                            out.send(json!({"type": "pong"}));
+                            true
+                        }
+                        Ok(ClientMsg::Offer { .. }) => bad.answer(&out, "bad_message", "one offer per socket"),
+                        Err((code, message)) => bad.answer(&out, code, message),
+                    };
+                    // Past the limit the page is treated as gone.
+                    if !understood {
+                        page_open = false;
                         if !operator_left(&slot, &driver) {
                             break;
                         }
                     }
-                    Ok(ClientMsg::Ping) => {
-                        let _ = out.send(json!({"type": "pong"}));
-                    }
-                    Ok(ClientMsg::Offer { .. }) => {
-                        let _ = out.send(json!({"type": "error", "code": "bad_message", "message": "one offer per socket", "fatal": false}));
-                    }
-                    Err((code, message)) => {
-                        let _ = out.send(json!({"type": "error", "code": code, "message": message, "fatal": false}));
-                    }
-                },
+                }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // The page went away: the operator has left the conversation.
                     page_open = false;
@@ -219,6 +300,13 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
                 }
                 Some(Ok(_)) => {}
             },
+            _ = &mut dropped, if page_open => {
+                // The page does not read what it is sent: as good as gone.
+                page_open = false;
+                if !operator_left(&slot, &driver) {
+                    break;
+                }
+            }
             changed = state_rx.changed() => {
                 if changed.is_err() {
                     break; // the driver and the session are gone
@@ -232,7 +320,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
                     TalkState::Ended { talk_id, ended_by, reason } => json!({"type": "state", "state": "ended", "talk_id": talk_id, "ended_by": ended_by, "reason": reason}),
                     TalkState::Failed { code, message } => error(code, message.clone()),
                 };
-                let _ = out.send(msg);
+                out.send(msg);
                 if matches!(s, TalkState::Ended { .. } | TalkState::Failed { .. }) {
                     break;
                 }
@@ -244,7 +332,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
         ctl.remote_hung_up();
     }
     drop(out);
-    let _ = writer.await;
+    finish(writer).await;
 }
 
 /// The operator hung up or closed the page. With a leg, end it and let the
@@ -304,7 +392,7 @@ async fn drive(
     mode: Mode,
     sdp: String,
     state: watch::Sender<TalkState>,
-    out: mpsc::UnboundedSender<Value>,
+    out: Outbox<Value>,
     slot: Slot,
 ) {
     let fail = |s: TalkState| {
@@ -337,7 +425,7 @@ async fn drive(
     if let Ok(mut s) = slot.lock() {
         *s = Some(leg.control());
     }
-    let _ = out.send(json!({"type": "answer", "sdp": answer}));
+    out.send(json!({"type": "answer", "sdp": answer}));
     if let Err(e) = leg.wait_connected(CONNECT_TIMEOUT).await {
         leg.control().hang_up();
         return fail(media_failure(&e));

@@ -18,6 +18,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         db_args.data_dir.clone(),
     )
     .with_trusted_proxies(api::TrustedProxies::new(args.trusted_proxy.clone()));
+    let proxies = state.trusted_proxies.clone();
     let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
     let rescuer = spawn_lease_rescuer(db.pool.clone());
     let calls = crate::runner::start(db.pool.clone(), &db_args, &args)?;
@@ -31,6 +32,10 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
 
     let app = api::router(state.with_engine(calls.engine.clone()))
         .merge(calls.routes.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            proxies,
+            api::client_addr::resolve,
+        ))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())

@@ -5,19 +5,23 @@
 //! [`DeviceGateway`] the server implements.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::outbox::Outbox;
 use super::protocol::{
     ClientMessage, DeviceToken, ErrorCode, HangupReason, PROTOCOL_VERSION, ServerMessage,
     parse_client,
@@ -101,6 +105,13 @@ pub struct HubConfig {
     /// How long an engine-initiated call rings before giving up.
     pub ring_timeout: Duration,
     pub max_message_bytes: usize,
+    /// Messages waiting to be written to one socket. A client that stops
+    /// reading lets them pile up; when they reach this, it is disconnected.
+    pub outbound_queue: usize,
+    /// Malformed messages one socket may send before it is closed.
+    pub max_bad_messages: u32,
+    /// Sockets from one client address that have not registered yet.
+    pub max_pending_per_ip: usize,
 }
 
 impl Default for HubConfig {
@@ -112,6 +123,9 @@ impl Default for HubConfig {
             idle_timeout: Duration::from_secs(60),
             ring_timeout: Duration::from_secs(45),
             max_message_bytes: 64 * 1024,
+            outbound_queue: 64,
+            max_bad_messages: 20,
+            max_pending_per_ip: 20,
         }
     }
 }
@@ -137,13 +151,13 @@ enum Outbound {
 struct Conn {
     serial: u64,
     device: DeviceProfile,
-    tx: mpsc::UnboundedSender<Outbound>,
+    out: Outbox<Outbound>,
     calls: Mutex<HashMap<String, CallSlot>>,
 }
 
 impl Conn {
     fn send(&self, msg: ServerMessage) {
-        let _ = self.tx.send(Outbound::Msg(msg));
+        self.out.send(Outbound::Msg(msg));
     }
 
     fn calls(&self) -> std::sync::MutexGuard<'_, HashMap<String, CallSlot>> {
@@ -158,6 +172,8 @@ pub struct SignallingHub<G> {
     config: HubConfig,
     devices: Mutex<HashMap<String, Arc<Conn>>>,
     serial: AtomicU64,
+    /// Sockets not registered yet, per client address.
+    pending: Arc<Mutex<HashMap<IpAddr, usize>>>,
 }
 
 impl<G: DeviceGateway> SignallingHub<G> {
@@ -167,6 +183,7 @@ impl<G: DeviceGateway> SignallingHub<G> {
             config,
             devices: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(1),
+            pending: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -302,12 +319,81 @@ fn activate(conn: &Arc<Conn>, call_id: &str, control: LegControl) {
     });
 }
 
+/// The client's address as the server in front of the hub determined it
+/// (from a trusted proxy's header, say), set as a request extension. Without
+/// it the TCP peer's address is used, when the server provides it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+struct Peer(Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Peer {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let ext = &parts.extensions;
+        Ok(Peer(ext.get::<ClientAddr>().map(|c| c.0).or_else(|| {
+            ext.get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(a)| a.ip())
+        })))
+    }
+}
+
+/// A place among the unregistered sockets of one address, given back when
+/// the socket registers or closes.
+struct Pending {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Pending {
+    fn take(counts: &Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Pending {
+            counts: counts.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 async fn upgrade<G: DeviceGateway>(
     State(hub): State<Arc<SignallingHub<G>>>,
+    Peer(ip): Peer,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let pending = match ip {
+        Some(ip) => match Pending::take(&hub.pending, ip, hub.config.max_pending_per_ip) {
+            Some(p) => Some(p),
+            None => {
+                warn!(%ip, "too many unregistered signalling sockets from one address");
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many connections from your address have not registered yet",
+                )
+                    .into_response();
+            }
+        },
+        None => None,
+    };
     ws.max_message_size(hub.config.max_message_bytes)
-        .on_upgrade(move |socket| serve_socket(hub, socket))
+        .on_upgrade(move |socket| serve_socket(hub, socket, pending))
 }
 
 fn to_text(msg: &ServerMessage) -> Message {
@@ -318,33 +404,92 @@ fn to_text(msg: &ServerMessage) -> Message {
     Message::Text(text.into())
 }
 
-async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebSocket) {
-    let (mut sink, mut stream) = socket.split();
-    let (tx, mut rx) = mpsc::unbounded_channel::<Outbound>();
-    let keepalive = hub.config.keepalive;
-    let writer = tokio::spawn(async move {
-        let mut ping = tokio::time::interval(keepalive);
-        ping.tick().await;
-        loop {
-            tokio::select! {
-                out = rx.recv() => match out {
-                    Some(Outbound::Msg(m)) => {
-                        if sink.send(to_text(&m)).await.is_err() { break; }
-                    }
-                    Some(Outbound::Close) | None => {
-                        let _ = sink.send(Message::Close(None)).await;
-                        break;
-                    }
-                },
-                _ = ping.tick() => {
-                    if sink.send(Message::Ping(Vec::new().into())).await.is_err() { break; }
-                }
-            }
+/// How long a closing socket may take to flush what is queued for it.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// Write queued messages and keep-alive pings until the queue ends, a
+/// `Close` is written, or the client is dropped for not reading.
+async fn write_socket(
+    mut sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    mut rx: mpsc::Receiver<Outbound>,
+    out: Outbox<Outbound>,
+    keepalive: Duration,
+) {
+    let mut ping = tokio::time::interval(keepalive);
+    ping.tick().await;
+    let dropped = out.dropped();
+    tokio::pin!(dropped);
+    drop(out);
+    loop {
+        let frame = tokio::select! {
+            biased;
+            _ = &mut dropped => return,
+            next = rx.recv() => match next {
+                Some(Outbound::Msg(m)) => to_text(&m),
+                Some(Outbound::Close) | None => Message::Close(None),
+            },
+            _ = ping.tick() => Message::Ping(Vec::new().into()),
+        };
+        let last = matches!(frame, Message::Close(_));
+        // A client that stops reading blocks this write: the drop signal
+        // still gets through.
+        tokio::select! {
+            biased;
+            _ = &mut dropped => return,
+            sent = sink.send(frame) => if sent.is_err() || last { return },
         }
-    });
-    let send = |m: ServerMessage| {
-        let _ = tx.send(Outbound::Msg(m));
+    }
+}
+
+/// Let the writer flush and close, for a moment at most.
+async fn finish(mut writer: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(CLOSE_GRACE, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
+}
+
+/// Counts malformed messages; past the limit the socket is closed.
+struct BadMessages {
+    seen: u32,
+    max: u32,
+}
+
+impl BadMessages {
+    /// Answer a malformed message; `false` when the socket is to close.
+    fn answer(&mut self, out: &Outbox<Outbound>, code: ErrorCode, message: String) -> bool {
+        self.seen += 1;
+        out.send(Outbound::Msg(ServerMessage::error(None, code, message)));
+        if self.seen < self.max {
+            return true;
+        }
+        out.send(Outbound::Msg(ServerMessage::error(
+            None,
+            ErrorCode::BadMessage,
+            "too many malformed messages; closing the connection",
+        )));
+        out.send(Outbound::Close);
+        false
+    }
+}
+
+async fn serve_socket<G: DeviceGateway>(
+    hub: Arc<SignallingHub<G>>,
+    socket: WebSocket,
+    pending: Option<Pending>,
+) {
+    let (sink, mut stream) = socket.split();
+    let (out, rx) = Outbox::new(hub.config.outbound_queue);
+    let writer = tokio::spawn(write_socket(sink, rx, out.clone(), hub.config.keepalive));
+    let dropped = out.dropped();
+    tokio::pin!(dropped);
+    let mut bad = BadMessages {
+        seen: 0,
+        max: hub.config.max_bad_messages,
     };
+    let send = |m: ServerMessage| out.send(Outbound::Msg(m));
 
     // Registration phase.
     let deadline = tokio::time::sleep(hub.config.register_timeout);
@@ -352,18 +497,22 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
     let device = loop {
         let msg = tokio::select! {
             m = stream.next() => m,
+            _ = &mut dropped => {
+                writer.abort();
+                return;
+            }
             _ = &mut deadline => {
                 send(ServerMessage::error(None, ErrorCode::RegisterTimeout, "no register message in time"));
-                let _ = tx.send(Outbound::Close);
-                let _ = writer.await;
+                out.send(Outbound::Close);
+                finish(writer).await;
                 return;
             }
         };
         let text = match msg {
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
-                drop(tx);
-                let _ = writer.await;
+                out.send(Outbound::Close);
+                finish(writer).await;
                 return;
             }
             Some(Ok(_)) => continue,
@@ -371,7 +520,10 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
         match parse_client(text.as_str()) {
             Err((code, message)) => {
                 debug!(%message, "bad message before registration");
-                send(ServerMessage::error(None, code, message));
+                if !bad.answer(&out, code, message) {
+                    finish(writer).await;
+                    return;
+                }
             }
             Ok(ClientMessage::Register {
                 device_id,
@@ -390,8 +542,8 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
                     };
                     info!(device = %device_id, error = %e, "registration refused");
                     send(ServerMessage::error(None, code, e.to_string()));
-                    let _ = tx.send(Outbound::Close);
-                    let _ = writer.await;
+                    out.send(Outbound::Close);
+                    finish(writer).await;
                     return;
                 }
             },
@@ -403,11 +555,12 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
             )),
         }
     };
+    drop(pending);
 
     let conn = Arc::new(Conn {
         serial: hub.serial.fetch_add(1, Ordering::Relaxed),
         device: device.clone(),
-        tx: tx.clone(),
+        out: out.clone(),
         calls: Mutex::new(HashMap::new()),
     });
     if let Some(old) = hub.devices().insert(device.device_id.clone(), conn.clone()) {
@@ -417,7 +570,7 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
             ErrorCode::Replaced,
             "this device registered again on another connection",
         ));
-        let _ = old.tx.send(Outbound::Close);
+        old.out.send(Outbound::Close);
     }
     conn.send(ServerMessage::Registered {
         device_id: device.device_id.clone(),
@@ -425,8 +578,17 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
         keepalive_secs: hub.config.keepalive.as_secs(),
     });
 
+    let mut was_dropped = false;
     loop {
-        let msg = match tokio::time::timeout(hub.config.idle_timeout, stream.next()).await {
+        let next = tokio::select! {
+            m = tokio::time::timeout(hub.config.idle_timeout, stream.next()) => m,
+            _ = &mut dropped => {
+                warn!(device = %device.device_id, "device does not read its messages; dropping it");
+                was_dropped = true;
+                break;
+            }
+        };
+        let msg = match next {
             Err(_) => {
                 info!(device = %device.device_id, "signalling idle timeout");
                 break;
@@ -438,7 +600,9 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
         match parse_client(text_of(&msg)) {
             Err((code, message)) => {
                 warn!(device = %device.device_id, %message, "bad signalling message");
-                conn.send(ServerMessage::error(None, code, message));
+                if !bad.answer(&conn.out, code, message) {
+                    break;
+                }
             }
             Ok(m) => handle(&hub, &conn, m),
         }
@@ -461,9 +625,12 @@ async fn serve_socket<G: DeviceGateway>(hub: Arc<SignallingHub<G>>, socket: WebS
         }
     }
     info!(device = %device.device_id, "device disconnected");
-    let _ = tx.send(Outbound::Close);
-    drop(tx);
-    let _ = writer.await;
+    if was_dropped {
+        writer.abort();
+    } else {
+        out.send(Outbound::Close);
+        finish(writer).await;
+    }
 }
 
 fn text_of(t: &axum::extract::ws::Utf8Bytes) -> &str {
