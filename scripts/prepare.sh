@@ -22,7 +22,8 @@ profile="${1:-debug}"
 #   chromium, chromium-driver    headless browser and its WebDriver for the console end-to-end tests
 #   espeak-ng                    speaks the call prompts (text-to-speech, English and Mandarin pinyin)
 #   fonts-noto-cjk               Chinese glyphs for the console in headless Chromium (tests and screenshots)
-PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng fonts-noto-cjk)
+#   sip-tester, baresip-core     SIP test peers (sipp, baresip) standing in for a trunk and a phone in the SIP gateway tests
+PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng fonts-noto-cjk sip-tester baresip-core)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -80,15 +80,15 @@ impl SipGateway {
             handle: handle.clone(),
             latched: None,
         });
-        handle.connected().await;
         tokio::spawn(supervise(
             dialog,
             id,
             states,
-            handle,
+            handle.clone(),
             self.dialogs.clone(),
             offer,
         ));
+        handle.connected().await;
         Ok(leg)
     }
 

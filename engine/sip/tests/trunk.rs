@@ -111,7 +111,7 @@ impl Sipp {
     }
 
     /// SIPp's exit code once its call is over (0: the scenario ran to the end).
-    async fn finish(mut self) -> i32 {
+    async fn finish(&mut self) -> i32 {
         match tokio::time::timeout(PEER_TIMEOUT, self.child.wait()).await {
             Ok(status) => status.unwrap().code().unwrap_or(-1),
             Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
@@ -184,7 +184,7 @@ async fn ended(leg: &mut CallLeg) -> EndReason {
 #[tokio::test]
 async fn answered_call_hears_the_greeting_and_the_digit_then_the_far_end_hangs_up() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start("uas-answer.xml").await;
+    let mut sipp = Sipp::start("uas-answer.xml").await;
     let gw = gateway(&sipp, |_| {}).await;
     let t0 = Instant::now();
     let mut leg = call(&gw, "+86 138 0013 8000").await.expect("answered");
@@ -201,16 +201,32 @@ async fn answered_call_hears_the_greeting_and_the_digit_then_the_far_end_hangs_u
 #[tokio::test]
 async fn hanging_up_the_leg_sends_bye() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start("uas-answer-stay.xml").await;
+    let mut sipp = Sipp::start("uas-answer-stay.xml").await;
     let gw = gateway(&sipp, |_| {}).await;
     let mut leg = call(&gw, "13800138000").await.expect("answered");
     let heard = listen(&mut leg, |h| h.digits == "1").await;
     assert_eq!(heard.ended, None, "{heard:?}");
     leg.control().hang_up();
     assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
-    let messages = sipp.messages();
     assert_eq!(sipp.finish().await, 0, "sipp saw our BYE");
+    let messages = sipp.messages();
     assert!(messages.contains("BYE sip:"), "{messages}");
+}
+
+#[tokio::test]
+async fn a_call_whose_media_stops_is_ended_with_bye() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer-silent.xml").await;
+    let gw = gateway(&sipp, |t| t.rtp_timeout = Duration::from_secs(2)).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let t0 = Instant::now();
+    assert_eq!(ended(&mut leg).await, EndReason::ConnectionFailed);
+    let silent = t0.elapsed();
+    assert!(
+        silent >= Duration::from_millis(1900) && silent < Duration::from_secs(5),
+        "{silent:?}"
+    );
+    assert_eq!(sipp.finish().await, 0, "sipp got our BYE");
 }
 
 #[tokio::test]
@@ -221,7 +237,7 @@ async fn refusals_map_to_busy_declined_and_no_answer() {
         ("uas-reject-603.xml", 603, SetupFailure::Declined),
         ("uas-reject-480.xml", 480, SetupFailure::NoAnswer),
     ] {
-        let sipp = Sipp::start(scenario).await;
+        let mut sipp = Sipp::start(scenario).await;
         let gw = gateway(&sipp, |_| {}).await;
         let failure = call(&gw, "13800138000").await.expect_err(scenario);
         assert_eq!(failure.status_code(), Some(code), "{failure:?}");
@@ -233,7 +249,7 @@ async fn refusals_map_to_busy_declined_and_no_answer() {
 #[tokio::test]
 async fn a_phone_ringing_too_long_is_cancelled_as_no_answer() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start("uas-ring-noanswer.xml").await;
+    let mut sipp = Sipp::start("uas-ring-noanswer.xml").await;
     let gw = gateway(&sipp, |t| t.ring_timeout = Duration::from_secs(2)).await;
     let t0 = Instant::now();
     let failure = call(&gw, "13800138000").await.expect_err("not answered");
@@ -244,19 +260,19 @@ async fn a_phone_ringing_too_long_is_cancelled_as_no_answer() {
         rang >= Duration::from_secs(2) && rang < Duration::from_secs(6),
         "{rang:?}"
     );
-    let messages = sipp.messages();
     assert_eq!(
         sipp.finish().await,
         0,
         "sipp got CANCEL and the ACK of its 487"
     );
+    let messages = sipp.messages();
     assert!(messages.contains("CANCEL sip:"), "{messages}");
 }
 
 #[tokio::test]
 async fn an_answer_with_unusable_sdp_is_hung_up() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start("uas-answer-bad-sdp.xml").await;
+    let mut sipp = Sipp::start("uas-answer-bad-sdp.xml").await;
     let gw = gateway(&sipp, |_| {}).await;
     let failure = call(&gw, "13800138000").await.expect_err("no usable media");
     assert!(matches!(failure, CallFailure::BadAnswer(_)), "{failure:?}");
@@ -267,7 +283,7 @@ async fn an_answer_with_unusable_sdp_is_hung_up() {
 #[tokio::test]
 async fn garbage_on_the_media_port_changes_nothing() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start("uas-answer-stay.xml").await;
+    let mut sipp = Sipp::start("uas-answer-stay.xml").await;
     // One even port, so the test knows where our RTP is.
     let rtp_port = free_ports(47_000, 48_000, 2);
     let gw = gateway(&sipp, |t| t.rtp_ports = rtp_port..=rtp_port + 1).await;
@@ -311,16 +327,16 @@ async fn a_challenged_invite_is_answered_with_digest_credentials() {
         password: Secret::new(password),
     };
 
-    let sipp = Sipp::start("uas-auth-answer.xml").await;
+    let mut sipp = Sipp::start("uas-auth-answer.xml").await;
     let gw = gateway(&sipp, |t| t.credentials = Some(credentials("secret"))).await;
     let mut leg = call(&gw, "13800138000").await.expect("answered after auth");
     leg.control().hang_up();
     assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
-    let messages = sipp.messages();
     assert_eq!(sipp.finish().await, 0);
+    let messages = sipp.messages();
     assert!(messages.contains("Authorization: Digest"), "{messages}");
 
-    let sipp = Sipp::start("uas-auth-answer.xml").await;
+    let mut sipp = Sipp::start("uas-auth-answer.xml").await;
     let gw = gateway(&sipp, |t| t.credentials = Some(credentials("wrong"))).await;
     let failure = call(&gw, "13800138000").await.expect_err("refused");
     assert_eq!(failure.status_code(), Some(403), "{failure:?}");
@@ -330,9 +346,113 @@ async fn a_challenged_invite_is_answered_with_digest_credentials() {
 #[tokio::test]
 async fn signalling_over_tcp() {
     let _serial = SERIAL.lock().await;
-    let sipp = Sipp::start_with("uas-reject-486.xml", &["-t", "t1"]).await;
+    let mut sipp = Sipp::start_with("uas-reject-486.xml", &["-t", "t1"]).await;
     let gw = gateway(&sipp, |t| t.transport = Transport::Tcp).await;
     let failure = call(&gw, "13800138000").await.expect_err("busy");
     assert_eq!(failure.setup_failure(), SetupFailure::Busy, "{failure:?}");
     assert_eq!(sipp.finish().await, 0);
+}
+
+/// baresip as the phone: a real user agent that answers at once, plays
+/// greeting.wav and records what it hears of us.
+struct Baresip {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Baresip {
+    const NUMBER: &str = "13800138000";
+
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_ports(40_000, 43_000, 1);
+        let rtp = free_ports(43_000, 45_000, 8);
+        let greeting = scenarios().join("greeting.wav");
+        let config = format!(
+            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
+             dns_server 127.0.0.1:53\naudio_source aufile,{}\naudio_player aubridge,nil\n\
+             audio_alert aubridge,nil\nausrc_format s16\nauplay_format s16\n\
+             rtp_ports {rtp}-{}\nrtcp_mux no\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n\
+             module_tmp account.so\nmodule_app menu.so\nsnd_path {}\n",
+            greeting.display(),
+            rtp + 7,
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("config"), config).unwrap();
+        // The phone answers calls to its number by itself, G.711 only.
+        let account = format!(
+            "<sip:{}@127.0.0.1:{port}>;regint=0;answermode=auto;audio_codecs=PCMA,PCMU;ptime=20\n",
+            Self::NUMBER
+        );
+        std::fs::write(dir.path().join("accounts"), account).unwrap();
+        std::fs::write(dir.path().join("contacts"), "").unwrap();
+        let child = Command::new("baresip")
+            .arg("-f")
+            .arg(dir.path())
+            .args(["-t", "50"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("baresip is not installed: run scripts/prepare.sh (package baresip-core)");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(addr).is_ok() {
+            assert!(Instant::now() < deadline, "baresip did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self { child, addr, dir }
+    }
+
+    /// The RMS of the loudest second of what the phone heard from us,
+    /// once it has written its recording of the call.
+    async fn loudest_second_heard(&mut self) -> f64 {
+        let _ = self.child.kill().await;
+        let dump = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
+            .expect("baresip recorded the call");
+        let samples: Vec<i16> = hound::WavReader::open(dump)
+            .unwrap()
+            .into_samples::<i16>()
+            .map(Result::unwrap)
+            .collect();
+        samples
+            .chunks(8000)
+            .map(|s| (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt())
+            .fold(0.0, f64::max)
+    }
+}
+
+#[tokio::test]
+async fn a_real_phone_answers_hears_us_and_is_heard() {
+    let _serial = SERIAL.lock().await;
+    let mut phone = Baresip::start().await;
+    let mut trunk = Trunk::new("baresip", "127.0.0.1", phone.addr.port());
+    trunk.bind = "127.0.0.1:0".parse().unwrap();
+    trunk.rtp_ports = 45_000..=46_999;
+    let gw = SipGateway::start(trunk, LegConfig::loopback())
+        .await
+        .unwrap();
+    let mut leg = call(&gw, Baresip::NUMBER).await.expect("answered");
+    assert_eq!(leg.codec(), Codec::Pcma);
+
+    // A second of 440 Hz at a speaking level, while we listen to its greeting.
+    let tone: Vec<i16> = (0..16_000)
+        .map(|i| ((i as f32 * 440.0 * std::f32::consts::TAU / 16_000.0).sin() * 8000.0) as i16)
+        .collect();
+    let played = leg.control().play(tone);
+    let heard = listen(&mut leg, |h| h.loud_frames >= 100).await;
+    assert_eq!(heard.ended, None, "{heard:?}");
+    let _ = tokio::time::timeout(Duration::from_secs(5), played.finished()).await;
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let level = phone.loudest_second_heard().await;
+    // 8000 peak is about 5700 RMS; G.711 and resampling keep most of it.
+    assert!(level > 3000.0, "the phone heard our tone at RMS {level}");
 }
