@@ -594,6 +594,93 @@ do = "hang_up"
     assert!(n >= 1);
 }
 
+/// Dial-in honours the node's cap, and a device places one call at a time;
+/// both refusals say why on the device's socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dial_in_is_refused_past_the_node_cap_and_past_one_call_per_device() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("dialin-cap");
+    let c = community(&pool).await;
+    let first = enrol(&pool, c, "sos-cap-1", "en", 0).await;
+    let second = enrol(&pool, c, "sos-cap-2", "en", 0).await;
+    let engine = Engine::start(
+        &db,
+        &tmp.join("data"),
+        "node-a",
+        &["--max-calls-per-node", "1"],
+    );
+    let mut cfg = ClientConfig::new(engine.ws(), &first.device, DeviceToken::new(&first.token));
+    cfg.leg = LegConfig::loopback();
+    let (device, _rings) = voicecare_telephony::signalling::DeviceClient::connect(cfg)
+        .await
+        .unwrap();
+    let mut leg = device.call(None).await.expect("the first call is taken");
+    leg.wait_connected(Duration::from_secs(10)).await.unwrap();
+    let _call: i64 = wait_for(
+        &pool,
+        "the first call to be in progress",
+        30,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status = 'in_progress'",
+        first.id,
+    )
+    .await;
+
+    // The same device again, while its call goes on.
+    let Err(err) = device.call(None).await else {
+        panic!("a second call from the device was taken");
+    };
+    assert!(err.to_string().contains("already in a call"), "{err}");
+
+    // Another device: the node runs as many calls as it may.
+    let (mut ws, _) = tokio_tungstenite::connect_async(engine.ws()).await.unwrap();
+    let send = |v: serde_json::Value| Message::Text(v.to_string().into());
+    ws.send(send(
+        serde_json::json!({"type": "register", "device_id": second.device, "token": second.token}),
+    ))
+    .await
+    .unwrap();
+    let offer = voicecare_telephony::CallLeg::offer(&LegConfig::loopback())
+        .await
+        .unwrap();
+    ws.send(send(
+        serde_json::json!({"type": "offer", "call_id": "c2", "sdp": offer.sdp()}),
+    ))
+    .await
+    .unwrap();
+    let refusal = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let Some(Ok(Message::Text(t))) = ws.next().await else {
+                continue;
+            };
+            let m: serde_json::Value = serde_json::from_str(&t).unwrap();
+            if m["type"] == "error" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the call-in is refused");
+    assert_eq!(refusal["code"], "rejected", "{refusal}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 1 call"),
+        "{refusal}"
+    );
+    let calls: i64 = sqlx::query_scalar("SELECT count(*) FROM calls WHERE elder_id = $1")
+        .bind(second.id)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(calls, 0);
+    leg.control().hang_up();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_engine_leaves_the_call_interrupted_and_rescheduled() {
     let _one = SERIAL.lock().await;

@@ -241,3 +241,71 @@ async fn the_cap_counts_the_address_the_front_server_names() {
         .await
         .expect("another client behind the same proxy");
 }
+
+async fn next_json(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let m = tokio::time::timeout(T, ws.next())
+            .await
+            .expect("a message in time")
+            .expect("open")
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_places_one_call_at_a_time() {
+    let server = start(config()).await;
+    let mut ws = open(&server).await;
+    register(&mut ws, "elder-1").await;
+    let offer = voicecare_telephony::CallLeg::offer(&LegConfig::loopback())
+        .await
+        .unwrap();
+    let offer_msg = |call_id: &str| {
+        let m = serde_json::json!({"type": "offer", "call_id": call_id, "sdp": offer.sdp()});
+        Message::Text(m.to_string().into())
+    };
+    for i in 0..60 {
+        ws.send(offer_msg(&format!("c{i}"))).await.unwrap();
+    }
+    let (mut answered, mut refused) = (Vec::new(), 0);
+    while answered.len() + refused < 60 {
+        let m = next_json(&mut ws).await;
+        match m["type"].as_str() {
+            Some("answer") => answered.push(m["call_id"].as_str().unwrap().to_string()),
+            Some("error") => {
+                assert_eq!(m["code"], "rejected", "{m}");
+                assert!(
+                    m["message"].as_str().unwrap().contains("already in a call"),
+                    "{m}"
+                );
+                refused += 1;
+            }
+            _ => panic!("unexpected {m}"),
+        }
+    }
+    assert_eq!(answered.len(), 1, "answered {answered:?}");
+    let mut call = server.next_incoming().await;
+    let more = tokio::time::timeout(Duration::from_millis(300), server.next_incoming()).await;
+    assert!(more.is_err(), "a second call reached the engine");
+
+    // Once that call is over, the device may call again.
+    let hangup = serde_json::json!({"type": "hangup", "call_id": answered[0]});
+    ws.send(Message::Text(hangup.to_string().into()))
+        .await
+        .unwrap();
+    common::drain_until_end(&mut call.leg).await;
+    let again = tokio::time::timeout(T, async {
+        for i in 0.. {
+            ws.send(offer_msg(&format!("again-{i}"))).await.unwrap();
+            if next_json(&mut ws).await["type"] == "answer" {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(again.is_ok(), "a new call after the first ended");
+}

@@ -92,6 +92,14 @@ impl DeviceGateway for Gateway {
         if call.device.kind != DeviceKind::Elder {
             return Err("only elders' devices call in".into());
         }
+        // Dial-in counts against the node's cap like the calls it places.
+        let cap = engine.cfg.caps.per_node;
+        if engine.running_calls() as i64 >= cap {
+            let calls = if cap == 1 { "call" } else { "calls" };
+            return Err(format!(
+                "this node is at its limit of {cap} {calls} in progress; try again in a moment"
+            ));
+        }
         let cred = voicecare_store::dialer::device_credential(&self.pool, &call.device.device_id)
             .await
             .map_err(|_| "cannot look the device up right now".to_string())?

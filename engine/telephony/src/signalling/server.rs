@@ -138,6 +138,8 @@ enum RingReply {
 enum CallSlot {
     /// Offer sent; the reply goes to the waiting `call_device`.
     Ringing(Option<oneshot::Sender<RingReply>>),
+    /// The device's own call, being answered.
+    Answering,
     /// Answered but not yet connected, and the device hung up meanwhile.
     Cancelled,
     Active(LegControl),
@@ -673,6 +675,9 @@ fn handle<G: DeviceGateway>(hub: &Arc<SignallingHub<G>>, conn: &Arc<Conn>, msg: 
                         calls.insert(call_id, CallSlot::Cancelled);
                     }
                 },
+                Some(CallSlot::Answering) => {
+                    calls.insert(call_id, CallSlot::Cancelled);
+                }
                 Some(CallSlot::Active(control)) => control.remote_hung_up(),
                 Some(CallSlot::Cancelled) => {}
                 None => {
@@ -714,12 +719,29 @@ fn handle<G: DeviceGateway>(hub: &Arc<SignallingHub<G>>, conn: &Arc<Conn>, msg: 
             sdp,
             target,
         } => {
-            if conn.calls().contains_key(&call_id) {
-                conn.send(ServerMessage::error(
-                    Some(&call_id),
-                    ErrorCode::BadMessage,
-                    "call_id already in use on this connection",
-                ));
+            let refusal = {
+                let mut calls = conn.calls();
+                if calls.contains_key(&call_id) {
+                    Some((
+                        ErrorCode::BadMessage,
+                        "call_id already in use on this connection".to_string(),
+                    ))
+                } else if let Some(other) = calls.keys().next() {
+                    // One call per device: a stuck button or a buggy app
+                    // must not fill the node with calls from one home.
+                    Some((
+                        ErrorCode::Rejected,
+                        format!(
+                            "this device is already in a call ({other}); hang it up before calling again"
+                        ),
+                    ))
+                } else {
+                    calls.insert(call_id.clone(), CallSlot::Answering);
+                    None
+                }
+            };
+            if let Some((code, message)) = refusal {
+                conn.send(ServerMessage::error(Some(&call_id), code, message));
                 return;
             }
             let hub = hub.clone();
@@ -748,6 +770,7 @@ async fn accept_call<G: DeviceGateway>(
         Ok(x) => x,
         Err(e) => {
             warn!(device = %conn.device.device_id, %call_id, error = %e, "cannot answer device call");
+            conn.calls().remove(&call_id);
             conn.send(ServerMessage::error(
                 Some(&call_id),
                 error_code(&e),
