@@ -45,11 +45,15 @@ impl Engine {
         flows: &Path,
         extra: &[&str],
     ) -> Engine {
+        Self::start_on(&db.url, data_dir, node, flows, extra)
+    }
+
+    fn start_on(url: &str, data_dir: &Path, node: &str, flows: &Path, extra: &[&str]) -> Engine {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--database-url")
-            .arg(&db.url)
+            .arg(url)
             .arg("serve")
             .args(["--listen", "127.0.0.1:0", "--media-bind", "127.0.0.1:0"])
             .arg("--flows-dir")
@@ -1345,4 +1349,116 @@ timeout_ms = 60000
     );
     drop(engine);
     assert_eq!(rings.await.unwrap(), 2, "the elder's phone rang twice");
+}
+
+/// PostgreSQL goes away while the elder is on the line, stays away well past
+/// the engine's retry window while the elder reports a fall and hangs up, and
+/// comes back: the escalation and the words that raised it reach the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_heard_during_a_database_outage_reaches_the_queue_when_it_returns() {
+    use voicecare_store::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    let _one = SERIAL.lock().await;
+    let tmp = tempdir("outage");
+    // A server of its own, to stop and start again on the same files.
+    let pg_dir = tmp.join("pg");
+    let pg = EmbeddedPostgres::start(EmbeddedOptions::throwaway(&pg_dir))
+        .await
+        .unwrap();
+    let url = pg.url("postgres");
+    let db = voicecare_store::Database::open(&voicecare_store::DbSource::Url(url.clone()), 4)
+        .await
+        .unwrap();
+    let pool = db.pool.clone();
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-outage", "en", 1).await;
+    let engine = Engine::start_on(
+        &url,
+        &tmp.join("data"),
+        "node-a",
+        &repo().join("ivr-flows"),
+        &[],
+    );
+    let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
+    let script = format!(
+        r#"
+answer_after_ms = 300
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+[[step]]
+do = "hang_up"
+"#,
+        wav.display()
+    );
+    let mut sim = phone(&engine, &elder, &script, &tmp).await;
+    let ran = tokio::spawn(async move {
+        tokio::time::timeout(Duration::from_secs(150), sim.run_call()).await
+    });
+    schedule_now(&pool, elder.id, 3, 10).await;
+    let call: i64 = wait_for(
+        &pool,
+        "the elder to answer",
+        60,
+        "SELECT a.call_id FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 AND a.status = 'answered'",
+        elder.id,
+    )
+    .await;
+    pg.stop().await.unwrap();
+    let report = ran.await.unwrap().expect("the call ran").unwrap();
+    assert!(report.answered);
+    let spooled = engine.log_line(&["kept in the local spool"], 60).await;
+    assert!(
+        spooled.contains("escalation") || spooled.contains("utterance"),
+        "{spooled}"
+    );
+    engine
+        .log_line(&["kept in the local spool", "escalation"], 60)
+        .await;
+    assert!(
+        !engine
+            .log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("escalation queued")),
+        "nothing claims to be queued while the database is down"
+    );
+    // Down for longer than any retry of the engine's.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _pg = EmbeddedPostgres::start(EmbeddedOptions::throwaway(&pg_dir))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let esc =
+            sqlx::query_as::<_, (String,)>("SELECT level FROM escalations WHERE call_id = $1")
+                .bind(call)
+                .fetch_all(&pool)
+                .await;
+        let words =
+            sqlx::query_scalar::<_, String>("SELECT transcript FROM utterances WHERE call_id = $1")
+                .bind(call)
+                .fetch_all(&pool)
+                .await;
+        if let (Ok(esc), Ok(words)) = (esc, words)
+            && esc.iter().any(|(l,)| l == "emergency")
+            && words.iter().any(|w| w.to_lowercase().contains("fell"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the spooled emergency never reached the queue"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    engine
+        .log_line(&["spooled writes stored in the database"], 30)
+        .await;
 }

@@ -402,6 +402,29 @@ pub async fn rescue_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Res
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        // The elder is no longer on a line that is gone: consoles stop
+        // offering to join, and conversations on the dead node are closed.
+        sqlx::query(
+            "WITH e AS (
+                 UPDATE escalations SET elder_left_at = $2, version = version + 1
+                 WHERE call_id = $1 AND status <> 'resolved' AND elder_on_line AND elder_left_at IS NULL
+                 RETURNING id, elder_id
+             ), t AS (
+                 UPDATE operator_talks
+                 SET status = CASE status WHEN 'ringing' THEN 'failed' ELSE 'ended' END,
+                     ended_at = $2, ended_by = 'engine', end_reason = 'the engine node running the call stopped'
+                 WHERE call_id = $1 AND status IN ('ringing', 'live')
+                 RETURNING id
+             )
+             INSERT INTO audit_events (at, actor_kind, action, entity, entity_id, elder_id, details)
+             SELECT $2, 'system', 'escalation.elder_left', 'escalation', e.id, e.elder_id,
+                    jsonb_build_object('call_id', $1::bigint, 'talks_closed', (SELECT count(*) FROM t))
+             FROM e",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         // A check-in is tried again; an interrupted help call becomes a call back.
         let (purpose, flow) = if purpose == "checkin" {
             ("checkin", flow.unwrap_or_else(|| "daily_checkin".into()))

@@ -177,3 +177,72 @@ async fn only_the_claim_holder_talks_one_conversation_at_a_time_and_each_step_is
     );
     assert_eq!(actions(pool, esc.id).await.last().unwrap(), "talk.listen");
 }
+
+/// A node dies with an elder held for an operator and a conversation live:
+/// the rescuer closes the call, the escalation stops saying the elder is on
+/// the line, and the conversation is closed as ended by the engine.
+#[tokio::test]
+async fn the_rescuer_takes_a_dead_nodes_elder_off_the_line_and_closes_its_talks() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let c = common::city(pool).await;
+    let ann = common::operator(pool, "ann", Role::Operator, c.street_a).await;
+    let call = common::elders_with_calls(pool, c.community_a, 1, "dead").await[0];
+    let now = Utc::now();
+    let esc = queue::flag(
+        pool,
+        &Flag {
+            call_id: call,
+            level: Level::Emergency,
+            categories: vec!["help_request".into()],
+            reasons: serde_json::json!([{"category": "help_request", "evidence": "help", "rule": "t"}]),
+            elder_on_line: true,
+        },
+        &SlaPolicy::default(),
+        now,
+    )
+    .await
+    .unwrap();
+    queue::claim(pool, &ann, esc.id, Duration::seconds(600), now)
+        .await
+        .unwrap();
+    // The call runs on node-a, which then stops renewing its lease.
+    sqlx::query(
+        "UPDATE calls SET status = 'in_progress', node_id = 'node-a', started_at = $2,
+                lease_expires_at = $2 + interval '30 seconds' WHERE id = $1",
+    )
+    .bind(call)
+    .bind(now)
+    .execute(pool)
+    .await
+    .unwrap();
+    let talk = talks::start_join(pool, &ann, esc.id, call, "node-a", now)
+        .await
+        .unwrap();
+    let rescued = voicecare_store::dialer::rescue_expired(pool, now + Duration::seconds(31))
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 1);
+    let (on_line, left): (bool, Option<chrono::DateTime<Utc>>) =
+        sqlx::query_as("SELECT elder_on_line, elder_left_at FROM escalations WHERE id = $1")
+            .bind(esc.id)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert!(
+        on_line && left.is_some(),
+        "the console no longer offers to join a line that is gone"
+    );
+    let (status, by): (String, Option<String>) =
+        sqlx::query_as("SELECT status, ended_by FROM operator_talks WHERE id = $1")
+            .bind(talk)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), by.as_deref()), ("ended", Some("engine")));
+    assert!(
+        actions(pool, esc.id)
+            .await
+            .contains(&"escalation.elder_left".to_string())
+    );
+}

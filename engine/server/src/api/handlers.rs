@@ -17,14 +17,16 @@ use super::auth::Authed;
 use super::error::{ApiError, JsonBody};
 
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
+    // Writes kept locally while the database was away: not lost, not queued yet.
+    let spool = state.spool.as_ref().map_or(0, |s| s.depth());
     match voicecare_store::db::ping(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
-            Json(json!({"status": "ok", "database": "ok"})),
+            Json(json!({"status": "ok", "database": "ok", "spool": spool})),
         ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "database": "unreachable"})),
+            Json(json!({"status": "degraded", "database": "unreachable", "spool": spool})),
         ),
     }
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub engine: Option<Arc<crate::runner::Engine>>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// Writes waiting for the database (its depth is on `/healthz`).
+    pub spool: Option<Arc<crate::runner::spool::Spool>>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             data_dir,
             engine: None,
             trusted_proxies: Arc::new(TrustedProxies::default()),
+            spool: None,
         }
     }
 
@@ -79,6 +82,11 @@ impl AppState {
     /// Let operators talk to elders on calls this node runs.
     pub fn with_engine(mut self, engine: Option<Arc<crate::runner::Engine>>) -> Self {
         self.engine = engine;
+        self
+    }
+
+    pub fn with_spool(mut self, spool: Arc<crate::runner::spool::Spool>) -> Self {
+        self.spool = Some(spool);
         self
     }
 }

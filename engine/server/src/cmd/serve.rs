@@ -30,13 +30,17 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     tracing::info!(%addr, "voicecare is serving the operator API");
     println!("voicecare listening on http://{addr}");
 
-    let app = api::router(state.with_engine(calls.engine.clone()))
-        .merge(calls.routes.clone())
-        .layer(axum::middleware::from_fn_with_state(
-            proxies,
-            api::client_addr::resolve,
-        ))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::router(
+        state
+            .with_engine(calls.engine.clone())
+            .with_spool(calls.spool.clone()),
+    )
+    .merge(calls.routes.clone())
+    .layer(axum::middleware::from_fn_with_state(
+        proxies,
+        api::client_addr::resolve,
+    ))
+    .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;

@@ -29,16 +29,7 @@ pub async fn round(engine: &Arc<Engine>) {
         Ok(n) => tracing::info!(scheduled = n, "check-in calls scheduled"),
         Err(e) => tracing::warn!(error = %e, "scheduling check-ins failed; will retry"),
     }
-    match dialer::rescue_expired(&engine.pool, now).await {
-        Ok(r) if r.is_empty() => {}
-        Ok(r) => {
-            for x in &r {
-                tracing::warn!(call_id = x.interrupted, replacement = ?x.replacement,
-                    "call lease expired (its node stopped); closed as interrupted and rescheduled");
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "call lease rescue failed; will retry"),
-    }
+    rescue(&engine.pool).await;
     let lease = engine.lease();
     match dialer::claim_due(
         &engine.pool,
@@ -57,6 +48,37 @@ pub async fn round(engine: &Arc<Engine>) {
         }
         Err(e) => tracing::warn!(error = %e, "claiming due calls failed; will retry"),
     }
+}
+
+/// Close the calls of nodes that stopped (their lease expired) and put them
+/// back in the schedule. Safe on every node at once (SKIP LOCKED).
+async fn rescue(pool: &sqlx::PgPool) {
+    match dialer::rescue_expired(pool, Utc::now()).await {
+        Ok(r) if r.is_empty() => {}
+        Ok(r) => {
+            for x in &r {
+                tracing::warn!(call_id = x.interrupted, replacement = ?x.replacement,
+                    "call lease expired (its node stopped); closed as interrupted and rescheduled");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "call lease rescue failed; will retry"),
+    }
+}
+
+/// A node that runs no calls still rescues those of dead nodes, so a
+/// centre whose call nodes all died still gets its calls rescheduled.
+pub fn spawn_rescuer(
+    pool: sqlx::PgPool,
+    every: std::time::Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            rescue(&pool).await;
+        }
+    })
 }
 
 fn days(mask: i16) -> Vec<Weekday> {

@@ -285,7 +285,13 @@ impl<'a> Driver<'a> {
 
     fn line_event(&mut self, ev: Option<LegEvent>) -> Option<Input> {
         match ev {
-            None | Some(LegEvent::Ended(_)) => Some(Input::HungUp),
+            None | Some(LegEvent::Ended(_)) => {
+                // Words cut off by the hang-up are still read, before it.
+                if let Some(cut_off) = self.hearing.flush() {
+                    self.pending.push_back(cut_off);
+                }
+                Some(Input::HungUp)
+            }
             Some(LegEvent::Audio(frame)) => {
                 let early = self.session.wants_early_readings();
                 self.hearing.push(&frame, early)

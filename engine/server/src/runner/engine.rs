@@ -18,6 +18,7 @@ use voicecare_store::dialer::Caps;
 
 use super::Hub;
 use super::hold;
+use super::spool::Spool;
 use super::tts;
 
 /// How this node runs calls.
@@ -60,6 +61,8 @@ pub struct Engine {
     running: Mutex<HashMap<i64, tokio::task::AbortHandle>>,
     /// Calls holding an elder for an operator to join.
     pub holds: Arc<hold::Registry>,
+    /// Where writes go while the database is away.
+    pub spool: Arc<Spool>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -86,6 +89,7 @@ impl Engine {
         pool: PgPool,
         cfg: RunnerConfig,
         asr: Arc<AsrPool>,
+        spool: Arc<Spool>,
     ) -> Result<Arc<Self>, RunnerError> {
         let prompts = tts::Prompts::new(
             Box::new(tts::Espeak::default()),
@@ -100,6 +104,7 @@ impl Engine {
             hub: OnceLock::new(),
             running: Mutex::new(HashMap::new()),
             holds: Arc::new(hold::Registry::default()),
+            spool,
             cfg,
         });
         engine.load_flows()?;

@@ -294,6 +294,22 @@ impl Hearing {
         });
     }
 
+    /// The line ended: words the elder was still saying end their utterance
+    /// now, so they are read and kept (the last thing said matters most).
+    pub fn flush(&mut self) -> Option<Input> {
+        let ep = self.endpointer.as_mut()?;
+        let Some(VadEvent::UtteranceEnded(u)) = ep.finish(self.media_ms) else {
+            return None;
+        };
+        self.partial = None;
+        let turn = TurnStart {
+            at: Instant::now(),
+            endpoint_ms: 0,
+        };
+        self.ended = Some((u, turn));
+        Some(Input::UtteranceEnded)
+    }
+
     /// When the turn of utterance `seq` started, once.
     pub fn turn_start(&mut self, seq: i32) -> Option<TurnStart> {
         self.turn_starts.remove(&seq)

@@ -41,6 +41,7 @@ pub mod lease;
 pub mod line;
 pub mod live;
 pub mod record;
+pub mod spool;
 pub mod tts;
 
 use std::sync::Arc;
@@ -63,13 +64,19 @@ pub type Hub = SignallingHub<Gateway>;
 pub struct Started {
     pub routes: axum::Router,
     pub engine: Option<Arc<Engine>>,
+    /// Writes the database could not take yet (see [`spool`]).
+    pub spool: Arc<spool::Spool>,
     dialer: Option<tokio::task::JoinHandle<()>>,
     reload: Option<tokio::task::JoinHandle<()>>,
+    drainer: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Started {
     pub fn stop(self) {
-        for task in [self.dialer, self.reload].into_iter().flatten() {
+        for task in [self.dialer, self.reload, self.drainer]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
     }
@@ -131,26 +138,39 @@ pub fn start(
         },
     );
     let routes = axum::Router::new().nest("/v1/devices", hub.router());
-    let signalling_only = |routes| Started {
+    // Every node drains the spool of its data directory, calls or not.
+    let spool = spool::Spool::open(&db_args.data_dir).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the spool under {}: {e}",
+            db_args.data_dir.display()
+        )
+    })?;
+    let drainer = spool::spawn_drainer(spool.clone(), pool.clone(), args.sla());
+    let signalling_only = |routes, drainer| Started {
         routes,
         engine: None,
-        dialer: None,
+        dialer: Some(dialer::spawn_rescuer(
+            pool.clone(),
+            Duration::from_millis(args.dialer_tick_ms),
+        )),
         reload: None,
+        spool: spool.clone(),
+        drainer: Some(drainer),
     };
     if args.no_calls {
         tracing::info!("calls are off on this node");
-        return Ok(signalling_only(routes));
+        return Ok(signalling_only(routes, drainer));
     }
     let model = match voicecare_speech::Model::load_named(&args.asr_model) {
         Ok(m) => m,
         Err(e) => {
             tracing::error!(error = %e, "speech recognition unavailable (install it with scripts/install-model.sh); this node will not run calls");
-            return Ok(signalling_only(routes));
+            return Ok(signalling_only(routes, drainer));
         }
     };
     let asr = AsrPool::new(&model, args.asr_workers as usize, 1)?;
     let cfg = runner_config(db_args, args);
-    let engine = Engine::new(pool, cfg, Arc::new(asr))?;
+    let engine = Engine::new(pool, cfg, Arc::new(asr), spool.clone())?;
     engine.set_hub(hub.clone());
     gateway.attach(&engine);
     tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
@@ -159,8 +179,10 @@ pub fn start(
     Ok(Started {
         routes,
         engine: Some(engine),
+        spool,
         dialer: Some(dialer),
         reload,
+        drainer: Some(drainer),
     })
 }
 

@@ -10,31 +10,38 @@ use voicecare_store::calls::{AssessmentRecord, NewUtterance};
 use voicecare_store::queue::{self, Flag};
 
 use super::engine::Engine;
+use super::spool::Entry;
 
-/// Put an escalation in the queue, retrying while the database is
-/// unreachable: once the session decided a person is needed, the call does
-/// not go on without it committed. Returns whether it was stored.
+/// How long a write may wait for the database before it goes to the spool:
+/// long enough to ride out a failover, short enough that the call goes on.
+const RETRIES_MS: [u64; 4] = [100, 300, 600, 1000];
+
+/// Put an escalation in the queue. Once the session decided a person is
+/// needed, the escalation is never lost: if the database does not take it
+/// within a couple of seconds it goes to the durable spool and is queued
+/// when the database returns. Returns whether it is in the queue now.
 pub async fn escalate(engine: &Engine, call_id: i64, e: &Escalation) -> bool {
     let flag = Flag::from_escalation(call_id, e);
-    let mut wait = Duration::from_millis(100);
-    for attempt in 0..20 {
-        match queue::flag(&engine.pool, &flag, &engine.cfg.sla, Utc::now()).await {
+    let rule = e.reasons.last().map(|r| r.rule()).unwrap_or("-");
+    let at = Utc::now();
+    for (attempt, wait) in RETRIES_MS.iter().enumerate() {
+        match queue::flag(&engine.pool, &flag, &engine.cfg.sla, at).await {
             Ok(esc) => {
-                tracing::info!(escalation_id = esc.id, level = %esc.level, elder_on_line = e.elder_on_line, rule = e.reasons.last().map(|r| r.rule()).unwrap_or("-"), "escalation queued");
+                tracing::info!(escalation_id = esc.id, level = %esc.level, elder_on_line = e.elder_on_line, rule, "escalation queued");
                 return true;
             }
             Err(err) => {
                 tracing::warn!(error = %err, attempt, "cannot queue the escalation yet; retrying");
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(2));
+                tokio::time::sleep(Duration::from_millis(*wait)).await;
             }
         }
     }
-    tracing::error!(level = %e.level, "escalation could not be queued");
+    spool(engine, &Entry::escalation(&flag, at), "escalation").await;
     false
 }
 
-/// Store a reply with its assessment, retrying a few times.
+/// Store a reply with its assessment; spooled like an escalation when the
+/// database is away, so the words behind an escalation are never lost.
 pub async fn utterance(
     engine: &Engine,
     call_id: i64,
@@ -56,10 +63,9 @@ pub async fn utterance(
         asr_queue_ms: Some(u.audio.asr_queue_ms),
         asr_decode_ms: Some(u.audio.asr_decode_ms),
     };
-    for wait in [100u64, 400, 1000, 2000] {
-        match voicecare_store::calls::record_utterance(&engine.pool, &row, &record, Utc::now())
-            .await
-        {
+    let at = Utc::now();
+    for wait in RETRIES_MS {
+        match voicecare_store::calls::record_utterance(&engine.pool, &row, &record, at).await {
             Ok(_) => {
                 tracing::info!(seq = u.seq, level = %a.level, asr_decode_ms = u.audio.asr_decode_ms, "utterance heard");
                 tracing::debug!(transcript = %u.transcript, "utterance transcript");
@@ -71,6 +77,32 @@ pub async fn utterance(
             }
         }
     }
-    tracing::error!(seq = u.seq, "utterance could not be stored");
+    spool(engine, &Entry::utterance(&row, &record, at), "utterance").await;
     false
+}
+
+/// Keep a write in the spool; if even the disk refuses, keep trying the
+/// database and the disk until one takes it.
+async fn spool(engine: &Engine, entry: &Entry, what: &'static str) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match engine.spool.push(entry).await {
+            Ok(()) => {
+                tracing::warn!(
+                    what,
+                    depth = engine.spool.depth(),
+                    "the database is unreachable: kept in the local spool, to be written when it returns"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, what, "cannot write the spool either; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+                if engine.spool.drain(&engine.pool, &engine.cfg.sla).await > 0 {
+                    continue;
+                }
+            }
+        }
+    }
 }
