@@ -15,6 +15,7 @@ use chrono::Utc;
 use tokio::sync::{mpsc, watch};
 use voicecare_core::Lang;
 use voicecare_core::flow::{Flow, Millis, Play, PromptId};
+use voicecare_core::session::escalation::PARTIAL_RULE;
 use voicecare_core::session::{Direction, EndReason, Input, Output, Session, SessionEnd, Setup};
 use voicecare_store::talks::{self, EndedBy};
 use voicecare_telephony::leg::{CallLeg, LegControl, LegEvent};
@@ -197,6 +198,10 @@ impl<'a> Driver<'a> {
                 record::utterance(self.engine, self.call_id, self.attempt_id, &u).await;
             }
             Output::Escalate(e) => {
+                if e.reasons.last().is_some_and(|r| r.rule() == PARTIAL_RULE) {
+                    metrics::counter!("voicecare_asr_partial_total", "outcome" => "queued")
+                        .increment(1);
+                }
                 record::escalate(self.engine, self.call_id, &e).await;
             }
             Output::Hold => self.hold(),
