@@ -746,6 +746,56 @@ async fn live_events_arrive_for_new_escalations() {
     assert!(buf.contains("event: escalation"));
 }
 
+/// Read an SSE response until it ends; panics if it is still open after
+/// `secs`. Returns what it carried.
+async fn sse_until_end(resp: &mut reqwest::Response, secs: u64) -> String {
+    let mut buf = String::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        match tokio::time::timeout_at(deadline, resp.chunk()).await {
+            Err(_) => panic!("the stream is still open after {secs} s: {buf:?}"),
+            Ok(Ok(Some(c))) => buf.push_str(&String::from_utf8_lossy(&c)),
+            Ok(Ok(None)) | Ok(Err(_)) => return buf,
+        }
+    }
+}
+
+#[tokio::test]
+async fn event_streams_end_with_their_session() {
+    let app = spawn_app().await;
+    let open = |token: String| {
+        let req = app
+            .http
+            .get(format!("{}/api/v1/events", app.base))
+            .bearer_auth(token);
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::OK);
+            r
+        }
+    };
+    // Logging out ends the stream at once.
+    let ann = app.login("ann").await;
+    let mut stream = open(ann.clone()).await;
+    let mut other = open(app.login("ann").await).await;
+    let (s, _) = app.post(&ann, "/api/v1/logout", json!({})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let said = sse_until_end(&mut stream, 3).await;
+    assert!(said.contains("event: session_ended"), "{said:?}");
+    // ann's other session is untouched.
+    let still = tokio::time::timeout(std::time::Duration::from_millis(500), other.chunk()).await;
+    assert!(still.is_err(), "another session's stream ended: {still:?}");
+
+    // A deactivated operator's stream ends too, within the re-check interval.
+    let amy = app.login("amy").await;
+    let mut stream = open(amy).await;
+    sqlx::query("UPDATE operators SET active = false WHERE username = 'amy'")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+    sse_until_end(&mut stream, 10).await;
+}
+
 // ───────────────────────── live talk ─────────────────────────
 
 mod talk {
@@ -946,6 +996,38 @@ mod talk {
             .await
             .unwrap();
         assert_eq!(next(&mut other).await["type"], "pong");
+    }
+
+    #[tokio::test]
+    async fn the_talk_socket_closes_when_the_session_ends() {
+        let app = spawn_app().await;
+        let id = app.flagged(app.community_a, Level::Emergency, "help").await;
+        let (cookie, csrf) = cookie_login(&app, "ann").await;
+        let mut ws = open(&app, id, &cookie, Some(&csrf), None).await.unwrap();
+        ws.send(Message::Text(r#"{"type":"ping"}"#.into()))
+            .await
+            .unwrap();
+        assert_eq!(next(&mut ws).await["type"], "pong");
+        let r = app
+            .http
+            .post(format!("{}/api/v1/logout", app.base))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &csrf)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        let t0 = std::time::Instant::now();
+        let m = next(&mut ws).await;
+        assert_eq!(m["code"], "session_ended", "{m}");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(3));
+        let end = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .unwrap();
+        assert!(
+            matches!(end, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+            "{end:?}"
+        );
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -11,10 +11,10 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::{Semaphore, SemaphorePermit};
+use tokio::sync::{Semaphore, SemaphorePermit, broadcast};
 use voicecare_store::operators::{self, Operator, Role, Scope};
 
 use super::AppState;
@@ -31,6 +31,70 @@ pub struct Authed {
     /// The session's CSRF token when it came by cookie: requests that cannot
     /// carry the header (a WebSocket upgrade) check it themselves.
     pub cookie_csrf: Option<String>,
+    pub session: Session,
+}
+
+/// The session a request came with. Its token never appears in `Debug`.
+#[derive(Clone)]
+pub struct Session {
+    token: Arc<str>,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How often a long-lived stream re-reads its session: a logout on another
+/// node, a revocation or a deactivated operator ends it within this.
+const SESSION_RECHECK: Duration = Duration::from_secs(5);
+
+impl Session {
+    /// Resolves when the session is over: logged out (at once on this node),
+    /// expired, revoked or its operator deactivated. Event streams and talk
+    /// sockets outlive the request that checked the session, so they wait
+    /// on this.
+    pub fn ended(&self, state: &AppState) -> impl Future<Output = ()> + Send + use<> {
+        let pool = state.pool.clone();
+        let mut logouts = state.logouts.subscribe();
+        let token = self.token.clone();
+        let left = (self.expires_at - Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        async move {
+            let expiry = tokio::time::sleep(left);
+            tokio::pin!(expiry);
+            let mut recheck = tokio::time::interval(SESSION_RECHECK);
+            recheck.tick().await;
+            let mut listening = true;
+            loop {
+                let check = tokio::select! {
+                    _ = &mut expiry => return,
+                    _ = recheck.tick() => true,
+                    gone = logouts.recv(), if listening => match gone {
+                        Ok(t) if t == token => return,
+                        Ok(_) => false,
+                        Err(broadcast::error::RecvError::Lagged(_)) => true,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            listening = false;
+                            false
+                        }
+                    },
+                };
+                // While the database is away the session stands: nothing
+                // else can be checked either.
+                if check
+                    && let Ok(None) = operators::session_operator(&pool, &token, Utc::now()).await
+                {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Authed {
@@ -81,7 +145,7 @@ impl FromRequestParts<AppState> for Authed {
             },
         };
         let found = operators::session_operator(&state.pool, &token, Utc::now()).await?;
-        let Some((operator, csrf, _expires)) = found else {
+        let Some((operator, csrf, expires_at)) = found else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "session_expired",
@@ -101,6 +165,10 @@ impl FromRequestParts<AppState> for Authed {
             operator,
             scope,
             cookie_csrf: via_cookie.then_some(csrf),
+            session: Session {
+                token: token.into(),
+                expires_at,
+            },
         })
     }
 }
@@ -328,6 +396,8 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     if let Some(t) = bearer(&headers).or_else(|| cookie(&headers, COOKIE)) {
         operators::revoke_session(&state.pool, t, Utc::now()).await?;
+        // Open event streams and talk sockets of this session end now.
+        let _ = state.logouts.send(t.into());
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(

@@ -37,7 +37,8 @@ pub fn spawn_notify_fanout(
 /// `GET /api/v1/events`: an SSE stream of `escalation` events. Each event
 /// carries only ids and levels; consoles fetch details through the scoped API,
 /// so the stream itself leaks nothing across units. Items outside the
-/// caller's scope are filtered out before sending.
+/// caller's scope are filtered out before sending. The stream ends, with a
+/// `session_ended` event, when the caller's session does.
 pub async fn stream(
     State(state): State<AppState>,
     auth: Authed,
@@ -45,9 +46,19 @@ pub async fn stream(
     let mut rx = state.events.subscribe();
     let pool = state.pool.clone();
     let scope = auth.scope;
+    let ended = auth.session.ended(&state);
     let s = async_stream(move |yielder| async move {
+        tokio::pin!(ended);
         loop {
-            let data = match rx.recv().await {
+            let next = tokio::select! {
+                biased;
+                _ = &mut ended => {
+                    let _ = yielder.send(Event::default().event("session_ended").data("{}")).await;
+                    break;
+                }
+                next = rx.recv() => next,
+            };
+            let data = match next {
                 Ok(EscalationEvent::Changed(n)) => {
                     if queue::get(&pool, &scope, n.id).await.is_err() {
                         continue;

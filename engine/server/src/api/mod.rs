@@ -44,6 +44,8 @@ pub struct AppState {
     pub engine: Option<Arc<crate::runner::Engine>>,
     /// Reverse proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Arc<TrustedProxies>,
+    /// Session tokens logged out on this node, for the streams they hold.
+    pub logouts: broadcast::Sender<Arc<str>>,
     /// Writes waiting for the database (its depth is on `/healthz`).
     pub spool: Option<Arc<crate::runner::spool::Spool>>,
 }
@@ -69,6 +71,7 @@ impl AppState {
             data_dir,
             engine: None,
             trusted_proxies: Arc::new(TrustedProxies::default()),
+            logouts: broadcast::channel(64).0,
             spool: None,
         }
     }

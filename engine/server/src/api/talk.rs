@@ -184,12 +184,23 @@ pub async fn talk(
     }
     Ok(ws
         .max_message_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| serve(state, auth.scope, id, socket)))
+        .on_upgrade(move |socket| serve(state, auth, id, socket)))
 }
 
 type Slot = Arc<Mutex<Option<LegControl>>>;
 
-async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
+async fn serve(app: AppState, auth: Authed, id: i64, socket: WebSocket) {
+    let scope = auth.scope;
+    // The operator's session ending (logout, expiry, deactivation) ends the
+    // conversation too.
+    let ended = auth.session.ended(&app);
+    tokio::pin!(ended);
+    let session_ended = || {
+        error(
+            "session_ended",
+            "your session has ended; log in again to talk",
+        )
+    };
     let (sink, mut stream) = socket.split();
     let (out, out_rx) = Outbox::new(OUTBOUND_QUEUE);
     let writer = tokio::spawn(write_page(sink, out_rx, out.dropped()));
@@ -204,6 +215,12 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
             m = tokio::time::timeout_at(deadline, stream.next()) => m,
             _ = &mut dropped => {
                 writer.abort();
+                return;
+            }
+            _ = &mut ended => {
+                out.send(session_ended());
+                drop(out);
+                finish(writer).await;
                 return;
             }
         };
@@ -257,6 +274,7 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
     // Once the page has gone, only the final state is awaited (to let the
     // set-up or the bridge close things in order).
     let mut page_open = true;
+    let mut session_open = true;
     loop {
         tokio::select! {
             msg = stream.next(), if page_open => match msg {
@@ -300,6 +318,14 @@ async fn serve(app: AppState, scope: Scope, id: i64, socket: WebSocket) {
                 }
                 Some(Ok(_)) => {}
             },
+            _ = &mut ended, if session_open && page_open => {
+                session_open = false;
+                out.send(session_ended());
+                page_open = false;
+                if !operator_left(&slot, &driver) {
+                    break;
+                }
+            }
             _ = &mut dropped, if page_open => {
                 // The page does not read what it is sent: as good as gone.
                 page_open = false;
