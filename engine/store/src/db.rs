@@ -36,7 +36,11 @@ impl DbSource {
 pub struct Database {
     pub pool: PgPool,
     pub url: String,
-    embedded: Option<EmbeddedPostgres>,
+    /// The task keeping the embedded server up, and the word to stop it.
+    embedded: Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<()>,
+    )>,
 }
 
 impl Database {
@@ -62,6 +66,10 @@ impl Database {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
+        let embedded = embedded.map(|pg| {
+            let (stop, stopped) = tokio::sync::oneshot::channel();
+            (stop, tokio::spawn(keep_up(pg, stopped)))
+        });
         Ok(Self {
             pool,
             url,
@@ -76,10 +84,36 @@ impl Database {
     /// Close the pool and, if we own the server, shut it down cleanly.
     pub async fn close(mut self) -> Result<()> {
         self.pool.close().await;
-        if let Some(pg) = self.embedded.take() {
-            pg.stop().await?;
+        if let Some((stop, task)) = self.embedded.take() {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         Ok(())
+    }
+}
+
+/// Keep an embedded server this process started up: if it dies (crashed,
+/// killed by the OOM killer or by hand), start it again on the same files;
+/// the pool reconnects by itself. Stops the server when told, or when the
+/// `Database` is dropped.
+async fn keep_up(mut pg: EmbeddedPostgres, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            status = pg.exited() => {
+                tracing::error!(%status, log = %pg.log_path().display(), "the embedded PostgreSQL stopped unexpectedly; starting it again");
+                let mut wait = std::time::Duration::from_millis(500);
+                while let Err(e) = pg.restart().await {
+                    tracing::error!(error = %e, "the embedded PostgreSQL did not start again; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(30));
+                }
+                tracing::info!("the embedded PostgreSQL is running again");
+            }
+            _ = &mut stop => {
+                let _ = pg.stop().await;
+                return;
+            }
+        }
     }
 }
 

@@ -122,6 +122,18 @@ pub struct EmbeddedPostgres {
     paths: ClusterPaths,
     port: u16,
     watchdog: Option<Child>,
+    /// Our end of the watchdog's pipe: closing it shuts the server down.
+    /// Kept apart from the child, whose `wait` would close it.
+    pipe: Option<tokio::process::ChildStdin>,
+    /// How it was started, to start it again if it dies.
+    launch: Option<Launch>,
+}
+
+#[derive(Clone)]
+struct Launch {
+    bin: PathBuf,
+    opts: EmbeddedOptions,
+    as_postgres: bool,
 }
 
 const PORT: u16 = 5432;
@@ -198,12 +210,18 @@ impl EmbeddedPostgres {
             run(initdb, "initdb").await?;
         }
 
-        let watchdog = spawn_watchdog(&bin, &paths, &opts, run_as_postgres)?;
+        let mut watchdog = spawn_watchdog(&bin, &paths, &opts, run_as_postgres)?;
         let mut pg = Self {
             dir,
             paths,
             port: PORT,
+            pipe: watchdog.stdin.take(),
             watchdog: Some(watchdog),
+            launch: Some(Launch {
+                bin,
+                opts,
+                as_postgres: run_as_postgres,
+            }),
         };
         pg.wait_ready(Duration::from_secs(60)).await?;
         Ok(pg)
@@ -221,6 +239,8 @@ impl EmbeddedPostgres {
             paths,
             port: PORT,
             watchdog: None,
+            pipe: None,
+            launch: None,
         };
         if pg.wait_ready(Duration::from_secs(10)).await.is_err() {
             return Err(EmbeddedError::LiveButSilent {
@@ -302,12 +322,39 @@ impl EmbeddedPostgres {
         self.watchdog.is_some()
     }
 
+    /// Resolves when a server this process started has stopped by itself
+    /// (crashed, killed); never for one another process runs.
+    pub async fn exited(&mut self) -> String {
+        match self.watchdog.as_mut() {
+            Some(w) => match w.wait().await {
+                Ok(status) => status.to_string(),
+                Err(e) => e.to_string(),
+            },
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Start the server again after it died, on the same files and socket
+    /// (a `postmaster.pid` it left is recovered from).
+    pub async fn restart(&mut self) -> Result<(), EmbeddedError> {
+        let Some(l) = self.launch.clone() else {
+            return Ok(());
+        };
+        if let Postmaster::Stale(pid) = postmaster(&self.paths.data) {
+            recover_stale(&self.paths, pid);
+        }
+        let mut watchdog = spawn_watchdog(&l.bin, &self.paths, &l.opts, l.as_postgres)?;
+        self.pipe = watchdog.stdin.take();
+        self.watchdog = Some(watchdog);
+        self.wait_ready(Duration::from_secs(60)).await
+    }
+
     /// Shut the server down and wait for it (a fast shutdown: sessions are
     /// disconnected, committed data is on disk). A server another process
     /// started is left running.
     pub async fn stop(mut self) -> Result<(), EmbeddedError> {
+        drop(self.pipe.take());
         if let Some(mut child) = self.watchdog.take() {
-            drop(child.stdin.take());
             let _ = child.wait().await;
         }
         Ok(())
@@ -317,9 +364,7 @@ impl EmbeddedPostgres {
 impl Drop for EmbeddedPostgres {
     fn drop(&mut self) {
         // Closing the pipe is enough: the watchdog shuts the server down.
-        if let Some(child) = self.watchdog.as_mut() {
-            drop(child.stdin.take());
-        }
+        drop(self.pipe.take());
     }
 }
 
