@@ -102,6 +102,9 @@ pub struct ServeArgs {
     /// the client address is then read from their `X-Forwarded-For`.
     #[arg(long, env = "VOICECARE_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxy: Vec<crate::api::IpNet>,
+    /// Device signalling sockets not yet registered, per client address.
+    #[arg(long, env = "VOICECARE_MAX_PENDING_DEVICE_SOCKETS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_pending_device_sockets: u32,
     /// Database connections this node may hold.
     #[arg(long, env = "VOICECARE_DB_CONNECTIONS", default_value_t = 20)]
     pub db_connections: u32,

@@ -134,6 +134,7 @@ pub fn start(
                 ..LegConfig::default()
             },
             ring_timeout: Duration::from_secs(args.ring_secs),
+            max_pending_per_ip: args.max_pending_device_sockets as usize,
             ..HubConfig::default()
         },
     );
