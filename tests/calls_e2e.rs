@@ -199,6 +199,32 @@ async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16, retry_minutes: i
     .unwrap();
 }
 
+/// The elder answers, waits for the question, says `wav`, then (after the
+/// engine's reply, if `hear_reply`) hangs up.
+fn answer_then_say(wav: &Path, hear_reply: bool) -> String {
+    let reply = if hear_reply {
+        "[[step]]\ndo = \"wait_for_prompt\"\nquiet_ms = 1500\ntimeout_ms = 60000\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"
+answer_after_ms = 300
+max_call_ms = 90000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 60000
+[[step]]
+do = "say"
+wav = "{}"
+{reply}[[step]]
+do = "hang_up"
+"#,
+        wav.display()
+    )
+}
+
 async fn phone(engine: &Engine, elder: &Elder, script: &str, dir: &Path) -> SimPhone {
     let mut cfg = ClientConfig::new(engine.ws(), &elder.device, DeviceToken::new(&elder.token));
     cfg.leg = LegConfig::loopback();
@@ -276,26 +302,7 @@ async fn checkin_with_distress_stores_transcript_assessment_and_escalates() {
     let elder = enrol(&pool, c, "tab-distress", "en", 1).await;
     let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
     let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
-    let script = format!(
-        r#"
-answer_after_ms = 300
-max_call_ms = 90000
-[[step]]
-do = "wait_for_prompt"
-quiet_ms = 2500
-timeout_ms = 60000
-[[step]]
-do = "say"
-wav = "{}"
-[[step]]
-do = "wait_for_prompt"
-quiet_ms = 1500
-timeout_ms = 60000
-[[step]]
-do = "hang_up"
-"#,
-        wav.display()
-    );
+    let script = answer_then_say(&wav, true);
     let mut sim = phone(&engine, &elder, &script, &tmp).await;
     schedule_now(&pool, elder.id, 3, 10).await;
     let report = tokio::time::timeout(Duration::from_secs(150), sim.run_call())
@@ -1379,22 +1386,7 @@ async fn an_emergency_heard_during_a_database_outage_reaches_the_queue_when_it_r
         &[],
     );
     let wav = fixture_wav(&tmp, "espeak/en_emergency_1.flac");
-    let script = format!(
-        r#"
-answer_after_ms = 300
-max_call_ms = 90000
-[[step]]
-do = "wait_for_prompt"
-quiet_ms = 2500
-timeout_ms = 60000
-[[step]]
-do = "say"
-wav = "{}"
-[[step]]
-do = "hang_up"
-"#,
-        wav.display()
-    );
+    let script = answer_then_say(&wav, false);
     let mut sim = phone(&engine, &elder, &script, &tmp).await;
     let ran = tokio::spawn(async move {
         tokio::time::timeout(Duration::from_secs(150), sim.run_call()).await

@@ -22,17 +22,13 @@ async fn actions(pool: &sqlx::PgPool, escalation: i64) -> Vec<String> {
     .unwrap()
 }
 
-#[tokio::test]
-async fn only_the_claim_holder_talks_one_conversation_at_a_time_and_each_step_is_audited() {
-    let db = TestDb::new().await;
-    let pool = &db.pool;
-    let c = common::city(pool).await;
-    let ann = common::operator(pool, "ann", Role::Operator, c.street_a).await;
-    let amy = common::operator(pool, "amy", Role::Operator, c.street_a).await;
-    let bob = common::operator(pool, "bob", Role::Operator, c.street_b).await;
-    let call = common::elders_with_calls(pool, c.community_a, 1, "t").await[0];
-    let now = Utc::now();
-    let esc = queue::flag(
+/// An elder who asked for help and is held on the line for an operator.
+async fn help_on_the_line(
+    pool: &sqlx::PgPool,
+    call: i64,
+    now: chrono::DateTime<Utc>,
+) -> queue::Escalation {
+    queue::flag(
         pool,
         &Flag {
             call_id: call,
@@ -45,7 +41,20 @@ async fn only_the_claim_holder_talks_one_conversation_at_a_time_and_each_step_is
         now,
     )
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test]
+async fn only_the_claim_holder_talks_one_conversation_at_a_time_and_each_step_is_audited() {
+    let db = TestDb::new().await;
+    let pool = &db.pool;
+    let c = common::city(pool).await;
+    let ann = common::operator(pool, "ann", Role::Operator, c.street_a).await;
+    let amy = common::operator(pool, "amy", Role::Operator, c.street_a).await;
+    let bob = common::operator(pool, "bob", Role::Operator, c.street_b).await;
+    let call = common::elders_with_calls(pool, c.community_a, 1, "t").await[0];
+    let now = Utc::now();
+    let esc = help_on_the_line(pool, call, now).await;
 
     // Unclaimed, another unit's, someone else's: refused, and nothing written.
     let e = talks::start_join(pool, &ann, esc.id, call, "node-a", now)
@@ -189,20 +198,7 @@ async fn the_rescuer_takes_a_dead_nodes_elder_off_the_line_and_closes_its_talks(
     let ann = common::operator(pool, "ann", Role::Operator, c.street_a).await;
     let call = common::elders_with_calls(pool, c.community_a, 1, "dead").await[0];
     let now = Utc::now();
-    let esc = queue::flag(
-        pool,
-        &Flag {
-            call_id: call,
-            level: Level::Emergency,
-            categories: vec!["help_request".into()],
-            reasons: serde_json::json!([{"category": "help_request", "evidence": "help", "rule": "t"}]),
-            elder_on_line: true,
-        },
-        &SlaPolicy::default(),
-        now,
-    )
-    .await
-    .unwrap();
+    let esc = help_on_the_line(pool, call, now).await;
     queue::claim(pool, &ann, esc.id, Duration::seconds(600), now)
         .await
         .unwrap();

@@ -185,6 +185,19 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Resolves when the leg ends, with the reason.
+    pub(crate) async fn ended(&self) -> EndReason {
+        let mut rx = self.end.subscribe();
+        loop {
+            if let Some(r) = *rx.borrow_and_update() {
+                return r;
+            }
+            if rx.changed().await.is_err() {
+                return EndReason::ConnectionFailed;
+            }
+        }
+    }
+
     /// First reason wins; later calls do nothing.
     pub(crate) fn end(&self, reason: EndReason) {
         self.end.send_if_modified(|cur| {
@@ -284,15 +297,7 @@ impl LegControl {
 
     /// Resolves when the leg ends, with the reason.
     pub async fn ended(&self) -> EndReason {
-        let mut rx = self.shared.end.subscribe();
-        loop {
-            if let Some(r) = *rx.borrow_and_update() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return EndReason::ConnectionFailed;
-            }
-        }
+        self.shared.ended().await
     }
 
     pub fn end_reason(&self) -> Option<EndReason> {

@@ -70,15 +70,7 @@ impl TransportHandle {
     /// Resolves when the leg ends, however it ends; a transport watches it
     /// to tell the far end when the engine hangs up.
     pub async fn ended(&self) -> EndReason {
-        let mut rx = self.shared.end.subscribe();
-        loop {
-            if let Some(r) = *rx.borrow_and_update() {
-                return r;
-            }
-            if rx.changed().await.is_err() {
-                return EndReason::ConnectionFailed;
-            }
-        }
+        self.shared.ended().await
     }
 
     pub fn is_ended(&self) -> bool {
