@@ -169,6 +169,77 @@ pub struct ServeArgs {
     /// clear emergency is queued before the reply ends; 0 turns it off.
     #[arg(long, env = "VOICECARE_PARTIAL_ASR_MS", default_value_t = 600, value_parser = clap::value_parser!(u32).range(0..=10000))]
     pub partial_asr_ms: u32,
+    /// Calls to phone numbers (`--sip-*`); boxed: most nodes leave them unset.
+    #[command(flatten)]
+    pub sip: Box<SipArgs>,
+}
+
+/// The SIP trunk that rings elders who have a phone number and no device.
+#[derive(Debug, Clone, Args)]
+pub struct SipArgs {
+    /// SIP trunk (HOST:PORT) that rings elders who have a phone number and no device.
+    #[arg(long, env = "VOICECARE_SIP_TRUNK")]
+    pub sip_trunk: Option<HostPort>,
+    /// Local SIP address; its IP is also the one RTP uses (port 0: any free port).
+    #[arg(long, env = "VOICECARE_SIP_BIND", default_value = "0.0.0.0:5060")]
+    pub sip_bind: SocketAddr,
+    /// Local UDP ports for SIP call media (FIRST-LAST).
+    #[arg(long, env = "VOICECARE_SIP_RTP_PORTS", default_value = "20000-29999")]
+    pub sip_rtp_ports: PortRange,
+    /// Our caller number on the trunk (the From user).
+    #[arg(long, env = "VOICECARE_SIP_FROM", default_value = "voicecare")]
+    pub sip_from: String,
+    /// User name for the trunk's digest authentication.
+    #[arg(long, env = "VOICECARE_SIP_USERNAME")]
+    pub sip_username: Option<String>,
+    /// File holding the trunk's digest password.
+    #[arg(long, env = "VOICECARE_SIP_PASSWORD_FILE")]
+    pub sip_password_file: Option<PathBuf>,
+}
+
+/// `HOST:PORT`; the host is a name or an address (IPv6 in brackets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: u16,
+}
+
+impl std::str::FromStr for HostPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, port) = s.rsplit_once(':').ok_or("expected HOST:PORT")?;
+        let port: u16 = port.parse().map_err(|_| "the port is not a number")?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() || port == 0 {
+            return Err("expected HOST:PORT".into());
+        }
+        Ok(HostPort {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// An inclusive range of ports, `FIRST-LAST`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortRange(pub std::ops::RangeInclusive<u16>);
+
+impl std::str::FromStr for PortRange {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || "expected FIRST-LAST, two ports with FIRST <= LAST".to_string();
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let (a, b): (u16, u16) = (
+            a.trim().parse().map_err(|_| bad())?,
+            b.trim().parse().map_err(|_| bad())?,
+        );
+        if a == 0 || a > b {
+            return Err(bad());
+        }
+        Ok(PortRange(a..=b))
+    }
 }
 
 impl ServeArgs {

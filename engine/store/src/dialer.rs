@@ -21,6 +21,7 @@ use sqlx::{PgExecutor, PgPool};
 use voicecare_core::session::{AttemptStatus, CallOutcome, EndReason};
 
 use crate::audit::{self, Actor, NewEvent};
+use crate::elders::Phone;
 use crate::error::{Result, StoreError};
 
 /// Advisory-lock key serialising claimers (`pg_advisory_xact_lock`).
@@ -126,6 +127,8 @@ pub struct Callee {
     pub language: String,
     pub time_zone: String,
     pub device_id: Option<String>,
+    /// Personal data: its `Debug` shows only the last two digits.
+    pub phone: Option<Phone>,
     pub contacts: i64,
     pub max_attempts: Option<i16>,
     pub retry_minutes: Option<i16>,
@@ -167,7 +170,7 @@ pub async fn contact<'e>(
 
 pub async fn callee<'e>(db: impl PgExecutor<'e>, elder_id: i64) -> Result<Callee> {
     sqlx::query_as(
-        "SELECT e.id AS elder_id, e.full_name, e.language, e.time_zone, e.device_id,
+        "SELECT e.id AS elder_id, e.full_name, e.language, e.time_zone, e.device_id, e.phone,
                 (SELECT count(*) FROM emergency_contacts c WHERE c.elder_id = e.id) AS contacts,
                 s.max_attempts, s.retry_minutes
          FROM elders e LEFT JOIN checkin_schedules s ON s.elder_id = e.id WHERE e.id = $1",

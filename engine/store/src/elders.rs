@@ -9,9 +9,11 @@ use crate::error::{Result, StoreError};
 use crate::operators::Scope;
 
 /// A phone number in E.164 form. Its `Debug` hides all but the last two digits
-/// so numbers never reach the logs.
-#[derive(Clone, PartialEq, Eq, Hash, Serialize)]
+/// so numbers never reach the logs. Read from the database as it is: the
+/// column's CHECK holds the same rule as [`Phone::parse`].
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(transparent)]
+#[sqlx(transparent)]
 pub struct Phone(String);
 
 impl Phone {

@@ -21,7 +21,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     let proxies = state.trusted_proxies.clone();
     let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
     let rescuer = spawn_lease_rescuer(db.pool.clone());
-    let calls = crate::runner::start(db.pool.clone(), &db_args, &args)?;
+    let calls = crate::runner::start(db.pool.clone(), &db_args, &args).await?;
 
     let listener = TcpListener::bind(args.listen)
         .await

@@ -1,7 +1,7 @@
 //! What every call on this node shares: the database pool, the runner's
 //! configuration, the speech-recognition pool, prompt audio, the loaded
-//! flows, the device signalling hub, the calls running here and the calls
-//! holding an elder for an operator.
+//! flows, the device signalling hub, the SIP trunk gateway, the calls running
+//! here and the calls holding an elder for an operator.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,6 +13,7 @@ use sqlx::PgPool;
 use voicecare_core::flow::{Flow, FlowSet, Update};
 use voicecare_core::schedule::LadderPolicy;
 use voicecare_core::session::policy::SlaPolicy;
+use voicecare_sip::SipGateway;
 use voicecare_speech::AsrPool;
 use voicecare_store::dialer::Caps;
 
@@ -63,6 +64,8 @@ pub struct Engine {
     pub holds: Arc<hold::Registry>,
     /// Where writes go while the database is away.
     pub spool: Arc<Spool>,
+    /// Rings elders who have a phone number and no device (`--sip-trunk`).
+    pub sip: Option<Arc<SipGateway>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -90,6 +93,7 @@ impl Engine {
         cfg: RunnerConfig,
         asr: Arc<AsrPool>,
         spool: Arc<Spool>,
+        sip: Option<Arc<SipGateway>>,
     ) -> Result<Arc<Self>, RunnerError> {
         let prompts = tts::Prompts::new(
             Box::new(tts::Espeak::default()),
@@ -105,6 +109,7 @@ impl Engine {
             running: Mutex::new(HashMap::new()),
             holds: Arc::new(hold::Registry::default()),
             spool,
+            sip,
             cfg,
         });
         engine.load_flows()?;

@@ -16,8 +16,10 @@ use voicecare_core::session::policy::{self, CHECKIN_FLOW, CONTACT_FLOW};
 use voicecare_core::session::{
     AttemptStatus, CallOutcome, Direction, EndReason, SessionEnd, SetupFailure,
 };
+use voicecare_sip::{CallFailure, SipGateway};
 use voicecare_store::StoreError;
 use voicecare_store::dialer::{self, CallEnd, Callee, Claimed, Party};
+use voicecare_store::elders::Phone;
 use voicecare_telephony::leg::CallLeg;
 
 use super::driver::{self, CallSpec};
@@ -181,12 +183,14 @@ impl Attempts<'_> {
         }
     }
 
-    /// Ring a device for this call's attempt; on failure the attempt is
-    /// recorded as not reached and the reason returned.
+    /// Ring a device for this call's attempt, or, with no device, the phone
+    /// number through the SIP trunk; on failure the attempt is recorded as
+    /// not reached and the reason returned.
     async fn ring(
         &self,
         attempt: i64,
         device: Option<&str>,
+        phone: Option<&Phone>,
         contact: bool,
     ) -> Result<Result<CallLeg, SetupFailure>, StoreError> {
         let pool = &self.engine.pool;
@@ -195,26 +199,40 @@ impl Attempts<'_> {
         } else {
             SetupFailure::DeviceNotConnected
         };
-        let reached = match (device, self.engine.hub()) {
-            (None, _) => Err(SetupFailure::NoDevice),
-            (Some(_), None) => Err(SetupFailure::TransportDown),
-            (Some(d), Some(hub)) if !hub.is_registered(d) => Err(offline),
-            (Some(d), Some(hub)) => {
-                dialer::update_attempt(pool, attempt, AttemptStatus::Ringing, None, Utc::now())
-                    .await?;
+        let ringing =
+            || dialer::update_attempt(pool, attempt, AttemptStatus::Ringing, None, Utc::now());
+        let reached = match (device, self.engine.hub(), phone, &self.engine.sip) {
+            (None, _, Some(number), Some(sip)) => {
+                ringing().await?;
+                ring_phone(sip, number).await
+            }
+            (None, ..) => Err(SetupFailure::NoDevice),
+            (Some(_), None, ..) => Err(SetupFailure::TransportDown),
+            (Some(d), Some(hub), ..) if !hub.is_registered(d) => Err(offline),
+            (Some(d), Some(hub), ..) => {
+                ringing().await?;
                 hub.call_device(d).await.map_err(|e| setup_failure(&e))
             }
         };
-        match &reached {
+        // From here on a dropped leg would leave the far end connected: the
+        // supervisor hangs up what is in the slot if this task dies.
+        if let (Ok(leg), Ok(mut slot)) = (&reached, self.line.lock()) {
+            *slot = Some(leg.control());
+        }
+        let recorded = match &reached {
             Ok(_) => {
                 dialer::update_attempt(pool, attempt, AttemptStatus::Answered, None, Utc::now())
-                    .await?
+                    .await
             }
             Err(f) => {
                 let reason = Some(EndReason::NotReached(*f));
-                dialer::update_attempt(pool, attempt, f.status(), reason, Utc::now()).await?
+                dialer::update_attempt(pool, attempt, f.status(), reason, Utc::now()).await
             }
+        };
+        if let (Err(_), Ok(leg)) = (&recorded, &reached) {
+            leg.control().hang_up();
         }
+        recorded?;
         Ok(reached)
     }
 
@@ -222,10 +240,8 @@ impl Attempts<'_> {
     async fn elder(&self) -> Result<(AttemptOutcome, Option<SessionEnd>), StoreError> {
         let (engine, c) = (self.engine, self.c);
         let attempt = dialer::start_attempt(&engine.pool, c.id, Party::Elder, Utc::now()).await?;
-        let leg = match self
-            .ring(attempt, self.callee.device_id.as_deref(), false)
-            .await?
-        {
+        let (device, phone) = (self.callee.device_id.as_deref(), self.callee.phone.as_ref());
+        let leg = match self.ring(attempt, device, phone, false).await? {
             Ok(leg) => leg,
             Err(f) => {
                 let outcome = f.elder_outcome();
@@ -303,7 +319,10 @@ impl Attempts<'_> {
         let reached = match &contact {
             None => Err(SetupFailure::ContactRemoved),
             Some(k) if k.device_id.is_none() => Err(SetupFailure::ContactHasNoDevice),
-            Some(k) => self.ring(attempt, k.device_id.as_deref(), true).await?,
+            Some(k) => {
+                self.ring(attempt, k.device_id.as_deref(), None, true)
+                    .await?
+            }
         };
         let (leg, contact) = match (reached, contact) {
             (Ok(leg), Some(k)) => (leg, k),
@@ -354,4 +373,28 @@ impl Attempts<'_> {
             AttemptOutcome::ContactNoAnswer
         }))
     }
+}
+
+/// Call a phone number through the SIP trunk. The number stays out of the
+/// log: only the SIP status and what the session makes of it are written.
+async fn ring_phone(sip: &SipGateway, number: &Phone) -> Result<CallLeg, SetupFailure> {
+    sip.call(number.as_str()).await.map_err(|failure| {
+        let outcome = failure.setup_failure();
+        // The stack's own errors may quote a SIP URI, number included.
+        let detail = match &failure {
+            CallFailure::BadNumber(_) => "not a dialable number".to_string(),
+            CallFailure::Signalling(e) => {
+                tracing::debug!(error = %e, "SIP signalling failed");
+                "signalling failed".to_string()
+            }
+            other => other.to_string(),
+        };
+        tracing::info!(
+            sip_status = failure.status_code(),
+            outcome = outcome.as_str(),
+            %detail,
+            "telephone call not answered"
+        );
+        outcome
+    })
 }

@@ -25,7 +25,7 @@
 //! * [`tts`]: prompt audio (recordings, or espeak-ng cached as WAV).
 //!
 //! The line is a [`voicecare_telephony::CallLeg`]: whatever transport
-//! carries the call (WebRTC today) hands the runner the same leg of 16 kHz
+//! carries the call (WebRTC to devices, a SIP trunk to phone numbers) hands the runner the same leg of 16 kHz
 //! frames, keypad digits and hang-up, so nothing here knows the transport.
 
 pub mod call;
@@ -118,7 +118,7 @@ fn spawn_flow_reload(engine: Arc<Engine>) -> Option<tokio::task::JoinHandle<()>>
 /// cannot start, the engine and its dialer loop. A node that cannot hear
 /// does not claim calls (other nodes take them) but still serves signalling,
 /// so devices stay registered.
-pub fn start(
+pub async fn start(
     pool: PgPool,
     db_args: &crate::config::DbArgs,
     args: &crate::config::ServeArgs,
@@ -171,7 +171,8 @@ pub fn start(
     };
     let asr = AsrPool::new(&model, args.asr_workers as usize, 1)?;
     let cfg = runner_config(db_args, args);
-    let engine = Engine::new(pool, cfg, Arc::new(asr), spool.clone())?;
+    let sip = sip_gateway(&args.sip, Duration::from_secs(args.ring_secs)).await?;
+    let engine = Engine::new(pool, cfg, Arc::new(asr), spool.clone(), sip)?;
     engine.set_hub(hub.clone());
     gateway.attach(&engine);
     tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
@@ -185,6 +186,41 @@ pub fn start(
         reload,
         drainer: Some(drainer),
     })
+}
+
+/// The SIP trunk gateway, when `--sip-trunk` is set. A trunk that is
+/// configured but cannot start stops the node: calls to phone numbers would
+/// otherwise fail one by one, unnoticed.
+async fn sip_gateway(
+    args: &crate::config::SipArgs,
+    ring_timeout: Duration,
+) -> anyhow::Result<Option<Arc<voicecare_sip::SipGateway>>> {
+    use voicecare_sip::{Credentials, Secret, SipGateway, Trunk};
+    let Some(addr) = &args.sip_trunk else {
+        return Ok(None);
+    };
+    let mut trunk = Trunk::new("trunk", addr.host.clone(), addr.port);
+    trunk.bind = args.sip_bind;
+    trunk.rtp_ports = args.sip_rtp_ports.0.clone();
+    trunk.from_number = args.sip_from.clone();
+    trunk.ring_timeout = ring_timeout;
+    trunk.credentials = match (&args.sip_username, &args.sip_password_file) {
+        (Some(username), Some(file)) => {
+            let password = std::fs::read_to_string(file)
+                .map_err(|e| anyhow::anyhow!("--sip-password-file {}: {e}", file.display()))?;
+            Some(Credentials {
+                username: username.clone(),
+                password: Secret::new(password.trim()),
+            })
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("--sip-username and --sip-password-file go together"),
+    };
+    let leg = voicecare_telephony::leg::LegConfig::default();
+    let gateway = SipGateway::start(trunk, leg)
+        .await
+        .map_err(|e| anyhow::anyhow!("SIP trunk {}:{}: {e}", addr.host, addr.port))?;
+    Ok(Some(Arc::new(gateway)))
 }
 
 fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArgs) -> RunnerConfig {

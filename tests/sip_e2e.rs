@@ -1,0 +1,326 @@
+//! Check-ins to phone numbers end to end: the real `voicecare` binary with
+//! `--sip-trunk` pointing at SIPp, which plays the trunk and the elder's
+//! phone on loopback; a real PostgreSQL and the real whisper model.
+//!
+//! Every wait polls the database against a deadline; SIPp runs under its own
+//! timeout, so a stuck peer fails the test rather than hanging it.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use voicecare_store::testing::TestDb;
+
+use support::{community, repo};
+
+/// One call at a time: each test runs a whole engine with whisper.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The elder's number; it must never show in the engine's log.
+const NUMBER: &str = "+8613912345678";
+
+/// `voicecare serve` with calls to phone numbers going to `trunk_port`.
+struct Engine {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Engine {
+    fn start(db: &TestDb, data_dir: &Path, trunk_port: u16) -> Engine {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(&db.url)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--media-bind", "127.0.0.1:0"])
+            .arg("--flows-dir")
+            .arg(repo().join("ivr-flows"))
+            .args(["--node-id", "node-sip", "--dialer-tick-ms", "200"])
+            .args(["--asr-workers", "1", "--service-name", "Riverside Care"])
+            .args(["--sip-trunk", &format!("127.0.0.1:{trunk_port}")])
+            .args([
+                "--sip-bind",
+                "127.0.0.1:0",
+                "--sip-rtp-ports",
+                "47000-48999",
+            ])
+            .args(["--sip-from", "+8610000000", "--ring-secs", "20"])
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start voicecare serve");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("{line}");
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("voicecare listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("voicecare serve did not start listening");
+        Engine { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sipp_binary() -> &'static str {
+    let found = Command::new("sipp")
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        found,
+        "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
+    );
+    "sipp"
+}
+
+/// A base port with `n` free UDP and TCP ports from it.
+fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
+    for _ in 0..500 {
+        let base = rand::random_range(lo / 2..hi / 2) * 2;
+        let free = (base..base + n).all(|p| {
+            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if free {
+            return base;
+        }
+    }
+    panic!("no free ports in {lo}..{hi}");
+}
+
+/// SIPp as the elder's phone behind the trunk, serving one call.
+struct Sipp {
+    child: tokio::process::Child,
+    port: u16,
+    logs: tempfile::TempDir,
+}
+
+impl Sipp {
+    /// Reserve the ports; the scenario starts with [`Sipp::run`].
+    fn ports() -> (u16, u16) {
+        // SIPp takes the media port and the two after it.
+        (free_ports(40_000, 43_000, 1), free_ports(43_000, 45_000, 4))
+    }
+
+    async fn run(scenario: &str, (port, media): (u16, u16)) -> Sipp {
+        let logs = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(sipp_binary())
+            .current_dir(repo().join("engine/sip/tests/scenarios"))
+            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
+            .args(["-m", "1", "-nostdin", "-timeout", "120s", "-timeout_error"])
+            .arg("-trace_msg")
+            .arg("-message_file")
+            .arg(logs.path().join("messages.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sipp");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            assert!(Instant::now() < deadline, "sipp did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Sipp { child, port, logs }
+    }
+
+    fn messages(&self) -> String {
+        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
+    }
+
+    /// SIPp's exit code once its call is over (0: the scenario ran to the end).
+    async fn finish(&mut self) -> i32 {
+        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
+            Ok(status) => status.unwrap().code().unwrap_or(-1),
+            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
+        }
+    }
+}
+
+/// An elder with a phone number and no device, speaking Mandarin.
+async fn enrol_phone_only(pool: &PgPool) -> i64 {
+    let c = community(pool).await;
+    sqlx::query_scalar(
+        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
+         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
+    )
+    .bind(NUMBER)
+    .bind(c)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// A check-in window open right now; `attempts` tries at most.
+async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16) {
+    sqlx::query(
+        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
+         VALUES ($1, (now() AT TIME ZONE 'Asia/Shanghai' - interval '1 hour')::time,
+                     (now() AT TIME ZONE 'Asia/Shanghai' + interval '2 hours')::time, $2, 10)",
+    )
+    .bind(elder)
+    .bind(attempts)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// Poll until `query` (one row, one column, `$1` = `bind`) returns a row.
+async fn wait_for<T>(pool: &PgPool, what: &str, secs: u64, query: &str, bind: i64) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let r: Option<T> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
+            .bind(bind)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+        if let Some(v) = r {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn tempdir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "voicecare-sip-{name}-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkin_to_a_phone_number_runs_over_the_trunk_and_key_1_escalates() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("answer");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let engine = Engine::start(&db, &tmp.join("data"), ports.0);
+    // Answers after 2 s of ringing, plays a Mandarin greeting for ~11 s,
+    // presses 1 (RFC 4733), then hangs up.
+    let mut sipp = Sipp::run("uas-answer.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let call: i64 = wait_for(
+        &pool,
+        "the call to end",
+        120,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status IN ('completed', 'unreachable') ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await;
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    assert!(
+        sipp.messages()
+            .contains(&format!("INVITE sip:{NUMBER}@127.0.0.1:{}", sipp.port)),
+        "the trunk was asked for the elder's number"
+    );
+
+    let (status, outcome, path): (String, Option<String>, Vec<String>) =
+        sqlx::query_as("SELECT status, outcome, flow_path FROM calls WHERE id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "completed");
+    assert_eq!(outcome.as_deref(), Some("escalated"));
+    assert!(path.iter().any(|s| s == "help_requested"), "{path:?}");
+
+    let attempts: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT callee, status, answered_at IS NOT NULL FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, vec![("elder".into(), "ended".into(), true)]);
+
+    let esc: Vec<(String, bool)> =
+        sqlx::query_as("SELECT level, elder_on_line FROM escalations WHERE call_id = $1")
+            .bind(call)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        esc,
+        vec![("emergency".to_string(), true)],
+        "key 1 asks for help"
+    );
+
+    let log = engine.log();
+    assert!(!log.contains(NUMBER), "the phone number reached the log");
+    assert!(
+        !log.contains(&NUMBER[1..]),
+        "the phone number reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_phone_is_recorded_as_busy() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("busy");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let _engine = Engine::start(&db, &tmp.join("data"), ports.0);
+    let mut sipp = Sipp::run("uas-reject-486.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let status: String = wait_for(
+        &pool,
+        "the attempt to end",
+        60,
+        "SELECT a.status FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 AND a.ended_at IS NOT NULL ORDER BY a.id LIMIT 1",
+        elder,
+    )
+    .await;
+    assert_eq!(status, "busy");
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+}
