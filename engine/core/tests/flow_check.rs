@@ -426,3 +426,33 @@ next = "bye"
     assert!(e.starts_with("ivr-flows/t.toml:12:1: "), "{e}");
     assert!(e.contains("needs `urgent`"), "{e}");
 }
+
+#[test]
+fn a_step_leading_into_a_loop_that_never_waits_is_not_a_second_loop() {
+    let e = errors(&format!(
+        r#"
+[[step]]
+id = "hello"
+type = "set"
+vars = {{ n = "1" }}
+next = "test"
+
+[[step]]
+id = "test"
+type = "branch"
+when = [{{ var = "n", equals = "2", next = "bye" }}, {{ var = "n", equals = "3", next = "into" }}]
+next = "hello"
+{GOODBYE}
+[[step]]
+id = "into"
+type = "set"
+vars = {{ n = "4" }}
+next = "hello"
+"#
+    ));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].contains("\"hello\" -> \"test\" -> \"hello\""),
+        "{e:#?}"
+    );
+}

@@ -38,15 +38,20 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
         }
     }
 
-    // Every reachable step must have some path to an end of the call.
-    let mut ends = vec![false; n];
-    let mut changed = true;
-    while changed {
-        changed = false;
-        for i in 0..n {
-            if !ends[i] && (flow.steps[i].kind.can_end() || edges[i].iter().any(|&j| ends[j])) {
-                ends[i] = true;
-                changed = true;
+    // Every reachable step must have some path to an end of the call: walk
+    // backwards from the steps that can end it, each edge once.
+    let mut preds: Vec<Vec<StepIdx>> = vec![Vec::new(); n];
+    for (i, out) in edges.iter().enumerate() {
+        for &j in out.iter().filter(|&&j| j < n) {
+            preds[j].push(i);
+        }
+    }
+    let mut ends: Vec<bool> = flow.steps.iter().map(|s| s.kind.can_end()).collect();
+    let mut stack: Vec<StepIdx> = (0..n).filter(|&i| ends[i]).collect();
+    while let Some(j) = stack.pop() {
+        for &i in &preds[j] {
+            if !std::mem::replace(&mut ends[i], true) {
+                stack.push(i);
             }
         }
     }
@@ -63,24 +68,24 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
     }
 
     // Cycles made only of steps that do not wait would spin forever.
-    let mut state = vec![0u8; n]; // 0 new, 1 on stack, 2 done
+    let mut state = vec![Visit::New; n];
     for i in 0..n {
-        if !flow.steps[i].kind.waits() && state[i] == 0 {
-            let mut path = Vec::new();
-            if let Some(cycle) = instant_cycle(flow, &edges, i, &mut state, &mut path) {
-                let names: Vec<String> = cycle
-                    .iter()
-                    .map(|&j| format!("{:?}", flow.steps[j].id))
-                    .collect();
-                err(
-                    flow.steps[cycle[0]].pos,
-                    format!(
-                        "steps {} -> {:?} loop without ever waiting for the elder",
-                        names.join(" -> "),
-                        flow.steps[cycle[0]].id
-                    ),
-                );
-            }
+        if !flow.steps[i].kind.waits()
+            && state[i] == Visit::New
+            && let Some(cycle) = instant_cycle(flow, &edges, i, &mut state)
+        {
+            let names: Vec<String> = cycle
+                .iter()
+                .map(|&j| format!("{:?}", flow.steps[j].id))
+                .collect();
+            err(
+                flow.steps[cycle[0]].pos,
+                format!(
+                    "steps {} -> {:?} loop without ever waiting for the elder",
+                    names.join(" -> "),
+                    flow.steps[cycle[0]].id
+                ),
+            );
         }
     }
 
@@ -97,26 +102,28 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
             _ => {}
         }
     }
-    let mut unknown = |pos: Pos, who: &str, var: &str| {
+    // `who` is only formatted for a variable that is unknown.
+    let mut unknown = |pos: Pos, who: &dyn Fn() -> String, var: &str| {
         if !known.contains(var) {
             errors.push(Diagnostic {
                 path: flow.path.clone(),
                 pos,
                 message: format!(
-                    "{who} uses unknown variable {var:?} (not an input, not set by any step)"
+                    "{} uses unknown variable {var:?} (not an input, not set by any step)",
+                    who()
                 ),
             });
         }
     };
     for (pos, v) in prompt_vars(&flow.still_there) {
-        unknown(pos, "`still_there`", v);
+        unknown(pos, &|| "`still_there`".into(), v);
     }
     for (pos, v) in prompt_vars(&flow.silent_goodbye) {
-        unknown(pos, "`silent_goodbye`", v);
+        unknown(pos, &|| "`silent_goodbye`".into(), v);
     }
+    let mut vars: Vec<(Pos, &str)> = Vec::new();
     for s in &flow.steps {
-        let who = format!("step {:?}", s.id);
-        let mut vars: Vec<(Pos, &str)> = Vec::new();
+        vars.clear();
         match &s.kind {
             StepKind::Say { prompt, .. } => vars.extend(prompt_vars(prompt)),
             StepKind::Ask(a) => {
@@ -140,10 +147,10 @@ pub(crate) fn check(flow: &Flow, errors: &mut Vec<Diagnostic>) {
             }
             StepKind::Assess { .. } => {}
         }
-        for (pos, v) in vars {
+        for &(pos, v) in &vars {
             // Templates know where they are; otherwise point at the step.
             let pos = if pos.line > 0 { pos } else { s.pos };
-            unknown(pos, &who, v);
+            unknown(pos, &|| format!("step {:?}", s.id), v);
         }
     }
 }
@@ -181,30 +188,52 @@ fn edges(flow: &Flow) -> Vec<Vec<StepIdx>> {
         .collect()
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    New,
+    OnPath,
+    Done,
+}
+
+/// A cycle of steps that do not wait, reachable from `root` through steps
+/// that do not wait. Depth-first with an explicit stack: a recursive walk
+/// would overflow on a long chain of `set` steps. Every step is entered once
+/// over all roots; a reported cycle's path is marked done so a later walk
+/// that runs into it does not report a second, bogus loop.
 fn instant_cycle(
     flow: &Flow,
     edges: &[Vec<StepIdx>],
-    i: StepIdx,
-    state: &mut [u8],
-    path: &mut Vec<StepIdx>,
+    root: StepIdx,
+    state: &mut [Visit],
 ) -> Option<Vec<StepIdx>> {
-    state[i] = 1;
-    path.push(i);
-    for &j in &edges[i] {
+    // Each entry is a step on the current path and its next edge to try.
+    let mut path: Vec<(StepIdx, usize)> = vec![(root, 0)];
+    state[root] = Visit::OnPath;
+    while let Some((i, k)) = path.last_mut() {
+        let Some(&j) = edges[*i].get(*k) else {
+            state[*i] = Visit::Done;
+            path.pop();
+            continue;
+        };
+        *k += 1;
         if flow.steps[j].kind.waits() {
             continue;
         }
-        if state[j] == 1 {
-            let from = path.iter().position(|&p| p == j).unwrap_or(0);
-            return Some(path[from..].to_vec());
-        }
-        if state[j] == 0
-            && let Some(c) = instant_cycle(flow, edges, j, state, path)
-        {
-            return Some(c);
+        match state[j] {
+            Visit::OnPath => {
+                let from = path.iter().position(|&(p, _)| p == j).unwrap_or(0);
+                let cycle = path[from..].iter().map(|&(p, _)| p).collect();
+                for &(p, _) in &path {
+                    state[p] = Visit::Done;
+                }
+                return Some(cycle);
+            }
+            Visit::New => {
+                state[j] = Visit::OnPath;
+                path.push((j, 0));
+            }
+            Visit::Done => {}
         }
     }
-    path.pop();
-    state[i] = 2;
     None
 }

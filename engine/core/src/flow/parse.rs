@@ -53,7 +53,7 @@ impl fmt::Display for FlowErrors {
 pub fn parse_flow(path: &str, source: &str) -> Result<Flow, FlowErrors> {
     let mut cx = Cx {
         path,
-        source,
+        lines: Lines::new(source),
         errors: Vec::new(),
     };
     let raw: RawFile = match toml::from_str(source) {
@@ -90,7 +90,8 @@ pub fn parse_flow(path: &str, source: &str) -> Result<Flow, FlowErrors> {
     }
 }
 
-/// Byte offset to 1-based line and character column.
+/// Byte offset to 1-based line and character column. Scans from the top of
+/// the file: for more than a few positions in one source use [`Lines`].
 pub(crate) fn position(source: &str, offset: usize) -> Pos {
     let mut offset = offset.min(source.len());
     while !source.is_char_boundary(offset) {
@@ -101,6 +102,36 @@ pub(crate) fn position(source: &str, offset: usize) -> Pos {
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let col = source[line_start..offset].chars().count() + 1;
     Pos { line, col }
+}
+
+/// Where each line of a source starts, so every step, template and error
+/// finds its line by binary search: scanning from the top for each one made
+/// checking a flow quadratic in its length.
+struct Lines<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> Lines<'a> {
+    fn new(source: &'a str) -> Self {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        Lines { source, starts }
+    }
+
+    /// The same as [`position`], in time proportional to the line's length.
+    fn pos(&self, offset: usize) -> Pos {
+        let mut offset = offset.min(self.source.len());
+        while !self.source.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        // Lines starting at or before the offset; the first starts at 0.
+        let line = self.starts.partition_point(|&s| s <= offset);
+        let line_start = self.starts[line - 1];
+        let col = self.source[line_start..offset].chars().count() + 1;
+        Pos { line, col }
+    }
 }
 
 #[derive(Deserialize)]
@@ -315,7 +346,7 @@ pub const BUILTIN_VARS: &[&str] = &[
 
 struct Cx<'a> {
     path: &'a str,
-    source: &'a str,
+    lines: Lines<'a>,
     errors: Vec<Diagnostic>,
 }
 
@@ -328,7 +359,7 @@ impl<'a> Cx<'a> {
     fn error(&mut self, span: Range<usize>, message: String) {
         self.errors.push(Diagnostic {
             path: self.path.to_string(),
-            pos: position(self.source, span.start),
+            pos: self.lines.pos(span.start),
             message,
         });
     }
@@ -458,7 +489,7 @@ impl<'a> Cx<'a> {
                 steps.push(Step {
                     id: r.id.get_ref().clone(),
                     kind,
-                    pos: position(self.source, s.span().start),
+                    pos: self.lines.pos(s.span().start),
                 });
             }
         }
@@ -1064,7 +1095,7 @@ impl<'a> Cx<'a> {
     fn template(&mut self, t: &Spanned<String>) -> Option<Template> {
         match parse_template(t.get_ref()) {
             Ok(mut tpl) => {
-                tpl.pos = position(self.source, t.span().start);
+                tpl.pos = self.lines.pos(t.span().start);
                 Some(tpl)
             }
             Err(msg) => {

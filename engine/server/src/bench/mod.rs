@@ -7,6 +7,7 @@ use clap::Subcommand;
 pub mod asr;
 pub mod calls;
 pub mod capacity;
+pub mod flow;
 pub mod queue;
 
 #[derive(Debug, Subcommand)]
@@ -19,4 +20,6 @@ pub enum BenchCmd {
     Capacity(capacity::CapacityBenchArgs),
     /// Check-in calls to simulated phones: turn latency, call setup, packet timing, CPU per call.
     Calls(calls::CallsBenchArgs),
+    /// Time to parse and check a flow as it grows, against parsing the same TOML alone.
+    Flow(flow::FlowBenchArgs),
 }
