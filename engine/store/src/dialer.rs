@@ -118,8 +118,9 @@ pub async fn device_credential<'e>(
     .await?)
 }
 
-/// Everything the runner needs to know about the elder it calls.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// Everything the runner needs to know about the elder it calls. `Debug`
+/// prints the name as redacted.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Callee {
     pub elder_id: i64,
     /// Personal data: never log it.
@@ -141,8 +142,8 @@ impl Callee {
     }
 }
 
-/// An emergency contact the ladder calls.
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// An emergency contact the ladder calls. `Debug` prints the name as redacted.
+#[derive(Clone, sqlx::FromRow)]
 pub struct Contact {
     /// 1-based, the elder's order.
     pub position: i16,
@@ -150,6 +151,32 @@ pub struct Contact {
     pub name: String,
     /// The contact's care-app device, if they have one.
     pub device_id: Option<String>,
+}
+
+impl std::fmt::Debug for Callee {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callee")
+            .field("elder_id", &self.elder_id)
+            .field("full_name", &voicecare_core::redact::Personal::new(()))
+            .field("language", &self.language)
+            .field("time_zone", &self.time_zone)
+            .field("device_id", &self.device_id)
+            .field("phone", &self.phone)
+            .field("contacts", &self.contacts)
+            .field("max_attempts", &self.max_attempts)
+            .field("retry_minutes", &self.retry_minutes)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contact")
+            .field("position", &self.position)
+            .field("name", &voicecare_core::redact::Personal::new(()))
+            .field("device_id", &self.device_id)
+            .finish()
+    }
 }
 
 /// The elder's `index`-th emergency contact (0-based, in their order).

@@ -4,6 +4,8 @@ use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
 
+use voicecare_core::redact::{Personal, redacted_opt};
+
 use crate::audit::{self, Actor, NewEvent};
 use crate::error::{Result, StoreError};
 use crate::operators::Scope;
@@ -64,7 +66,7 @@ impl TimeZoneName {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Clone, Serialize)]
 pub struct Contact {
     pub name: String,
     pub relation: Option<String>,
@@ -84,7 +86,7 @@ pub struct Schedule {
 }
 
 /// An elder ready to be stored: every field already validated.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewElder {
     pub external_ref: Option<String>,
     pub full_name: String,
@@ -98,6 +100,61 @@ pub struct NewElder {
     pub notes: Option<String>,
     pub contacts: Vec<Contact>,
     pub schedule: Option<Schedule>,
+}
+
+// Hand-written `Debug` for records holding personal data: names, phone
+// numbers, birth dates, addresses and notes print as redacted, so a record
+// in a log line or a panic message shows its shape and nothing else.
+
+impl std::fmt::Debug for Contact {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Contact")
+            .field("name", &Personal::new(()))
+            .field("relation", &self.relation)
+            .field("phone", &self.phone)
+            .field("device_id", &self.device_id)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewElder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewElder")
+            .field("external_ref", &self.external_ref)
+            .field("full_name", &Personal::new(()))
+            .field("birth_date", &redacted_opt(&self.birth_date))
+            .field("address", &redacted_opt(&self.address))
+            .field("phone", &self.phone)
+            .field("device_id", &self.device_id)
+            .field("language", &self.language)
+            .field("time_zone", &self.time_zone)
+            .field("community_id", &self.community_id)
+            .field("notes", &redacted_opt(&self.notes))
+            .field("contacts", &self.contacts)
+            .field("schedule", &self.schedule)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for ElderView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ElderView")
+            .field("id", &self.id)
+            .field("external_ref", &self.external_ref)
+            .field("full_name", &Personal::new(()))
+            .field("birth_date", &redacted_opt(&self.birth_date))
+            .field("age", &redacted_opt(&self.age))
+            .field("address", &redacted_opt(&self.address))
+            .field("phone", &redacted_opt(&self.phone))
+            .field("device_id", &self.device_id)
+            .field("language", &self.language)
+            .field("time_zone", &self.time_zone)
+            .field("community_id", &self.community_id)
+            .field("community", &self.community)
+            .field("notes", &redacted_opt(&self.notes))
+            .field("contacts", &Personal::new(()))
+            .finish()
+    }
 }
 
 pub async fn insert(conn: &mut PgConnection, e: &NewElder, now: DateTime<Utc>) -> Result<i64> {
@@ -172,7 +229,7 @@ pub async fn insert(conn: &mut PgConnection, e: &NewElder, now: DateTime<Utc>) -
 }
 
 /// An elder's record as an operator sees it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct ElderView {
     pub id: i64,
     pub external_ref: Option<String>,

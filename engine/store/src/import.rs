@@ -4,6 +4,10 @@
 //! column. By default a file with any bad row imports nothing (a half-imported
 //! file is hard to fix); with `skip_invalid` the good rows go in and the bad
 //! ones are listed.
+//!
+//! Messages say what is wrong with a value, never the value: the report is
+//! printed, logged and pasted into tickets, and names, phone numbers and
+//! birth dates are read as [`Personal`] so they cannot be quoted by accident.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -11,6 +15,7 @@ use std::io::Read;
 use chrono::{DateTime, NaiveDate, NaiveTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+use voicecare_core::redact::Personal;
 
 use crate::elders::{self, Contact, NewElder, Phone, Schedule, TimeZoneName};
 use crate::error::{Result, StoreError};
@@ -171,16 +176,14 @@ fn parse_rows(
             })
         };
 
-        let full_name = get("full_name").to_string();
-        if full_name.is_empty() {
+        let full_name = Personal::new(get("full_name").to_string());
+        let name_len = full_name.expose().chars().count();
+        if name_len == 0 {
             err("full_name", "is required".into());
-        } else if full_name.chars().count() > 200 {
+        } else if name_len > 200 {
             err(
                 "full_name",
-                format!(
-                    "is {} characters; the limit is 200",
-                    full_name.chars().count()
-                ),
+                format!("is {name_len} characters; the limit is 200"),
             );
         }
         let mut text_limit = |col: &str, max: usize| -> Option<String> {
@@ -199,23 +202,29 @@ fn parse_rows(
         let notes = text_limit("notes", 2000);
         let external_ref = text_limit("external_ref", 64);
         let birth_date =
-            opt(get("birth_date")).and_then(|s| match NaiveDate::parse_from_str(&s, "%Y-%m-%d") {
-                Ok(d) if d.year_ce().1 > 1900 => Some(d),
-                _ => {
-                    err(
-                        "birth_date",
-                        format!("{s:?} is not a date after 1900 in YYYY-MM-DD form"),
-                    );
-                    None
-                }
-            });
-        let phone = opt(get("phone")).and_then(|s| match Phone::parse(&s) {
-            Ok(p) => Some(p),
-            Err(m) => {
-                err("phone", m);
-                None
-            }
-        });
+            opt(get("birth_date")).map(Personal::new).and_then(
+                |s| match NaiveDate::parse_from_str(s.expose(), "%Y-%m-%d") {
+                    Ok(d) if d.year_ce().1 > 1900 => Some(d),
+                    Ok(_) => {
+                        err("birth_date", "must be after 1900".into());
+                        None
+                    }
+                    Err(_) => {
+                        err("birth_date", "not a date (expected YYYY-MM-DD)".into());
+                        None
+                    }
+                },
+            );
+        let phone =
+            opt(get("phone"))
+                .map(Personal::new)
+                .and_then(|s| match Phone::parse(s.expose()) {
+                    Ok(p) => Some(p),
+                    Err(m) => {
+                        err("phone", m);
+                        None
+                    }
+                });
         let bad_device = |d: &str| {
             !(3..=64).contains(&d.len())
                 || !d
@@ -294,11 +303,11 @@ fn parse_rows(
         let retry_minutes = small("retry_minutes", 10, 1..=240, &mut err);
         let mut contacts = Vec::new();
         for n in 1..=3 {
-            let name = opt(get(&format!("contact{n}_name")));
-            let phone_raw = opt(get(&format!("contact{n}_phone")));
+            let name = opt(get(&format!("contact{n}_name"))).map(Personal::new);
+            let phone_raw = opt(get(&format!("contact{n}_phone"))).map(Personal::new);
             match (name, phone_raw) {
                 (None, None) => {}
-                (Some(name), Some(p)) => match Phone::parse(&p) {
+                (Some(name), Some(p)) => match Phone::parse(p.expose()) {
                     Ok(phone) => {
                         // The contact's care app, rung by the no-answer ladder.
                         let device_id = opt(get(&format!("contact{n}_device")));
@@ -306,7 +315,7 @@ fn parse_rows(
                             err(&format!("contact{n}_device"), DEVICE_RULE.into());
                         }
                         contacts.push(Contact {
-                            name,
+                            name: name.into_inner(),
                             relation: opt(get(&format!("contact{n}_relation"))),
                             phone,
                             device_id,
@@ -351,7 +360,7 @@ fn parse_rows(
             community_path,
             elder: NewElder {
                 external_ref,
-                full_name,
+                full_name: full_name.into_inner(),
                 birth_date,
                 address,
                 phone,
@@ -401,7 +410,8 @@ pub async fn import_csv(
         }
     };
 
-    // Duplicates inside the file: the second and later rows are the bad ones.
+    // Duplicates inside the file: the second and later rows are the bad ones,
+    // named by the line they repeat, not by the value.
     let mut seen: HashMap<String, u64> = HashMap::new();
     let mut dup_lines = Vec::new();
     for r in &rows {

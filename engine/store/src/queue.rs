@@ -213,7 +213,7 @@ pub struct ListFilter {
 }
 
 /// One row of the queue as operators see it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct QueueItem {
     #[sqlx(flatten)]
     #[serde(flatten)]
@@ -223,6 +223,21 @@ pub struct QueueItem {
     pub community: String,
     pub claimed_by_name: Option<String>,
     pub breached: bool,
+}
+
+/// The elder's name prints as redacted: a queue row in a log line or a
+/// panic message must not say who called.
+impl std::fmt::Debug for QueueItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueItem")
+            .field("escalation", &self.escalation)
+            .field("elder_name", &voicecare_core::redact::Personal::new(()))
+            .field("elder_language", &self.elder_language)
+            .field("community", &self.community)
+            .field("claimed_by_name", &self.claimed_by_name)
+            .field("breached", &self.breached)
+            .finish()
+    }
 }
 
 pub async fn list(

@@ -144,7 +144,7 @@ pub async fn operators(
 }
 
 /// A resolved escalation drawn for a supervisor to review.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct SampleItem {
     pub operator_id: i64,
     pub operator_name: String,
@@ -154,6 +154,22 @@ pub struct SampleItem {
     pub level: String,
     pub outcome: Option<String>,
     pub resolved_at: Option<DateTime<Utc>>,
+}
+
+/// The elder's name prints as redacted (see `voicecare_core::redact`).
+impl std::fmt::Debug for SampleItem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SampleItem")
+            .field("operator_id", &self.operator_id)
+            .field("operator_name", &self.operator_name)
+            .field("escalation_id", &self.escalation_id)
+            .field("call_id", &self.call_id)
+            .field("elder_name", &voicecare_core::redact::Personal::new(()))
+            .field("level", &self.level)
+            .field("outcome", &self.outcome)
+            .field("resolved_at", &self.resolved_at)
+            .finish()
+    }
 }
 
 /// Up to `per_operator` resolved escalations per operator under the caller's
