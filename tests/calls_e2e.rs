@@ -20,7 +20,7 @@ use voicecare_telephony::leg::LegConfig;
 use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
 use voicecare_telephony::{SimPhone, SimReport, SimScript};
 
-use support::{community, fixture_wav, repo};
+use support::{community, fixture_wav, repo, wait_for};
 
 /// One call test at a time: each runs a whole engine with whisper, and the
 /// machine's cores are better spent keeping every call real-time.
@@ -232,26 +232,6 @@ async fn phone(engine: &Engine, elder: &Elder, script: &str, dir: &Path) -> SimP
     SimPhone::connect(cfg, script)
         .await
         .expect("sim phone registers")
-}
-
-/// Poll until `query` (one row, one column) returns something, or panic.
-async fn wait_for<T>(pool: &PgPool, what: &str, secs: u64, query: &str, bind: i64) -> T
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r: Option<T> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
-            .bind(bind)
-            .fetch_optional(pool)
-            .await
-            .unwrap();
-        if let Some(v) = r {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 async fn finished_call(pool: &PgPool, elder: i64, secs: u64) -> i64 {

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use voicecare_store::testing::TestDb;
 
-use support::{community, repo};
+use support::{community, repo, wait_for};
 
 /// One call at a time: each test runs a whole engine with whisper.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -200,26 +200,6 @@ async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16) {
     .execute(pool)
     .await
     .unwrap();
-}
-
-/// Poll until `query` (one row, one column, `$1` = `bind`) returns a row.
-async fn wait_for<T>(pool: &PgPool, what: &str, secs: u64, query: &str, bind: i64) -> T
-where
-    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
-{
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let r: Option<T> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
-            .bind(bind)
-            .fetch_optional(pool)
-            .await
-            .unwrap();
-        if let Some(v) = r {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 fn tempdir(name: &str) -> PathBuf {

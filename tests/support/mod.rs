@@ -34,3 +34,26 @@ pub async fn community(pool: &PgPool) -> i64 {
     .unwrap()
     .id
 }
+
+/// Poll until `query` (one row, one column) returns something, or panic.
+pub async fn wait_for<T>(pool: &PgPool, what: &str, secs: u64, query: &str, bind: i64) -> T
+where
+    T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        let r: Option<T> = sqlx::query_scalar(sqlx::AssertSqlSafe(query.to_string()))
+            .bind(bind)
+            .fetch_optional(pool)
+            .await
+            .unwrap();
+        if let Some(v) = r {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

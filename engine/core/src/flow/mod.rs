@@ -12,6 +12,7 @@ mod interp;
 mod model;
 mod parse;
 mod registry;
+pub mod synthetic;
 
 pub use interp::{Action, Call, CallReport, Event, Heard, Millis, Outcome, Play, PromptId};
 pub use model::*;
