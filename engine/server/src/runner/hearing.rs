@@ -62,6 +62,8 @@ struct Finished {
 }
 
 const RATE: u32 = 16_000;
+/// Speech an utterance cut off by a hang-up needs before it is read.
+const CUT_OFF_MIN_SPEECH_MS: u32 = 500;
 
 pub struct Hearing {
     asr: Arc<AsrPool>,
@@ -301,6 +303,11 @@ impl Hearing {
         let Some(VadEvent::UtteranceEnded(u)) = ep.finish(self.media_ms) else {
             return None;
         };
+        // A click or a breath as the line drops is not worth a reading that
+        // other calls' replies would wait behind.
+        if u.speech_ms < CUT_OFF_MIN_SPEECH_MS {
+            return None;
+        }
         self.partial = None;
         let turn = TurnStart {
             at: Instant::now(),
