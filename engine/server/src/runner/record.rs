@@ -99,8 +99,9 @@ async fn spool(engine: &Engine, entry: &Entry, what: &'static str) {
                 tracing::error!(error = %e, what, "cannot write the spool either; retrying");
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(5));
-                if engine.spool.drain(&engine.pool, &engine.cfg.sla).await > 0 {
-                    continue;
+                if entry.store(&engine.pool, &engine.cfg.sla).await.is_ok() {
+                    tracing::info!(what, "written to the database after all");
+                    return;
                 }
             }
         }

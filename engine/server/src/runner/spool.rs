@@ -91,7 +91,7 @@ impl Entry {
     }
 
     /// Write it to the database.
-    async fn store(&self, pool: &PgPool, sla: &SlaPolicy) -> Result<(), StoreError> {
+    pub(super) async fn store(&self, pool: &PgPool, sla: &SlaPolicy) -> Result<(), StoreError> {
         match self {
             Entry::Escalation {
                 call_id,
