@@ -42,6 +42,8 @@ pub fn assess_call(utterances: &[Assessment], signals: &CallSignals) -> Assessme
                 rule: format!("call.{rule}"),
                 span: 0..0,
                 phonetic: false,
+                sounds_like: None,
+                distance: None,
                 summary: summary.to_string(),
             });
         }

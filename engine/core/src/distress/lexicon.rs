@@ -6,6 +6,7 @@
 //!
 //! [`Classifier`]: super::Classifier
 
+use super::phonetic::Syl;
 use super::text::{self, Script};
 use super::{Category, Lang};
 use crate::Level;
@@ -70,6 +71,8 @@ pub(crate) struct Alt {
     pub prefix: bool,
     /// Folded toneless pinyin of a single Chinese character.
     pub sound: Option<u32>,
+    /// Its toneless syllable, for the weighted distance.
+    pub syl: Option<Syl>,
 }
 
 #[derive(Debug, Clone)]
@@ -289,6 +292,7 @@ impl Lexicon {
                             text: u.key,
                             prefix: false,
                             sound: u.sound,
+                            syl: u.syl,
                         }],
                         optional: false,
                     });
@@ -316,6 +320,7 @@ impl Lexicon {
                     text: folded,
                     prefix,
                     sound: None,
+                    syl: None,
                 });
             }
             if !alts.is_empty() {
@@ -391,7 +396,7 @@ fn display(src: &str) -> String {
 }
 
 /// Mandarin particles and pronouns: too common to anchor a sound-alike match.
-const FUNCTION_CHARS: &[&str] = &[
+pub(crate) const FUNCTION_CHARS: &[&str] = &[
     "了", "的", "得", "地", "吗", "吧", "呢", "着", "过", "是", "在", "我", "你", "他", "她", "它",
     "一", "不", "没", "有", "也", "都", "就", "很", "啊",
 ];

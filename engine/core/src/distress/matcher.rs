@@ -1,7 +1,8 @@
 //! Matching a transcript against the lexicon and weighing each finding in its
 //! context: negation, time, who it happened to, and masks for idioms.
 
-use super::lexicon::{Elem, Kind, Lexicon, Pattern};
+use super::lexicon::{Elem, FUNCTION_CHARS, Kind, Lexicon, Pattern};
+use super::phonetic::{self, Syl};
 use super::text::{self, Unit};
 use super::{Lang, Reason};
 use crate::Level;
@@ -15,6 +16,10 @@ const STOPWORDS: &[&str] = &[
     "i", "my", "me", "a", "an", "the", "and", "to", "of", "in", "on", "it", "is", "im", "was", "at",
 ];
 
+/// Mandarin negations: never dropped or merged away in a sound match, since
+/// "起来" (got up) is the opposite of "起不来".
+const NEGATIONS: &[&str] = &["不", "没", "别", "未", "无"];
+
 /// Contrast words a `..` gap never spans.
 const GAP_STOPS: &[&str] = &["but", "though", "although", "however", "但", "可"];
 
@@ -26,6 +31,20 @@ pub(crate) struct Matcher {
     /// Patterns whose first word is a prefix (`hurt*`): checked everywhere.
     always: Vec<usize>,
     keywords: Vec<(Lang, Vec<String>)>,
+    /// Mandarin phrases compared by weighted syllable distance, by pattern id.
+    phrases: Vec<Option<Phrase>>,
+    /// Folded sound of a content syllable -> (pattern id, its syllable index):
+    /// where a phrase may sit around a heard syllable.
+    anchors: HashMap<u32, Vec<(usize, usize)>>,
+}
+
+/// A gapless Mandarin pattern as syllables.
+#[derive(Debug, Clone)]
+struct Phrase {
+    syls: Vec<Syl>,
+    chars: Vec<String>,
+    /// Syllables that may not be dropped or merged away: negations.
+    kept: Vec<bool>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +55,8 @@ struct M {
     phonetic: bool,
     gap_mask: u64,
     sound_mask: u64,
+    /// Weighted syllable distance of a Mandarin sound match, in hundredths.
+    dist: Option<u16>,
 }
 
 impl M {
@@ -50,7 +71,8 @@ impl M {
 #[derive(Default, Clone, Copy)]
 struct Tally {
     sounds: u8,
-    misses: u8,
+    /// Summed substitution cost of Mandarin syllables matched by sound.
+    cost: u16,
     content_exact: u8,
     /// Units (offsets from the match start) consumed by `..` gaps.
     gap_mask: u64,
@@ -93,13 +115,176 @@ impl Matcher {
                 }
             }
         }
+        let mut phrases = vec![None; lex.patterns.len()];
+        let mut anchors: HashMap<u32, Vec<(usize, usize)>> = HashMap::new();
+        for (pid, p) in lex.patterns.iter().enumerate() {
+            if let Some(ph) = Self::phrase(p) {
+                for (k, e) in p.elems.iter().enumerate() {
+                    if let Elem::Unit { alts, .. } = e
+                        && let Some(s) = alts[0].sound
+                        && !FUNCTION_CHARS.contains(&alts[0].text.as_str())
+                    {
+                        anchors.entry(s).or_default().push((pid, k));
+                    }
+                }
+                phrases[pid] = Some(ph);
+            }
+        }
         Matcher {
             lex,
             first,
             first_sound,
             always,
             keywords,
+            phrases,
+            anchors,
         }
+    }
+
+    /// The syllables of a gapless Mandarin pattern that may be heard by sound:
+    /// alarms that allow it, and the context markers that qualify a finding
+    /// (negation, story, someone else, the past, recovery, the household), so
+    /// a misheard reply is read in the same context as a clean one.
+    fn phrase(p: &Pattern) -> Option<Phrase> {
+        let by_sound = match p.kind {
+            Kind::Alarm(_) => p.phonetic,
+            Kind::Negate
+            | Kind::Fiction
+            | Kind::Other
+            | Kind::Household
+            | Kind::Distant
+            | Kind::Resolved => {
+                let content = p
+                    .elems
+                    .iter()
+                    .filter(|e| matches!(e, Elem::Unit { alts, .. } if !FUNCTION_CHARS.contains(&alts[0].text.as_str())))
+                    .count();
+                content >= 2
+            }
+            _ => false,
+        };
+        if !by_sound
+            || p.lang != Lang::Zh
+            || !p.gapless
+            || p.units < 2
+            || p.units > phonetic::MAX_SYLLABLES
+        {
+            return None;
+        }
+        let mut ph = Phrase {
+            syls: Vec::new(),
+            chars: Vec::new(),
+            kept: Vec::new(),
+        };
+        for e in &p.elems {
+            let Elem::Unit {
+                alts,
+                optional: false,
+            } = e
+            else {
+                return None;
+            };
+            let [a] = alts.as_slice() else { return None };
+            ph.syls.push(a.syl?);
+            ph.kept.push(NEGATIONS.contains(&a.text.as_str()));
+            ph.chars.push(a.text.clone());
+        }
+        Some(ph)
+    }
+
+    /// Mandarin phrases heard as near-homophones: every window of about a
+    /// phrase's length around a heard syllable that sounds like one of the
+    /// phrase's, within the phrase's distance threshold. Windows already
+    /// matched exactly (`exact`) are left to that match.
+    fn sound_matches(&self, us: &[Unit], hint: Option<Lang>, exact: &[M]) -> Vec<M> {
+        if hint == Some(Lang::En) {
+            return Vec::new();
+        }
+        let mut cands: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, u) in us.iter().enumerate() {
+            let Some(v) = u.sound.and_then(|s| self.anchors.get(&s)) else {
+                continue;
+            };
+            for &(pid, k) in v {
+                let Some(ph) = &self.phrases[pid] else {
+                    continue;
+                };
+                let n = ph.syls.len();
+                let Some(base) = i.checked_sub(k) else {
+                    continue;
+                };
+                if phonetic::allows_gaps(n) {
+                    for st in base.saturating_sub(1)..=base + 1 {
+                        for len in n - 1..=n + 1 {
+                            cands.push((pid, st, len));
+                        }
+                    }
+                } else {
+                    cands.push((pid, base, n));
+                }
+            }
+        }
+        cands.sort_unstable();
+        cands.dedup();
+        let mut found: Vec<(usize, u16, usize, usize)> = Vec::new();
+        let mut heard = [Syl::default(); phonetic::MAX_SYLLABLES + 1];
+        for (pid, st, len) in cands {
+            let Some(ph) = &self.phrases[pid] else {
+                continue;
+            };
+            let end = st + len;
+            let Some(w) = us.get(st..end) else { continue };
+            if len > heard.len() || w.iter().any(|u| u.brk || u.syl.is_none()) {
+                continue;
+            }
+            if len == ph.chars.len() && w.iter().zip(&ph.chars).all(|(u, c)| u.key == *c) {
+                continue;
+            }
+            if exact
+                .iter()
+                .any(|m| m.pid == pid && m.start < end && st < m.end)
+            {
+                continue;
+            }
+            for (h, u) in heard.iter_mut().zip(w) {
+                *h = u.syl.unwrap_or_default();
+            }
+            let d = phonetic::distance(&heard[..len], &ph.syls, &ph.kept);
+            if d <= phonetic::threshold(ph.syls.len()) {
+                found.push((pid, d, st, end));
+            }
+        }
+        // One reading per phrase and place: the closest, then the phrase's own length.
+        found.sort_unstable_by_key(|&(pid, d, st, end)| {
+            let n = self.phrases[pid].as_ref().map_or(0, |p| p.syls.len());
+            (pid, d, (end - st).abs_diff(n), st)
+        });
+        let mut out: Vec<M> = Vec::new();
+        for (pid, d, start, end) in found {
+            if out
+                .iter()
+                .any(|m| m.pid == pid && m.start < end && start < m.end)
+            {
+                continue;
+            }
+            let ph = self.phrases[pid].as_ref();
+            let mut sound_mask = 0;
+            for (off, u) in us[start..end].iter().enumerate() {
+                if !ph.is_some_and(|p| p.chars.contains(&u.key)) {
+                    sound_mask |= bit(off);
+                }
+            }
+            out.push(M {
+                pid,
+                start,
+                end,
+                phonetic: true,
+                gap_mask: 0,
+                sound_mask,
+                dist: Some(d),
+            });
+        }
+        out
     }
 
     fn lang_ok(p_lang: Lang, hint: Option<Lang>) -> bool {
@@ -152,13 +337,16 @@ impl Matcher {
                         pid,
                         start: i,
                         end,
-                        phonetic: t.sounds > 0 || t.misses > 0,
+                        phonetic: t.sounds > 0,
                         gap_mask: t.gap_mask,
                         sound_mask: t.sound_mask,
+                        dist: (t.sounds > 0 && p.lang == Lang::Zh).then_some(t.cost),
                     });
                 }
             }
         }
+        let by_sound = self.sound_matches(us, hint, &out);
+        out.extend(by_sound);
         out
     }
 
@@ -172,14 +360,13 @@ impl Matcher {
         t: Tally,
     ) -> Option<(usize, Tally)> {
         let Some(e) = p.elems.get(ei) else {
-            if t.sounds == 0 && t.misses == 0 {
+            if t.sounds == 0 {
                 return Some((ui, t));
             }
             // A sound-alike match needs real words around the misheard one.
             let ok = match p.lang {
                 Lang::En => t.sounds <= 1 && t.content_exact >= 1,
-                // A wholly wrong syllable only counts beside others that are misheard too.
-                Lang::Zh => t.misses == 0 || (t.misses == 1 && t.sounds >= 1),
+                Lang::Zh => true,
             };
             return ok.then_some((ui, t));
         };
@@ -218,9 +405,13 @@ impl Matcher {
                             return Some(r);
                         }
                     } else if p.phonetic {
+                        // Gapless Mandarin phrases go by weighted distance
+                        // (`sound_matches`); here only those with `..`.
                         let sounds = match p.lang {
                             Lang::Zh => {
-                                u.sound.is_some() && alts.iter().any(|a| a.sound == u.sound)
+                                !p.gapless
+                                    && u.sound.is_some()
+                                    && alts.iter().any(|a| a.sound == u.sound)
                             }
                             Lang::En => self.lex.sounds.get(&u.key).is_some_and(|meant| {
                                 meant.iter().any(|m| {
@@ -235,22 +426,13 @@ impl Matcher {
                             }),
                         };
                         if sounds {
+                            let cost = match (u.syl, alts[0].syl) {
+                                (Some(h), Some(m)) => phonetic::substitution(h, m),
+                                _ => 0,
+                            };
                             let t2 = Tally {
                                 sounds: t.sounds + 1,
-                                sound_mask: t.sound_mask | bit(ui - t.start),
-                                ..t
-                            };
-                            if let Some(r) = self.go(p, ei + 1, us, ui + 1, t2) {
-                                return Some(r);
-                            }
-                        } else if p.lang == Lang::Zh
-                            && p.gapless
-                            && p.units >= 4
-                            && ei > 0
-                            && t.misses == 0
-                        {
-                            let t2 = Tally {
-                                misses: 1,
+                                cost: t.cost + cost,
                                 sound_mask: t.sound_mask | bit(ui - t.start),
                                 ..t
                             };
@@ -368,31 +550,46 @@ impl Matcher {
         }
         kept.sort_by_key(|m| (m.start, m.end));
 
-        let markers = |k: Kind| {
+        // A context marker heard only by sound qualifies only a finding heard
+        // by sound: a clean "被骗了一千块" is not made distant by a 一千 that
+        // sounds like 以前.
+        let markers_for = |k: Kind, by_sound: bool| {
             ms.iter()
-                .filter(move |m| self.lex.patterns[m.pid].kind == k)
+                .filter(move |m| self.lex.patterns[m.pid].kind == k && (by_sound || !m.phonetic))
         };
         let mut findings: Vec<(M, Level, Vec<&'static str>)> = Vec::new();
         for m in &kept {
+            let markers = |k: Kind| markers_for(k, m.phonetic);
             let rule = &self.lex.rules[rule_of(m)];
             let c = clause[m.start];
             let same_clause = |x: &&M| clause[x.start] == c && !x.overlaps(m);
             // A cue inside another finding belongs to it ("睡不着头晕"), unless
             // that finding is about the same words ("差点摔了一跤").
             let consumed = |x: &M| kept.iter().any(|k| k.overlaps(x) && !k.overlaps(m));
-            let negated = rule.negatable
-                && markers(Kind::Negate).any(|x| {
-                    x.end <= m.start
-                        && m.start - x.end <= NEGATION_REACH
-                        && scope[x.start] == scope[m.start]
-                        && !not_negation[x.start..x.end].iter().any(|&b| b)
-                        && !consumed(x)
-                });
-            if negated || markers(Kind::Fiction).any(|x| same_clause(&x)) {
-                continue;
-            }
+            let negation = markers(Kind::Negate).find(|x| {
+                rule.negatable
+                    && x.end <= m.start
+                    && m.start - x.end <= NEGATION_REACH
+                    && scope[x.start] == scope[m.start]
+                    && !not_negation[x.start..x.end].iter().any(|&b| b)
+                    && !consumed(x)
+            });
+            let fiction = markers(Kind::Fiction).find(|x| same_clause(x));
             let mut level = rule.level;
             let mut notes = Vec::new();
+            match (negation, fiction) {
+                (Some(x), _) | (None, Some(x)) if !x.phonetic => continue,
+                // Heard by sound itself: the finding is kept for the call to confirm.
+                (Some(_), _) => {
+                    level = level.min(Level::Watch);
+                    notes.push("may be negated");
+                }
+                (None, Some(_)) => {
+                    level = level.min(Level::Watch);
+                    notes.push("may be a story");
+                }
+                (None, None) => {}
+            }
             // Another finding read literally from the misheard words themselves.
             let literal = |k: &&M| {
                 !k.phonetic
@@ -432,11 +629,10 @@ impl Matcher {
         }
         // "...but I'm fine now": a finding followed by a recovery, with no new
         // finding after the recovery, is one level lower.
-        let resolved: Vec<&M> = markers(Kind::Resolved).collect();
         let starts: Vec<usize> = findings.iter().map(|f| f.0.start).collect();
         for (m, level, notes) in &mut findings {
             let rule = &self.lex.rules[rule_of(m)];
-            let recovered = resolved.iter().any(|r| {
+            let recovered = markers_for(Kind::Resolved, m.phonetic).any(|r| {
                 r.start >= m.end
                     && !kept.iter().any(|k| k.overlaps(r))
                     && !starts.iter().any(|&s| s >= r.end)
@@ -460,11 +656,16 @@ impl Matcher {
                 let span = us[m.start].start..us[m.end - 1].end;
                 let evidence = text[span.clone()].to_string();
                 let mut summary = format!("{}: \u{201c}{}\u{201d}", rule.label, evidence);
-                if m.phonetic {
-                    summary.push_str(&format!(
-                        " (sounds like \u{201c}{}\u{201d}; confirm)",
-                        self.lex.patterns[m.pid].display
-                    ));
+                let sounds_like = m.phonetic.then(|| self.lex.patterns[m.pid].display.clone());
+                let distance = m.dist.map(|d| f32::from(d) / 100.0);
+                if let Some(phrase) = &sounds_like {
+                    match distance {
+                        Some(d) => summary.push_str(&format!(
+                            " (sounds like \u{201c}{phrase}\u{201d}, distance {d:.2}; confirm)"
+                        )),
+                        None => summary
+                            .push_str(&format!(" (sounds like \u{201c}{phrase}\u{201d}; confirm)")),
+                    }
                 }
                 for n in notes {
                     summary.push_str(&format!(" ({n})"));
@@ -476,6 +677,8 @@ impl Matcher {
                     rule: rule.id.clone(),
                     span,
                     phonetic: m.phonetic,
+                    sounds_like,
+                    distance,
                     summary,
                 }
             })

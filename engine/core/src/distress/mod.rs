@@ -34,6 +34,7 @@ mod call;
 pub mod eval;
 mod lexicon;
 mod matcher;
+mod phonetic;
 mod text;
 mod trend;
 
@@ -178,6 +179,13 @@ pub struct Reason {
     pub span: Range<usize>,
     /// Matched by sound only (a likely mishearing): confirm with the elder.
     pub phonetic: bool,
+    /// With `phonetic`: the lexicon phrase the words sound like.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sounds_like: Option<String>,
+    /// With a Mandarin sound match: the weighted syllable distance between the
+    /// words heard and `sounds_like`, in syllables (0.3 = one near-homophone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distance: Option<f32>,
     /// One line for the operator: label, quoted evidence, and any qualifier.
     pub summary: String,
 }

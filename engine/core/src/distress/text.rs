@@ -5,6 +5,7 @@
 //! traditional characters were folded to simplified and fillers were dropped.
 
 use super::Lang;
+use super::phonetic::{self, Syl};
 use pinyin::ToPinyin;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +35,8 @@ pub(crate) struct Unit {
     pub key: String,
     /// Folded toneless pinyin of a Chinese character, packed (see [`pack_sound`]).
     pub sound: Option<u32>,
+    /// Toneless syllable of a Chinese character, for the weighted distance.
+    pub syl: Option<Syl>,
     pub start: usize,
     pub end: usize,
     /// Punctuation: a clause boundary, never part of a match.
@@ -119,6 +122,7 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
                 Unit {
                     key,
                     sound: None,
+                    syl: None,
                     start,
                     end,
                     brk: false,
@@ -151,6 +155,7 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
                         Unit {
                             key: simp.to_string(),
                             sound: sound_of(simp),
+                            syl: phonetic::syllable(simp),
                             start: pos,
                             end: next_pos,
                             brk: false,
@@ -161,6 +166,7 @@ pub(crate) fn units(text: &str, fillers: &[String]) -> Vec<Unit> {
                         Unit {
                             key: String::new(),
                             sound: None,
+                            syl: None,
                             start: pos,
                             end: next_pos,
                             brk: true,

@@ -37,6 +37,8 @@ pub fn apply_trend(current: &Assessment, now_unix: i64, history: &[PastCall]) ->
         rule: format!("trend.{rule}"),
         span: r.span.clone(),
         phonetic: false,
+        sounds_like: None,
+        distance: None,
         summary,
     };
     let mut seen = Vec::new();
