@@ -48,6 +48,20 @@ pub(crate) enum Kind {
     Other,
     /// Someone the elder lives with ("my husband", "老伴"): counts as the elder.
     Household,
+    /// The elder says they themselves are fine ("I'm fine myself", "我还好"):
+    /// what happened to someone else, or on television, is no concern of theirs.
+    Fine,
+    /// Makes a finding of a category worse: index into `Lexicon::raises`.
+    Raise(usize),
+}
+
+/// A `raise` line: what turns a finding of `category` into `level` ("a fall"
+/// and "lay there all night" is a long lie).
+#[derive(Debug, Clone)]
+pub(crate) struct Raise {
+    pub category: Category,
+    pub level: Level,
+    pub note: String,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +117,7 @@ pub(crate) struct Lexicon {
     /// English: heard word -> words it may stand for.
     pub sounds: HashMap<String, Vec<String>>,
     pub fillers: Vec<String>,
+    pub raises: Vec<Raise>,
 }
 
 /// Gap allowed by `..`, in units: words for English, characters for Mandarin.
@@ -162,6 +177,12 @@ impl Lexicon {
                 "other" => Some(Kind::Other),
                 "household" => Some(Kind::Household),
                 "mask" => Some(Kind::Mask),
+                "fine" => Some(Kind::Fine),
+                h if h.starts_with("raise ") => {
+                    let raise = parse_raise(h).map_err(err)?;
+                    self.raises.push(raise);
+                    Some(Kind::Raise(self.raises.len() - 1))
+                }
                 _ => None,
             };
             let (kind, phonetic) = match kind {
@@ -378,6 +399,29 @@ impl Lexicon {
             display: display(src),
         })
     }
+}
+
+/// `raise <category> <level> "<note>"`.
+fn parse_raise(head: &str) -> Result<Raise, String> {
+    let usage = "expected `raise <category> <level> \"note\"`";
+    let (before, rest) = head.split_once('"').ok_or(usage)?;
+    let (note, after) = rest.split_once('"').ok_or("unterminated note quote")?;
+    let mut words = before.split_whitespace().skip(1);
+    let (Some(category), Some(level), None) = (words.next(), words.next(), words.next()) else {
+        return Err(usage.into());
+    };
+    if !after.trim().is_empty() || note.trim().is_empty() {
+        return Err(usage.into());
+    }
+    let level: Level = level.parse().map_err(|e| format!("{e}"))?;
+    if level == Level::Ok {
+        return Err("a raise to ok would lower, not raise".into());
+    }
+    Ok(Raise {
+        category: category.parse()?,
+        level,
+        note: note.trim().to_string(),
+    })
 }
 
 /// A pattern as an operator should read it: first alternative, no syntax.

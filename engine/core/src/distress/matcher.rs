@@ -4,7 +4,7 @@
 use super::lexicon::{Elem, FUNCTION_CHARS, Kind, Lexicon, Pattern};
 use super::phonetic::{self, Syl};
 use super::text::{self, Unit};
-use super::{Lang, Reason};
+use super::{Category, Lang, Reason};
 use crate::Level;
 use std::collections::HashMap;
 
@@ -531,7 +531,14 @@ impl Matcher {
             })
             .copied()
             .collect();
-        alarms.sort_by_key(|m| (std::cmp::Reverse(m.end - m.start), m.phonetic, m.start));
+        alarms.sort_by_key(|m| {
+            (
+                std::cmp::Reverse(m.end - m.start),
+                m.phonetic,
+                m.dist,
+                m.start,
+            )
+        });
         let rule_of = |m: &M| match kind(m) {
             Kind::Alarm(r) => r,
             _ => unreachable!("filtered to alarms"),
@@ -557,7 +564,17 @@ impl Matcher {
             ms.iter()
                 .filter(move |m| self.lex.patterns[m.pid].kind == k && (by_sound || !m.phonetic))
         };
-        let mut findings: Vec<(M, Level, Vec<&'static str>)> = Vec::new();
+        // A cue right before a marker cancels it ("没有躺一夜", "I'm not fine").
+        let cue_before = |x: &M| {
+            markers_for(Kind::Negate, x.phonetic).any(|n| {
+                n.end <= x.start
+                    && x.start - n.end <= NEGATION_REACH
+                    && scope[n.start] == scope[x.start]
+                    && !not_negation[n.start..n.end].iter().any(|&b| b)
+            })
+        };
+        let elder_fine = markers_for(Kind::Fine, false).any(|x| !cue_before(x));
+        let mut findings: Vec<(M, Level, Vec<&str>)> = Vec::new();
         for m in &kept {
             let markers = |k: Kind| markers_for(k, m.phonetic);
             let rule = &self.lex.rules[rule_of(m)];
@@ -577,6 +594,18 @@ impl Matcher {
             let fiction = markers(Kind::Fiction).find(|x| same_clause(x));
             let mut level = rule.level;
             let mut notes = Vec::new();
+            // What makes it worse, anywhere in the reply: "摔了一跤……在地上躺了一夜".
+            for x in ms.iter().filter(|x| !cue_before(x) && !x.overlaps(m)) {
+                if let Kind::Raise(i) = kind(x)
+                    && let raise = &self.lex.raises[i]
+                    && raise.category == rule.category
+                    && raise.level > level
+                    && (m.phonetic || !x.phonetic)
+                {
+                    level = raise.level;
+                    notes.push(raise.note.as_str());
+                }
+            }
             match (negation, fiction) {
                 (Some(x), _) | (None, Some(x)) if !x.phonetic => continue,
                 // Heard by sound itself: the finding is kept for the call to confirm.
@@ -612,10 +641,15 @@ impl Matcher {
                 && !rule.anyone
                 && !markers(Kind::Household)
                     .any(|h| same_clause(&h) && h.start >= o.start && h.end <= m.start)
-                && level > Level::Watch
             {
-                level = Level::Watch;
-                notes.push("about someone else");
+                // Someone else's trouble, from an elder who says they are fine.
+                if elder_fine {
+                    continue;
+                }
+                if level > Level::Watch {
+                    level = Level::Watch;
+                    notes.push("about someone else");
+                }
             }
             let ongoing_before =
                 |d: &M| markers(Kind::Ongoing).any(|o| o.end == d.start || o.overlaps(d));
@@ -628,7 +662,8 @@ impl Matcher {
             findings.push((*m, level, notes));
         }
         // "...but I'm fine now": a finding followed by a recovery, with no new
-        // finding after the recovery, is one level lower.
+        // finding after the recovery, has passed: a symptom is at most watch,
+        // a fall one level lower (a fall today is still worth a call).
         let starts: Vec<usize> = findings.iter().map(|f| f.0.start).collect();
         for (m, level, notes) in &mut findings {
             let rule = &self.lex.rules[rule_of(m)];
@@ -638,12 +673,13 @@ impl Matcher {
                     && !starts.iter().any(|&s| s >= r.end)
             });
             if recovered {
-                let floor = if rule.level >= Level::Urgent {
-                    Level::Watch
-                } else {
+                *level = if rule.level < Level::Urgent {
                     Level::Ok
+                } else if rule.category == Category::Fall {
+                    lower(*level, Level::Watch)
+                } else {
+                    (*level).min(Level::Watch)
                 };
-                *level = lower(*level, floor);
                 notes.push("now better");
             }
         }

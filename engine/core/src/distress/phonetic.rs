@@ -40,8 +40,10 @@ const UNRELATED: u16 = 70;
 pub(crate) const WHOLLY_WRONG: u16 = 100;
 /// A syllable of the phrase not heard at all.
 const DROP: u16 = 60;
-/// An extra syllable heard inside the phrase.
-const EXTRA: u16 = 50;
+/// An extra syllable heard inside the phrase: dearer than a drop, since the
+/// recogniser swallows syllables far more often than it adds them, and an
+/// extra measure word turns "吃了一瓶" into "吃了一个苹果".
+const EXTRA: u16 = 70;
 /// Two syllables run together into one (不上 bu shang → 帮 bang): this plus
 /// how far the heard initial is from the first and its final from the second.
 const MERGE: u16 = 30;
@@ -63,11 +65,13 @@ const INITIAL_CONFUSIONS: &[(&str, &str, u16)] = &[
     ("z", "j", 35),
     ("sh", "x", 30),
     ("s", "x", 35),
-    // h/f (southern speakers), aspiration pairs the narrow band blurs.
+    // h/f (southern speakers); aspiration pairs the narrow band blurs, a
+    // little dearer so that a two-syllable phrase is not matched on one alone
+    // (挺甜 is not 停电).
     ("h", "f", 30),
-    ("b", "p", 30),
-    ("d", "t", 30),
-    ("g", "k", 30),
+    ("b", "p", 35),
+    ("d", "t", 35),
+    ("g", "k", 35),
     ("k", "h", 40),
     ("g", "h", 45),
     ("r", "l", 40),
@@ -277,7 +281,7 @@ pub(crate) fn distance(heard: &[Syl], meant: &[Syl], kept: &[bool]) -> u16 {
             if j > 1 && j < m && !kept[j - 1] {
                 best = best.min(d[i][j - 1] + DROP);
             }
-            if i > 0 && j > 1 && !kept[j - 1] && !kept[j - 2] {
+            if i > 0 && j > 2 && j < m && !kept[j - 1] && !kept[j - 2] {
                 // A blend: the first one's initial and the second one's final, near enough.
                 let blend = ini_cost(heard[i - 1].ini, meant[j - 2].ini)
                     + fin_cost(heard[i - 1].fin, meant[j - 1].fin);
@@ -294,15 +298,16 @@ pub(crate) fn distance(heard: &[Syl], meant: &[Syl], kept: &[bool]) -> u16 {
 /// The most a phrase of `n` syllables may be off and still count as heard.
 ///
 /// Two syllables: one near-homophone (头晕 heard as 陶云), never a wholly wrong
-/// one. Three: one or two near misses. Four or more: about a quarter of a
-/// syllable each, so one syllable may be lost or wholly wrong if the rest is
-/// close (喘不上气 heard as 传布上次).
+/// one. Three: one or two near misses. Four: a near miss or two, or one
+/// syllable dropped (喘不上气 heard as 传布上次). Five or more: a fifth of a
+/// syllable each, so one may be wholly wrong if the rest is close.
 pub(crate) fn threshold(n: usize) -> u16 {
     match n {
         0 | 1 => 0,
-        2 => 35,
+        2 => 30,
         3 => 50,
-        n => 25 * n as u16,
+        4 => 60,
+        n => 20 * n as u16,
     }
 }
 
