@@ -10,6 +10,7 @@ pub mod flow;
 pub mod intent;
 pub mod lang;
 pub mod level;
+pub mod phone;
 pub mod redact;
 pub mod schedule;
 pub mod session;

@@ -195,6 +195,25 @@ pub struct SipArgs {
     /// File holding the trunk's digest password.
     #[arg(long, env = "VOICECARE_SIP_PASSWORD_FILE")]
     pub sip_password_file: Option<PathBuf>,
+    /// Country calling code for callers' numbers the trunk signals in
+    /// national form (e.g. 86: 013800138000 is +8613800138000).
+    #[arg(long, env = "VOICECARE_SIP_COUNTRY_CODE", value_parser = country_code)]
+    pub sip_country_code: Option<String>,
+    /// Addresses calls into the service may come from, comma-separated
+    /// (default: the trunk host's addresses).
+    #[arg(long, env = "VOICECARE_SIP_ACCEPT_FROM", value_delimiter = ',')]
+    pub sip_accept_from: Vec<std::net::IpAddr>,
+}
+
+fn country_code(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_start_matches('+');
+    if (1..=3).contains(&s.len()) && s.chars().all(|c| c.is_ascii_digit()) && !s.starts_with('0') {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a country calling code (1 to 3 digits, e.g. 86)"
+        ))
+    }
 }
 
 /// `HOST:PORT`; the host is a name or an address (IPv6 in brackets).

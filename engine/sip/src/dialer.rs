@@ -87,6 +87,7 @@ impl SipGateway {
             handle.clone(),
             self.dialogs.clone(),
             offer,
+            Role::Caller,
         ));
         handle.connected().await;
         Ok(leg)
@@ -215,15 +216,26 @@ fn refused(resp: &Response, rang: bool) -> CallFailure {
     }
 }
 
+/// Which side of the call we are: the stack names BYEs by the dialog's
+/// client (UAC) and server (UAS), so whose BYE is the far end's depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// We placed the call (UAC).
+    Caller,
+    /// The trunk delivered the call to us (UAS).
+    Callee,
+}
+
 /// The call from answer to hang-up: the engine hanging up sends BYE, the
 /// far end's BYE ends the leg, mid-call requests get answers.
-async fn supervise(
+pub(crate) async fn supervise(
     dialog: InviteDialog,
     id: DialogId,
     mut states: DialogStateReceiver,
     handle: TransportHandle,
     dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
     sdp: String,
+    role: Role,
 ) {
     loop {
         tokio::select! {
@@ -239,9 +251,11 @@ async fn supervise(
             state = states.recv() => match state {
                 Some(DialogState::Terminated(_, why)) => {
                     info!(?why, "the call ended");
-                    handle.end(match why {
-                        TerminatedReason::UasBye => EndReason::RemoteHangup,
-                        TerminatedReason::UacBye | TerminatedReason::UacCancel => EndReason::LocalHangup,
+                    handle.end(match (why, role) {
+                        (TerminatedReason::UasBye, Role::Caller)
+                        | (TerminatedReason::UacBye | TerminatedReason::UacCancel, Role::Callee) => EndReason::RemoteHangup,
+                        (TerminatedReason::UacBye | TerminatedReason::UacCancel, Role::Caller)
+                        | (TerminatedReason::UasBye, Role::Callee) => EndReason::LocalHangup,
                         _ => EndReason::ConnectionFailed,
                     });
                     break;

@@ -9,11 +9,17 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::{TransportLayer, udp::UdpConnection};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 use voicecare_telephony::LegConfig;
 
+use crate::inbound::{self, Context, IncomingCall};
 use crate::trunk::Trunk;
+
+/// Calls delivered and not yet taken by the engine. Beyond this the trunk
+/// hears 503 and may route the call elsewhere.
+const INCOMING_QUEUE: usize = 32;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +37,7 @@ pub struct SipGateway {
     /// Our SIP address as the far end sees it (Contact, Via).
     pub(crate) local: SocketAddr,
     token: CancellationToken,
+    incoming: std::sync::Mutex<Option<mpsc::Receiver<IncomingCall>>>,
 }
 
 impl std::fmt::Debug for SipGateway {
@@ -67,7 +74,15 @@ impl SipGateway {
         let incoming = endpoint.incoming_transactions().map_err(bind_error)?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         tokio::spawn(async move { endpoint.serve().await });
-        tokio::spawn(serve_incoming(incoming, dialogs.clone()));
+        let allowed = allowed_sources(&trunk).await;
+        let (calls_tx, calls) = mpsc::channel(INCOMING_QUEUE);
+        let ctx = Arc::new(Context {
+            trunk: trunk.clone(),
+            leg: leg.clone(),
+            dialogs: dialogs.clone(),
+            media_ip: local.ip(),
+        });
+        tokio::spawn(serve_incoming(incoming, ctx, allowed, calls_tx));
         info!(trunk = %trunk.name, %local, "SIP gateway started");
         Ok(Self {
             trunk,
@@ -75,7 +90,14 @@ impl SipGateway {
             dialogs,
             local,
             token,
+            incoming: std::sync::Mutex::new(Some(calls)),
         })
+    }
+
+    /// Calls the trunk delivers to the service, once: whoever takes this
+    /// answers them. Not taken, they are refused with 480.
+    pub fn take_incoming(&self) -> Option<mpsc::Receiver<IncomingCall>> {
+        self.incoming.lock().ok()?.take()
     }
 
     /// Our SIP address (useful when the configuration asked for port 0).
@@ -104,10 +126,36 @@ impl Drop for SipGateway {
     }
 }
 
+/// Where calls into the service may come from: the configured addresses,
+/// else whatever the trunk's host name resolves to.
+async fn allowed_sources(trunk: &Trunk) -> Vec<IpAddr> {
+    if !trunk.accept_from.is_empty() {
+        return trunk.accept_from.clone();
+    }
+    match tokio::net::lookup_host((trunk.host.as_str(), trunk.port)).await {
+        Ok(addrs) => addrs.map(|a| a.ip()).collect(),
+        Err(e) => {
+            // Nobody is let in rather than everybody.
+            warn!(error = %e, host = %trunk.host, "cannot resolve the trunk: calls into the service are refused until it resolves");
+            vec![IpAddr::from([0, 0, 0, 0])]
+        }
+    }
+}
+
 /// Requests from the trunk: in-dialog ones (BYE, re-INVITE, INFO) go to
-/// their call; the rest are answered here.
-async fn serve_incoming(mut incoming: TransactionReceiver, dialogs: Arc<DialogLayer>) {
+/// their call; new calls go to the engine's queue; the rest are answered here.
+async fn serve_incoming(
+    mut incoming: TransactionReceiver,
+    ctx: Arc<Context>,
+    allowed: Vec<IpAddr>,
+    calls: mpsc::Sender<IncomingCall>,
+) {
+    let dialogs = ctx.dialogs.clone();
     while let Some(mut tx) = incoming.recv().await {
+        if tx.original.method == Method::Invite && dialogs.match_dialog(&tx).is_none() {
+            deliver(tx, &ctx, &allowed, &calls);
+            continue;
+        }
         if let Some(mut dialog) = dialogs.match_dialog(&tx) {
             tokio::spawn(async move {
                 if let Err(e) = dialog.handle(&mut tx).await {
@@ -120,8 +168,6 @@ async fn serve_incoming(mut incoming: TransactionReceiver, dialogs: Arc<DialogLa
             Method::Ack => continue,
             // Keepalive pings from the trunk.
             Method::Options => StatusCode::OK,
-            // Calls into the service over SIP are not served yet.
-            Method::Invite => StatusCode::TemporarilyUnavailable,
             _ => StatusCode::CallTransactionDoesNotExist,
         };
         tokio::spawn(async move {
@@ -129,5 +175,26 @@ async fn serve_incoming(mut incoming: TransactionReceiver, dialogs: Arc<DialogLa
                 debug!(error = %e, "replying to a request outside any call");
             }
         });
+    }
+}
+
+/// A new call: checked, then queued for the engine (503 when the queue is
+/// full, 480 when nobody takes calls on this node).
+fn deliver(
+    tx: rsipstack::transaction::transaction::Transaction,
+    ctx: &Arc<Context>,
+    allowed: &[IpAddr],
+    calls: &mpsc::Sender<IncomingCall>,
+) {
+    // A refused INVITE was answered with its status already.
+    let Ok(call) = inbound::take(tx, ctx, allowed) else {
+        return;
+    };
+    match calls.try_send(call) {
+        Ok(()) => {}
+        Err(mpsc::error::TrySendError::Full(call)) => call.reject(503, "too many calls waiting"),
+        Err(mpsc::error::TrySendError::Closed(call)) => {
+            call.reject(480, "this node takes no calls")
+        }
     }
 }

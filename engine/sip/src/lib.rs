@@ -16,10 +16,12 @@ mod auth;
 mod dialer;
 pub mod failure;
 pub mod gateway;
+pub mod inbound;
 mod rtp;
 pub mod sdp;
 pub mod trunk;
 
 pub use failure::CallFailure;
 pub use gateway::{GatewayError, SipGateway};
+pub use inbound::IncomingCall;
 pub use trunk::{Credentials, Secret, Transport, Trunk};

@@ -30,6 +30,40 @@ pub fn offer(ip: IpAddr, port: u16, session: u64) -> String {
     )
 }
 
+/// Our answer to a caller's offer: the one codec [`parse_answer`] chose from
+/// it (the caller's first preference we speak), with its payload type, and
+/// telephone-event if offered.
+pub fn answer(ip: IpAddr, port: u16, session: u64, media: &Media) -> String {
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    let (pt, name) = (media.audio_pt, codec_name(media.codec));
+    let (pts, events) = match media.dtmf {
+        Some((d, rate)) => (
+            format!("{pt} {d}"),
+            format!("a=rtpmap:{d} telephone-event/{rate}\r\na=fmtp:{d} 0-15\r\n"),
+        ),
+        None => (pt.to_string(), String::new()),
+    };
+    format!(
+        "v=0\r\n\
+         o=voicecare {session} {session} IN {family} {ip}\r\n\
+         s=voicecare\r\n\
+         c=IN {family} {ip}\r\n\
+         t=0 0\r\n\
+         m=audio {port} RTP/AVP {pts}\r\n\
+         a=rtpmap:{pt} {name}/8000\r\n\
+         {events}\
+         a=ptime:20\r\n\
+         a=sendrecv\r\n"
+    )
+}
+
+fn codec_name(c: Codec) -> &'static str {
+    match c {
+        Codec::Pcma => "PCMA",
+        _ => "PCMU",
+    }
+}
+
 /// What the far end's answer agreed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Answer {
@@ -193,6 +227,27 @@ a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=ptime:20\r\na=sendrecv
         assert_eq!(a.remote, "192.0.2.7:20000".parse::<SocketAddr>().unwrap());
         assert_eq!(a.media.codec, Codec::Pcma);
         assert_eq!(a.media.dtmf, Some((101, 8000)));
+    }
+
+    #[test]
+    fn answers_an_offer_with_its_first_codec_we_speak() {
+        // baresip's usual offer: Opus first, then PCMU, PCMA, events at 101.
+        let offer = "v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 5000 RTP/AVP 96 0 8 101\r\n\
+a=rtpmap:96 opus/48000/2\r\na=rtpmap:101 telephone-event/8000\r\n";
+        let o = parse_answer(offer).unwrap();
+        assert_eq!((o.media.codec, o.media.audio_pt), (Codec::Pcmu, 0));
+        let sdp = answer("127.0.0.1".parse().unwrap(), 30_000, 7, &o.media);
+        assert!(sdp.contains("m=audio 30000 RTP/AVP 0 101\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
+        assert!(sdp.contains("a=rtpmap:101 telephone-event/8000\r\n"));
+        // Reading our own answer gives back the same media.
+        assert_eq!(parse_answer(&sdp).unwrap().media, o.media);
+        let no_events = Media {
+            dtmf: None,
+            ..o.media
+        };
+        let sdp = answer("127.0.0.1".parse().unwrap(), 30_000, 7, &no_events);
+        assert!(sdp.contains("m=audio 30000 RTP/AVP 0\r\n") && !sdp.contains("telephone-event"));
     }
 
     #[test]

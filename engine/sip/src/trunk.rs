@@ -68,6 +68,9 @@ pub struct Trunk {
     pub ring_timeout: Duration,
     /// End an answered call when no RTP has arrived for this long.
     pub rtp_timeout: Duration,
+    /// Addresses calls into the service may come from (IP authentication of
+    /// the trunk or PBX). Empty: the trunk host's own addresses.
+    pub accept_from: Vec<std::net::IpAddr>,
 }
 
 impl Trunk {
@@ -86,6 +89,7 @@ impl Trunk {
             rtp_ports: 20_000..=29_999,
             ring_timeout: Duration::from_secs(45),
             rtp_timeout: Duration::from_secs(30),
+            accept_from: Vec::new(),
         }
     }
 }

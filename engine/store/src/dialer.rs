@@ -118,6 +118,32 @@ pub async fn device_credential<'e>(
     .await?)
 }
 
+/// The active elder enrolled with this phone number (E.164), for a call
+/// into the service from that number.
+pub async fn elder_by_phone<'e>(db: impl PgExecutor<'e>, e164: &str) -> Result<Option<i64>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM elders WHERE phone = $1 AND active")
+            .bind(e164)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// The active elder with this care number (the enrolment's external
+/// reference, or failing that the elder's id), keyed by a caller.
+pub async fn elder_by_care_number<'e>(
+    db: impl PgExecutor<'e>,
+    number: &str,
+) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM elders WHERE active AND (external_ref = $1 OR id::text = $1)
+         ORDER BY external_ref = $1 DESC LIMIT 1",
+    )
+    .bind(number)
+    .fetch_optional(db)
+    .await?)
+}
+
 /// Everything the runner needs to know about the elder it calls. `Debug`
 /// prints the name as redacted.
 #[derive(Clone, sqlx::FromRow)]

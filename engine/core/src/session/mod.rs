@@ -17,6 +17,7 @@
 //! early, once per reply, so an operator sees it before the elder finishes.
 
 pub mod escalation;
+pub mod identify;
 pub mod outcome;
 pub mod policy;
 

@@ -101,6 +101,47 @@ pub fn callback_notice(lang: Lang, service: &str, missed: bool) -> String {
     }
 }
 
+/// What a caller whose number is not enrolled hears: asked for the care
+/// number on the keypad, in both languages (we do not know theirs yet).
+pub fn identify_prompt(service: &str, again: bool) -> [(Lang, String); 2] {
+    if again {
+        [
+            (
+                Lang::Zh,
+                "没有找到这个号码。请再输入一次您的护理编号，然后按井号键。".to_string(),
+            ),
+            (
+                Lang::En,
+                "That number was not found. Please key your care number again, then the hash key."
+                    .to_string(),
+            ),
+        ]
+    } else {
+        [
+            (
+                Lang::Zh,
+                format!(
+                    "您好，这里是{service}。您的电话号码没有登记。请输入您的护理编号，然后按井号键。"
+                ),
+            ),
+            (
+                Lang::En,
+                format!(
+                    "Hello, this is {service}. This phone number is not enrolled. Please key your care number, then the hash key."
+                ),
+            ),
+        ]
+    }
+}
+
+/// The goodbye to a caller who could not be identified.
+pub fn unidentified_goodbye() -> [(Lang, String); 2] {
+    [
+        (Lang::Zh, "抱歉，我们无法确认您的身份。如有紧急情况，请挂断后拨打120。".to_string()),
+        (Lang::En, "Sorry, we could not identify you. In an emergency, hang up and call your local emergency number.".to_string()),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -48,6 +48,8 @@ pub struct RunnerConfig {
     pub early_asr_ms: u32,
     /// New speech between readings of a reply still being spoken (0: never).
     pub partial_asr_ms: u32,
+    /// Country calling code for callers' numbers in national form.
+    pub country_code: Option<String>,
 }
 
 /// Shared by every call on this node.

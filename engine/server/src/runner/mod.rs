@@ -40,6 +40,7 @@ pub mod ladder;
 pub mod lease;
 pub mod line;
 pub mod live;
+pub mod phone_in;
 pub mod record;
 pub mod spool;
 pub mod tts;
@@ -177,6 +178,9 @@ pub async fn start(
     gateway.attach(&engine);
     tracing::info!(node_id = %engine.cfg.node_id, flows = engine.flows.lock().map(|f| f.len()).unwrap_or(0), "call runner started");
     let dialer = dialer::spawn(engine.clone());
+    if let Some(calls) = engine.sip.as_ref().and_then(|s| s.take_incoming()) {
+        phone_in::spawn(engine.clone(), calls);
+    }
     let reload = spawn_flow_reload(engine.clone());
     Ok(Started {
         routes,
@@ -204,6 +208,7 @@ async fn sip_gateway(
     trunk.rtp_ports = args.sip_rtp_ports.0.clone();
     trunk.from_number = args.sip_from.clone();
     trunk.ring_timeout = ring_timeout;
+    trunk.accept_from = args.sip_accept_from.clone();
     trunk.credentials = match (&args.sip_username, &args.sip_password_file) {
         (Some(username), Some(file)) => {
             let password = std::fs::read_to_string(file)
@@ -249,5 +254,6 @@ fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArg
         keep_recordings: !args.no_recordings,
         early_asr_ms: args.early_asr_ms,
         partial_asr_ms: args.partial_asr_ms,
+        country_code: args.sip.sip_country_code.clone(),
     }
 }
