@@ -137,7 +137,7 @@ pub async fn elder_by_care_number<'e>(
 ) -> Result<Option<i64>> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM elders WHERE active AND (external_ref = $1 OR id::text = $1)
-         ORDER BY external_ref = $1 DESC LIMIT 1",
+         ORDER BY (external_ref = $1) IS TRUE DESC LIMIT 1",
     )
     .bind(number)
     .fetch_optional(db)
