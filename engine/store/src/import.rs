@@ -91,9 +91,48 @@ fn opt(s: &str) -> Option<String> {
     (!t.is_empty()).then(|| t.to_string())
 }
 
+/// Whether a value may be quoted in a message: a column name, a language or
+/// day code, a time, a small number or a time zone name, never a name, phone
+/// number, birth date or free text. A file whose header is missing or wrong
+/// puts those under any column, so every message quotes through this.
+pub fn quotable(v: &str) -> bool {
+    let word = v.len() <= 32
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    let time = v.len() <= 8 && v.chars().all(|c| c.is_ascii_digit() || c == ':');
+    let number = v.len() <= 6
+        && v.chars()
+            .all(|c| c.is_ascii_digit() || c == '-' || c == '+');
+    let zone = v.len() <= 40
+        && v.contains('/')
+        && v.starts_with(|c: char| c.is_ascii_uppercase())
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c));
+    !v.is_empty() && (word || time || number || zone)
+}
+
+/// `v` in quotes when [`quotable`], else "the value".
+fn quoted(v: &str) -> String {
+    if quotable(v) {
+        format!("{v:?}")
+    } else {
+        "the value".into()
+    }
+}
+
+/// `v` in quotes with a space before it when [`quotable`], else nothing.
+fn quote(v: &str) -> String {
+    if quotable(v) {
+        format!(" {v:?}")
+    } else {
+        String::new()
+    }
+}
+
 fn parse_days(s: &str) -> std::result::Result<i16, String> {
     // "daily", "weekdays", or a list such as "mon,wed,fri".
-    let s = s.trim().to_ascii_lowercase();
+    let raw = s.trim();
+    let s = raw.to_ascii_lowercase();
     match s.as_str() {
         "" | "daily" => return Ok(127),
         "weekdays" => return Ok(0b0011111),
@@ -107,7 +146,13 @@ fn parse_days(s: &str) -> std::result::Result<i16, String> {
             .iter()
             .position(|n| part.starts_with(n))
             .ok_or_else(|| {
-                format!("unknown day {part:?} (use mon..sun, daily, weekdays or weekends)")
+                // Quoted only as written: folding a name's case makes it look like a code.
+                let shown = if raw.contains(part) {
+                    quote(part)
+                } else {
+                    String::new()
+                };
+                format!("unknown day{shown} (use mon..sun, daily, weekdays or weekends)")
             })?;
         mask |= 1 << i;
     }
@@ -130,12 +175,21 @@ fn parse_rows(
             message: format!("cannot read the header row: {e}"),
         })?
         .clone();
-    for h in headers.iter() {
+    for (i, h) in headers.iter().enumerate() {
         if !COLUMNS.contains(&h) {
+            // A file without its header row has a person's data here.
+            let column = if quotable(h) {
+                h.to_string()
+            } else {
+                format!("#{}", i + 1)
+            };
             return Err(RowError {
                 line: 1,
-                column: h.to_string(),
-                message: format!("unknown column; expected some of: {}", COLUMNS.join(", ")),
+                column,
+                message: format!(
+                    "unknown column (the first row names the columns); expected some of: {}",
+                    COLUMNS.join(", ")
+                ),
             });
         }
     }
@@ -246,13 +300,19 @@ fn parse_rows(
         if !["zh", "en"].contains(&language.as_str()) {
             err(
                 "language",
-                format!("{language:?} is not supported (zh or en)"),
+                format!("{} is not supported (zh or en)", quoted(get("language"))),
             );
         }
         let time_zone = match TimeZoneName::parse(get("time_zone")) {
             Ok(tz) => Some(tz),
-            Err(m) => {
-                err("time_zone", m);
+            Err(_) => {
+                err(
+                    "time_zone",
+                    format!(
+                        "unknown time zone{} (expected an IANA name such as Asia/Shanghai)",
+                        quote(get("time_zone"))
+                    ),
+                );
                 None
             }
         };
@@ -267,7 +327,7 @@ fn parse_rows(
             |col: &str, default: &str, err: &mut dyn FnMut(&str, String)| -> Option<NaiveTime> {
                 let s = opt(get(col)).unwrap_or_else(|| default.to_string());
                 NaiveTime::parse_from_str(&s, "%H:%M")
-                    .map_err(|_| err(col, format!("{s:?} is not a time in HH:MM form")))
+                    .map_err(|_| err(col, format!("{} is not a time in HH:MM form", quoted(&s))))
                     .ok()
             };
         let window_start = time("window_start", "09:00", &mut err);
@@ -289,7 +349,8 @@ fn parse_rows(
                         err(
                             col,
                             format!(
-                                "{s:?} is not a number in {}..={}",
+                                "{} is not a number in {}..={}",
+                                quoted(&s),
                                 range.start(),
                                 range.end()
                             ),
@@ -385,6 +446,60 @@ fn parse_rows(
 
 use chrono::Datelike;
 
+/// Duplicates inside the file: the second and later rows are the bad ones,
+/// named by the line they repeat, not by the value.
+fn drop_duplicates(rows: &mut Vec<ParsedRow>, errors: &mut Vec<RowError>) {
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let mut dup_lines = std::collections::HashSet::new();
+    for r in rows.iter() {
+        for (col, key) in [
+            (
+                "phone",
+                r.elder.phone.as_ref().map(|p| p.as_str().to_string()),
+            ),
+            ("device_id", r.elder.device_id.clone()),
+            ("external_ref", r.elder.external_ref.clone()),
+        ] {
+            if let Some(k) = key
+                && let Some(first) = seen.insert(format!("{col}:{k}"), r.line)
+            {
+                errors.push(RowError {
+                    line: r.line,
+                    column: col.into(),
+                    message: format!("duplicates line {first}"),
+                });
+                dup_lines.insert(r.line);
+            }
+        }
+    }
+    rows.retain(|r| !dup_lines.contains(&r.line));
+}
+
+/// Check CSV data without a database: every problem [`import_csv`] would
+/// report except those only the database can tell (a community that does not
+/// exist, a phone number or device already enrolled). Nothing is imported.
+pub fn check_csv(data: &[u8]) -> ImportReport {
+    let mut errors = Vec::new();
+    match parse_rows(data, &mut errors) {
+        Ok((mut rows, count)) => {
+            drop_duplicates(&mut rows, &mut errors);
+            errors.sort_by(|a, b| (a.line, &a.column).cmp(&(b.line, &b.column)));
+            ImportReport {
+                rows: count,
+                imported: 0,
+                errors,
+                rolled_back: false,
+            }
+        }
+        Err(header) => ImportReport {
+            rows: 0,
+            imported: 0,
+            errors: vec![header],
+            rolled_back: true,
+        },
+    }
+}
+
 /// Import elders from CSV data. `source` names the file in messages.
 pub async fn import_csv(
     pool: &PgPool,
@@ -410,32 +525,7 @@ pub async fn import_csv(
         }
     };
 
-    // Duplicates inside the file: the second and later rows are the bad ones,
-    // named by the line they repeat, not by the value.
-    let mut seen: HashMap<String, u64> = HashMap::new();
-    let mut dup_lines = Vec::new();
-    for r in &rows {
-        for (col, key) in [
-            (
-                "phone",
-                r.elder.phone.as_ref().map(|p| p.as_str().to_string()),
-            ),
-            ("device_id", r.elder.device_id.clone()),
-            ("external_ref", r.elder.external_ref.clone()),
-        ] {
-            if let Some(k) = key
-                && let Some(first) = seen.insert(format!("{col}:{k}"), r.line)
-            {
-                errors.push(RowError {
-                    line: r.line,
-                    column: col.into(),
-                    message: format!("duplicates line {first}"),
-                });
-                dup_lines.push(r.line);
-            }
-        }
-    }
-    rows.retain(|r| !dup_lines.contains(&r.line));
+    drop_duplicates(&mut rows, &mut errors);
 
     let mut tx = pool.begin().await?;
     let mut imported = 0;

@@ -14,7 +14,7 @@ pub mod dtmf;
 pub mod error;
 pub mod leg;
 pub mod port;
-mod sdp;
+pub mod sdp;
 pub mod signalling;
 pub mod sim;
 

@@ -1,18 +1,19 @@
 //! The little SDP reading the leg needs: which payload types the audio
 //! section maps to which codecs. Full parsing and validation is the WebRTC
 //! stack's job; this only runs on descriptions it has already accepted.
+//! Public so that tests/fuzz_sdp.rs can feed it any text.
 
 use crate::codec::Codec;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RtpMap {
+pub struct RtpMap {
     pub payload_type: u8,
     pub encoding: String,
     pub clock_rate: u32,
 }
 
 /// Payload types of the first audio section, in the order of its `m=` line.
-pub(crate) fn audio_rtpmaps(sdp: &str) -> Vec<RtpMap> {
+pub fn audio_rtpmaps(sdp: &str) -> Vec<RtpMap> {
     let mut order: Vec<u8> = Vec::new();
     let mut maps: Vec<RtpMap> = Vec::new();
     let mut in_audio = false;
@@ -68,11 +69,11 @@ pub(crate) fn audio_rtpmaps(sdp: &str) -> Vec<RtpMap> {
 
 /// What a negotiated description says to send and expect.
 /// What the two ends agreed on (the transport port's [`crate::port::Media`]).
-pub(crate) type Negotiated = crate::port::Media;
+pub type Negotiated = crate::port::Media;
 
 /// The first audio codec a WebRTC leg supports in `sdp`'s order, with its
 /// DTMF partner.
-pub(crate) fn negotiate(sdp: &str) -> Option<Negotiated> {
+pub fn negotiate(sdp: &str) -> Option<Negotiated> {
     let maps = audio_rtpmaps(sdp);
     let webrtc = Codec::all();
     let (codec, audio_pt) = maps.iter().find_map(|m| {
