@@ -60,6 +60,39 @@ pub fn redacted_opt<T>(value: &Option<T>) -> Option<Personal<()>> {
     value.as_ref().map(|_| Personal(()))
 }
 
+/// A stand-in for words (a transcript, a prompt with a name in it) in a
+/// hand-written `Debug`: `«redacted» (12 chars)`, so a reader still sees
+/// whether anything was said and how much.
+pub fn redacted_words(text: &str) -> impl fmt::Debug + use<> {
+    Words(text.chars().count())
+}
+
+/// The values of a map of variables (an elder's name, an answer) redacted,
+/// the names kept.
+pub fn redacted_values<K: fmt::Debug, V>(
+    map: &std::collections::BTreeMap<K, V>,
+) -> impl fmt::Debug + '_ {
+    Values(map)
+}
+
+struct Words(usize);
+
+impl fmt::Debug for Words {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{REDACTED} ({} chars)", self.0)
+    }
+}
+
+struct Values<'a, K, V>(&'a std::collections::BTreeMap<K, V>);
+
+impl<K: fmt::Debug, V> fmt::Debug for Values<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|k| (k, Personal(()))))
+            .finish()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +117,14 @@ mod tests {
             format!("Some({REDACTED})")
         );
         assert_eq!(format!("{:?}", redacted_opt::<u8>(&None)), "None");
+        assert_eq!(
+            format!("{:?}", redacted_words("我摔倒了")),
+            format!("{REDACTED} (4 chars)")
+        );
+        let vars = std::collections::BTreeMap::from([("elder_name", "Wang Xiulan")]);
+        assert_eq!(
+            format!("{:?}", redacted_values(&vars)),
+            format!("{{\"elder_name\": {REDACTED}}}")
+        );
     }
 }

@@ -119,8 +119,8 @@ const WHEN_DOUBTFUL: &[&str] = &[
     "music",
 ];
 
-/// Inputs to [`check`].
-#[derive(Debug, Clone)]
+/// Inputs to [`check`]. `Debug` shows the text's length only.
+#[derive(Clone)]
 pub struct Evidence<'a> {
     pub text: &'a str,
     pub lang: Option<Lang>,
@@ -130,6 +130,21 @@ pub struct Evidence<'a> {
     /// Speech the VAD found in the audio (ms).
     pub speech_ms: u32,
     pub prompt: Option<&'a str>,
+}
+
+impl std::fmt::Debug for Evidence<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use voicecare_core::redact::redacted_words;
+        f.debug_struct("Evidence")
+            .field("text", &redacted_words(self.text))
+            .field("lang", &self.lang)
+            .field("avg_logprob", &self.avg_logprob)
+            .field("no_speech_prob", &self.no_speech_prob)
+            .field("compression_ratio", &self.compression_ratio)
+            .field("speech_ms", &self.speech_ms)
+            .field("prompt", &self.prompt.map(redacted_words))
+            .finish()
+    }
 }
 
 fn squash(s: &str) -> String {

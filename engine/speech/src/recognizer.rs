@@ -118,8 +118,9 @@ pub enum LoopRetry {
     Temperature,
 }
 
-/// What was heard. `text` is health data: never log it above debug level.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+/// What was heard. `text` is health data: never log it; `Debug` shows its
+/// length only.
+#[derive(Clone, PartialEq, serde::Serialize)]
 pub struct Transcript {
     /// The transcript; empty when nothing was said or a gate discarded the output.
     pub text: String,
@@ -144,6 +145,25 @@ pub struct Transcript {
     pub gated: Option<&'static str>,
     /// Speech found by voice activity detection (ms).
     pub speech_ms: u32,
+}
+
+impl std::fmt::Debug for Transcript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transcript")
+            .field("text", &voicecare_core::redact::redacted_words(&self.text))
+            .field("lang", &self.lang)
+            .field("avg_logprob", &self.avg_logprob)
+            .field("confidence", &self.confidence)
+            .field("no_speech_prob", &self.no_speech_prob)
+            .field("compression_ratio", &self.compression_ratio)
+            .field("audio_s", &self.audio_s)
+            .field("decode_s", &self.decode_s)
+            .field("queue_wait_s", &self.queue_wait_s)
+            .field("low_confidence", &self.low_confidence)
+            .field("gated", &self.gated)
+            .field("speech_ms", &self.speech_ms)
+            .finish()
+    }
 }
 
 impl Transcript {

@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
+use voicecare_core::redact::{redacted_opt, redacted_words};
 
 use crate::audit::{self, Actor, NewEvent};
 use crate::error::{Result, StoreError};
@@ -175,7 +176,9 @@ pub struct CallView {
     pub attempts: i64,
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// A reply as the console shows it. `Debug` shows the transcript's length
+/// and the reasons' presence only: both hold the elder's words.
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct UtteranceView {
     pub id: i64,
     pub seq: i32,
@@ -189,6 +192,25 @@ pub struct UtteranceView {
     pub created_at: DateTime<Utc>,
     pub level: Option<String>,
     pub reasons: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for UtteranceView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtteranceView")
+            .field("id", &self.id)
+            .field("seq", &self.seq)
+            .field("speaker", &self.speaker)
+            .field("flow_step", &self.flow_step)
+            .field("transcript", &redacted_words(&self.transcript))
+            .field("language", &self.language)
+            .field("confidence", &self.confidence)
+            .field("has_audio", &self.has_audio)
+            .field("audio_ms", &self.audio_ms)
+            .field("created_at", &self.created_at)
+            .field("level", &self.level)
+            .field("reasons", &redacted_opt(&self.reasons))
+            .finish()
+    }
 }
 
 pub async fn view<'e>(db: impl PgExecutor<'e>, call_id: i64) -> Result<CallView> {

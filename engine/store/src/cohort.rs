@@ -4,21 +4,34 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::PgPool;
 
 use crate::audit::{self, Actor, NewEvent};
-use crate::elders::{self, NewElder, TimeZoneName};
+use crate::elders::{self, NewElder, Phone, TimeZoneName};
 use crate::error::{Result, StoreError};
 
 /// A simulated elder: a device, a language and a zone, no phone number.
-#[derive(Debug, Clone)]
+/// `Debug` prints the name as redacted.
+#[derive(Clone)]
 pub struct SimElder<'a> {
     pub full_name: &'a str,
     pub device_id: &'a str,
     pub language: &'a str,
     pub time_zone: &'a str,
     pub community_id: i64,
+}
+
+impl std::fmt::Debug for SimElder<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimElder")
+            .field("full_name", &voicecare_core::redact::Personal::new(()))
+            .field("device_id", &self.device_id)
+            .field("language", &self.language)
+            .field("time_zone", &self.time_zone)
+            .field("community_id", &self.community_id)
+            .finish()
+    }
 }
 
 /// Enrol a simulated elder and store its device token's SHA-256; the elder's id.
@@ -49,6 +62,26 @@ pub async fn enrol(
     elders::insert(&mut tx, &new, now).await?;
     tx.commit().await?;
     crate::dialer::set_device_token(pool, e.device_id, token_sha256, now).await
+}
+
+/// What a real elder's record holds besides a device, for a simulated one:
+/// a phone number (never rung while the device is enrolled), a birth date
+/// and an address. The demo checks its log for them.
+pub async fn set_particulars(
+    pool: &PgPool,
+    elder: i64,
+    phone: &Phone,
+    birth_date: NaiveDate,
+    address: &str,
+) -> Result<()> {
+    sqlx::query("UPDATE elders SET phone = $2, birth_date = $3, address = $4 WHERE id = $1")
+        .bind(elder)
+        .bind(phone)
+        .bind(birth_date)
+        .bind(address)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// Give `elder` a daily window opening `offset_secs` from now in `zone`

@@ -14,8 +14,10 @@
 use super::model::*;
 use crate::Level;
 use crate::intent::{self, Intent};
+use crate::redact::{redacted_values, redacted_words};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::sync::Arc;
 
 /// Milliseconds on the call's monotonic clock, supplied by the runner.
@@ -34,7 +36,8 @@ impl Millis {
 pub struct PromptId(pub u32);
 
 /// A final utterance from the recogniser with the classifier's verdict on it.
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` shows the transcript's length, never its words.
+#[derive(Clone, PartialEq)]
 pub struct Heard {
     pub transcript: String,
     pub lang: Option<Lang>,
@@ -74,7 +77,8 @@ pub enum Event {
     HungUp,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `Debug` shows the text's length only: prompts name the elder.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct Play {
     pub id: PromptId,
     pub lang: Lang,
@@ -87,8 +91,10 @@ pub struct Play {
     pub barge_in: bool,
 }
 
+/// `Debug` redacts what may be personal: prompt text, escalation reasons
+/// (they quote the reply), recorded variables' values.
 #[must_use]
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum Action {
     Play(Play),
@@ -151,7 +157,8 @@ pub enum Outcome {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// `Debug` shows the variables' names, not their values.
+#[derive(Clone, PartialEq, Serialize)]
 pub struct CallReport {
     pub flow_id: String,
     pub outcome: Outcome,
@@ -162,6 +169,116 @@ pub struct CallReport {
     pub variables: BTreeMap<String, String>,
     /// Step ids in the order they were entered.
     pub path: Vec<String>,
+}
+
+impl fmt::Debug for Heard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Heard")
+            .field("transcript", &redacted_words(&self.transcript))
+            .field("lang", &self.lang)
+            .field("asr_confidence", &self.asr_confidence)
+            .field("level", &self.level)
+            .field("categories", &self.categories)
+            .field("needs_confirmation", &self.needs_confirmation)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Play {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Play")
+            .field("id", &self.id)
+            .field("lang", &self.lang)
+            .field("text", &redacted_words(&self.text))
+            .field("audio", &self.audio)
+            .field("rate", &self.rate)
+            .field("barge_in", &self.barge_in)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Play(p) => f.debug_tuple("Play").field(p).finish(),
+            Action::StopPlayback => f.write_str("StopPlayback"),
+            Action::StartListening {
+                mode,
+                end_of_utterance_ms,
+                no_input_timeout_ms,
+            } => f
+                .debug_struct("StartListening")
+                .field("mode", mode)
+                .field("end_of_utterance_ms", end_of_utterance_ms)
+                .field("no_input_timeout_ms", no_input_timeout_ms)
+                .finish(),
+            Action::StopListening => f.write_str("StopListening"),
+            Action::StartRecording {
+                max_ms,
+                end_of_utterance_ms,
+            } => f
+                .debug_struct("StartRecording")
+                .field("max_ms", max_ms)
+                .field("end_of_utterance_ms", end_of_utterance_ms)
+                .finish(),
+            Action::StopRecording => f.write_str("StopRecording"),
+            Action::SetTimer { at } => f.debug_struct("SetTimer").field("at", at).finish(),
+            Action::Escalate {
+                level,
+                reasons,
+                keep_on_line,
+            } => f
+                .debug_struct("Escalate")
+                .field("level", level)
+                .field(
+                    "reasons",
+                    &reasons
+                        .iter()
+                        .map(|r| redacted_words(r))
+                        .collect::<Vec<_>>(),
+                )
+                .field("keep_on_line", keep_on_line)
+                .finish(),
+            Action::Hold => f.write_str("Hold"),
+            Action::TransferToOperator => f.write_str("TransferToOperator"),
+            Action::RecordVariable { name, value } => f
+                .debug_struct("RecordVariable")
+                .field("name", name)
+                .field("value", &redacted_words(value))
+                .finish(),
+            Action::Hangup => f.write_str("Hangup"),
+            Action::Finished(r) => f.debug_tuple("Finished").field(r).finish(),
+        }
+    }
+}
+
+impl fmt::Debug for CallReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CallReport")
+            .field("flow_id", &self.flow_id)
+            .field("outcome", &self.outcome)
+            .field("escalated", &self.escalated)
+            .field("answers", &self.answers)
+            .field("variables", &redacted_values(&self.variables))
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Call {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Call")
+            .field("flow", &self.flow.id)
+            .field("lang", &self.lang)
+            .field("vars", &redacted_values(&self.vars))
+            .field("phase", &self.phase)
+            .field("last_heard", &self.last_heard)
+            .field("concern", &self.concern)
+            .field("escalated", &self.escalated)
+            .field("answers", &self.answers)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Below this recogniser confidence a reply is asked again rather than
@@ -221,8 +338,9 @@ enum End {
     Operator,
 }
 
-/// One call running one flow.
-#[derive(Debug, Clone)]
+/// One call running one flow. `Debug` leaves out the variables' values
+/// (the elder's name, answers) and the words heard.
+#[derive(Clone)]
 pub struct Call {
     flow: Arc<Flow>,
     lang: Lang,

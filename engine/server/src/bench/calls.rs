@@ -138,6 +138,7 @@ pub async fn run(args: CallsBenchArgs) -> anyhow::Result<()> {
         let device = format!("bench-{i:03}");
         let m = Member {
             name: format!("Bench Elder {}", i + 1),
+            particulars: None,
             token: format!("token-{device}-{}", rand::random::<u64>()),
             device,
             lang: "en".into(),

@@ -157,6 +157,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
             let device = format!("cap-{tag}-{si}-{i:03}");
             let m = Member {
                 name: format!("Capacity Elder {}", i + 1),
+                particulars: None,
                 token: format!("token-{device}-{}", rand::random::<u64>()),
                 device,
                 lang: "en".into(),

@@ -3,19 +3,33 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use sqlx::PgPool;
 use voicecare_store::cohort;
+use voicecare_store::elders::Phone;
 
 /// A clip from `audio-fixtures/manifest.json` with the level it should raise.
-#[derive(Debug, Clone)]
+/// `Debug` leaves out what it says.
+#[derive(Clone)]
 pub struct Clip {
     pub file: String,
+    /// What the clip says.
+    pub text: String,
     pub lang: String,
     /// `ok`, `watch`, `urgent` or `emergency`.
     pub level: String,
     /// The clip as 16 kHz mono WAV, for the simulated phone.
     pub wav: PathBuf,
+}
+
+impl std::fmt::Debug for Clip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Clip")
+            .field("file", &self.file)
+            .field("lang", &self.lang)
+            .field("level", &self.level)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -28,14 +42,40 @@ pub enum Behaviour {
     NoAnswer,
 }
 
-#[derive(Debug, Clone)]
+/// A simulated elder with the personal data a real one's record holds. Made
+/// up, but the engine must treat it as real: none of it may reach a log.
+#[derive(Clone)]
 pub struct Member {
     pub name: String,
+    /// The demo's elders have them; a benchmark's need none.
+    pub particulars: Option<Particulars>,
     pub device: String,
     pub token: String,
     pub lang: String,
     pub time_zone: String,
     pub behaviour: Behaviour,
+}
+
+/// What a real elder's record holds besides a name and a device.
+#[derive(Clone)]
+pub struct Particulars {
+    pub phone: String,
+    pub birth_date: NaiveDate,
+    pub address: String,
+}
+
+impl std::fmt::Debug for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = voicecare_core::redact::Personal::new(());
+        f.debug_struct("Member")
+            .field("name", &hidden)
+            .field("particulars", &self.particulars.as_ref().map(|_| hidden))
+            .field("device", &self.device)
+            .field("lang", &self.lang)
+            .field("time_zone", &self.time_zone)
+            .field("behaviour", &self.behaviour)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Member {
@@ -81,10 +121,13 @@ impl Member {
     }
 }
 
-/// Spoken answers to the follow-up questions, per language, as WAV files.
+/// Spoken answers to the follow-up questions, per language, as WAV files,
+/// and what they say.
 pub struct Answers {
     pub en: Vec<PathBuf>,
     pub zh: Vec<PathBuf>,
+    pub en_text: Vec<String>,
+    pub zh_text: Vec<String>,
 }
 
 /// The follow-up answers. English is rendered with espeak-ng (the engine's
@@ -101,21 +144,22 @@ pub fn answers(fixtures: &Path, out: &Path) -> anyhow::Result<Answers> {
         out.join("tts"),
         out.to_path_buf(),
     );
-    let en = [
+    let en_text = [
         "Yes, I have.",
         "Yes, I have.",
         "I slept well.",
         "No, thank you.",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, t)| {
-        let pcm = prompts.pcm(t, None, Lang::En, 1.0)?;
-        let wav = out.join(format!("answer-en-{i}.wav"));
-        voicecare_telephony::sim::write_wav(&wav, &pcm)?;
-        Ok(wav)
-    })
-    .collect::<anyhow::Result<Vec<_>>>()?;
+    ];
+    let en = en_text
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let pcm = prompts.pcm(t, None, Lang::En, 1.0)?;
+            let wav = out.join(format!("answer-en-{i}.wav"));
+            voicecare_telephony::sim::write_wav(&wav, &pcm)?;
+            Ok(wav)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let recorded = |file: &str| -> anyhow::Result<PathBuf> {
         let audio = voicecare_media::load(&fixtures.join(file), None)
             .map_err(|e| anyhow::anyhow!("fixture {file}: {e}"))?;
@@ -128,10 +172,30 @@ pub fn answers(fixtures: &Path, out: &Path) -> anyhow::Result<Answers> {
         recorded("gcin/gcin_ok_1.flac")?,
         recorded("gcin/gcin_ok_2.flac")?,
     );
+    let said = |file: &str| manifest_text(fixtures, file);
+    let (ate_text, slept_text) = (said("gcin/gcin_ok_1.flac")?, said("gcin/gcin_ok_2.flac")?);
     Ok(Answers {
         en,
         zh: vec![ate.clone(), slept.clone(), slept, ate],
+        en_text: en_text.iter().map(|t| t.to_string()).collect(),
+        zh_text: vec![ate_text.clone(), slept_text.clone(), slept_text, ate_text],
     })
+}
+
+/// The text `audio-fixtures/manifest.json` gives for a clip.
+fn manifest_text(fixtures: &Path, file: &str) -> anyhow::Result<String> {
+    let path = fixtures.join("manifest.json");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text)?;
+    manifest["clips"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["file"].as_str() == Some(file))
+        .and_then(|c| c["text"].as_str())
+        .map(str::to_string)
+        .with_context(|| format!("{} has no text for {file}", path.display()))
 }
 
 const LEVELS: [&str; 4] = ["emergency", "ok", "urgent", "watch"];
@@ -189,6 +253,7 @@ pub fn clips(fixtures: &Path, out: &Path) -> anyhow::Result<Vec<Clip>> {
         voicecare_media::write_wav(&wav, &audio).map_err(|e| anyhow::anyhow!("{e}"))?;
         by_level[slot].push(Clip {
             file: file.to_string(),
+            text: c["text"].as_str().unwrap_or_default().to_string(),
             lang: lang.to_string(),
             level: level.to_string(),
             wav,
@@ -221,6 +286,17 @@ pub fn clips(fixtures: &Path, out: &Path) -> anyhow::Result<Vec<Clip>> {
     Ok(out)
 }
 
+/// Made-up names for the simulated elders.
+const NAMES_EN: &[&str] = &[
+    "Margaret Holloway",
+    "Arthur Pennington",
+    "Edith Marlowe",
+    "Harold Whitcombe",
+    "Dorothy Ashworth",
+    "Walter Fairbrother",
+];
+const NAMES_ZH: &[&str] = &["王秀兰", "张国强", "李桂英", "刘建华", "陈淑珍", "杨德明"];
+
 /// `n` elders: every fourth slot from the fourth is a non-answerer, every
 /// eighth from the seventh a silent answerer, the rest speak clips in turn.
 pub fn plan(n: usize, clips: &[Clip], tag: &str) -> Vec<Member> {
@@ -242,8 +318,25 @@ pub fn plan(n: usize, clips: &[Clip], tag: &str) -> Vec<Member> {
                 _ => "zh".into(),
             };
             let device = format!("demo-{tag}-{i:03}");
+            // Numbers unique per run (a shared database keeps earlier cohorts).
+            let (names, prefix) = if lang == "zh" {
+                (NAMES_ZH, "+86138")
+            } else {
+                (NAMES_EN, "+447700")
+            };
+            let second_of_day = &tag[tag.len().saturating_sub(6)..];
             Member {
-                name: format!("Demo Elder {}", i + 1),
+                name: names[i % names.len()].to_string(),
+                particulars: Some(Particulars {
+                    phone: format!("{prefix}{second_of_day}{:03}", i % 1000),
+                    birth_date: NaiveDate::from_ymd_opt(
+                        1928 + (i * 7 % 25) as i32,
+                        1 + (i % 12) as u32,
+                        1 + (i * 11 % 28) as u32,
+                    )
+                    .unwrap_or_default(),
+                    address: format!("Flat {}, {} Mulberry Lane", 10 + i, 3 + i % 40),
+                }),
                 token: format!("token-{device}-{}", rand::random::<u64>()),
                 device,
                 lang,
@@ -264,7 +357,51 @@ pub async fn enrol(pool: &PgPool, community: i64, m: &Member) -> anyhow::Result<
         time_zone: &m.time_zone,
         community_id: community,
     };
-    Ok(cohort::enrol(pool, &elder, &hash, Utc::now()).await?)
+    let id = cohort::enrol(pool, &elder, &hash, Utc::now()).await?;
+    if let Some(p) = &m.particulars {
+        let phone =
+            Phone::parse(&p.phone).map_err(|e| anyhow::anyhow!("demo phone number: {e}"))?;
+        cohort::set_particulars(pool, id, &phone, p.birth_date, &p.address).await?;
+    }
+    Ok(id)
+}
+
+/// `cohort.json` beside the report: who the simulated elders are and what
+/// each says, so the demo's log can be searched for any of it.
+pub fn write(dir: &Path, elders: &[(i64, Member)], answers: &Answers) -> anyhow::Result<()> {
+    let members: Vec<serde_json::Value> = elders
+        .iter()
+        .map(|(id, m)| {
+            let mut says = match &m.behaviour {
+                Behaviour::Speaks(c) => vec![c.text.clone()],
+                _ => Vec::new(),
+            };
+            if matches!(m.behaviour, Behaviour::Speaks(_)) {
+                says.extend(if m.lang == "zh" {
+                    answers.zh_text.clone()
+                } else {
+                    answers.en_text.clone()
+                });
+            }
+            let p = m.particulars.as_ref();
+            serde_json::json!({
+                "elder_id": id,
+                "name": m.name,
+                "phone": p.map(|p| p.phone.clone()),
+                "birth_date": p.map(|p| p.birth_date.to_string()),
+                "address": p.map(|p| p.address.clone()),
+                "device": m.device,
+                "language": m.lang,
+                "says": says,
+            })
+        })
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("cohort.json"),
+        serde_json::to_string_pretty(&serde_json::json!({ "elders": members }))?,
+    )?;
+    Ok(())
 }
 
 /// A daily window opening `offset_secs` from now in the elder's zone; two

@@ -208,6 +208,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     let samples = sampler.samples();
     if let Some(dir) = &args.report {
         report::write(dir, &summary, &samples)?;
+        cohort::write(dir, &elders, &answers)?;
         println!("  report: {}", dir.join("report.html").display());
     }
     println!(

@@ -68,7 +68,8 @@ pub async fn utterance(
         match voicecare_store::calls::record_utterance(&engine.pool, &row, &record, at).await {
             Ok(_) => {
                 tracing::info!(seq = u.seq, level = %a.level, asr_decode_ms = u.audio.asr_decode_ms, "utterance heard");
-                tracing::debug!(transcript = %u.transcript, "utterance transcript");
+                // The words are personal data: their length and language only.
+                tracing::debug!(chars = u.transcript.chars().count(), lang = %u.lang, "utterance transcript");
                 return true;
             }
             Err(e) => {
