@@ -200,20 +200,59 @@ impl Matcher {
         if hint == Some(Lang::En) {
             return Vec::new();
         }
-        let mut cands: Vec<(usize, usize, usize)> = Vec::new();
+        // (pattern, where it would start, which of its syllables): a heard
+        // syllable that sounds like one of the phrase's content syllables.
+        let mut hits: Vec<(usize, usize, usize)> = Vec::new();
         for (i, u) in us.iter().enumerate() {
             let Some(v) = u.sound.and_then(|s| self.anchors.get(&s)) else {
                 continue;
             };
             for &(pid, k) in v {
-                let Some(ph) = &self.phrases[pid] else {
+                if let Some(base) = i.checked_sub(k) {
+                    hits.push((pid, base, k));
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        // A phrase of three or more syllables is tried only where two of its
+        // syllables were heard alike (a dropped or merged one shifts the
+        // start by one): most phrases sharing one common syllable with the
+        // reply are never compared at all.
+        let mut cands: Vec<(usize, usize, usize)> = Vec::new();
+        let mut g = 0;
+        while g < hits.len() {
+            let pid = hits[g].0;
+            let end = hits[g..]
+                .iter()
+                .position(|h| h.0 != pid)
+                .map_or(hits.len(), |e| g + e);
+            let group = &hits[g..end];
+            g = end;
+            let Some(ph) = &self.phrases[pid] else {
+                continue;
+            };
+            let n = ph.syls.len();
+            let gaps = phonetic::allows_gaps(n);
+            let mut last_base = None;
+            for &(_, base, _) in group {
+                if last_base == Some(base) {
                     continue;
+                }
+                last_base = Some(base);
+                let near = |b: usize| {
+                    if gaps {
+                        b.abs_diff(base) <= 1
+                    } else {
+                        b == base
+                    }
                 };
-                let n = ph.syls.len();
-                let Some(base) = i.checked_sub(k) else {
+                let mut ks = group.iter().filter(|h| near(h.1)).map(|h| h.2);
+                let first = ks.next();
+                if n >= 3 && !ks.any(|k| Some(k) != first) {
                     continue;
-                };
-                if phonetic::allows_gaps(n) {
+                }
+                if gaps {
                     for st in base.saturating_sub(1)..=base + 1 {
                         for len in n - 1..=n + 1 {
                             cands.push((pid, st, len));
@@ -249,8 +288,9 @@ impl Matcher {
             for (h, u) in heard.iter_mut().zip(w) {
                 *h = u.syl.unwrap_or_default();
             }
-            let d = phonetic::distance(&heard[..len], &ph.syls, &ph.kept);
-            if d <= phonetic::threshold(ph.syls.len()) {
+            let limit = phonetic::threshold(ph.syls.len());
+            let d = phonetic::distance_within(&heard[..len], &ph.syls, &ph.kept, limit);
+            if d <= limit {
                 found.push((pid, d, st, end));
             }
         }
@@ -595,12 +635,14 @@ impl Matcher {
             let mut level = rule.level;
             let mut notes = Vec::new();
             // What makes it worse, anywhere in the reply: "摔了一跤……在地上躺了一夜".
-            for x in ms.iter().filter(|x| !cue_before(x) && !x.overlaps(m)) {
+            for x in &ms {
                 if let Kind::Raise(i) = kind(x)
                     && let raise = &self.lex.raises[i]
                     && raise.category == rule.category
                     && raise.level > level
                     && (m.phonetic || !x.phonetic)
+                    && !x.overlaps(m)
+                    && !cue_before(x)
                 {
                     level = raise.level;
                     notes.push(raise.note.as_str());

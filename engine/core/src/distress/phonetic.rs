@@ -252,7 +252,14 @@ pub(crate) const MAX_SYLLABLES: usize = 10;
 /// run together, inside the phrase; the first and last syllables may only be
 /// near misses. `kept[j]` marks phrase syllables that may not be dropped or
 /// merged away (不, 没: dropping one turns "cannot get up" into "got up").
+#[cfg(test)]
 pub(crate) fn distance(heard: &[Syl], meant: &[Syl], kept: &[bool]) -> u16 {
+    distance_within(heard, meant, kept, u16::MAX)
+}
+
+/// [`distance`], giving up (with a value above `limit`) as soon as every
+/// alignment so far costs more than `limit`: most windows tried are far off.
+pub(crate) fn distance_within(heard: &[Syl], meant: &[Syl], kept: &[bool], limit: u16) -> u16 {
     const INF: u16 = u16::MAX / 4;
     let (h, m) = (heard.len(), meant.len());
     if h > MAX_SYLLABLES + 1 || m > MAX_SYLLABLES {
@@ -261,6 +268,7 @@ pub(crate) fn distance(heard: &[Syl], meant: &[Syl], kept: &[bool]) -> u16 {
     let mut d = [[INF; MAX_SYLLABLES + 1]; MAX_SYLLABLES + 2];
     d[0][0] = 0;
     for i in 0..=h {
+        let mut row_min = INF;
         for j in 0..=m {
             if i == 0 && j == 0 {
                 continue;
@@ -290,6 +298,11 @@ pub(crate) fn distance(heard: &[Syl], meant: &[Syl], kept: &[bool]) -> u16 {
                 }
             }
             d[i][j] = best.min(INF);
+            row_min = row_min.min(d[i][j]);
+        }
+        // Every cell of the next row costs at least the cheapest of this one.
+        if i > 0 && row_min > limit {
+            return INF;
         }
     }
     d[h][m]

@@ -407,3 +407,121 @@ fn an_unfinished_reply_counts_a_finding_only_once_words_follow_it() {
         );
     }
 }
+
+#[test]
+fn near_homophones_of_alarm_phrases_flag_for_confirmation_with_phrase_and_distance() {
+    for (heard, phrase, level) in [
+        ("胸口湯的厉害", "胸口疼", Level::Emergency),
+        ("传布上次", "喘不上气", Level::Emergency),
+        ("陶云腿噴汤", "头晕", Level::Urgent),
+        ("我赞不起来了", "站不起来", Level::Emergency),
+        ("拉兔子好几天了", "拉肚子", Level::Urgent),
+    ] {
+        let a = assess(heard);
+        assert_eq!(a.level, level, "{heard}: {a:?}");
+        assert!(a.needs_confirmation, "{heard}: {a:?}");
+        let r = &a.reasons[0];
+        assert!(r.phonetic, "{heard}: {r:?}");
+        assert_eq!(r.sounds_like.as_deref(), Some(phrase), "{heard}: {r:?}");
+        let d = r.distance.expect("a Mandarin sound match has a distance");
+        assert!(d > 0.0 && d <= 0.6, "{heard}: {d}");
+        assert_eq!(&heard[r.span.clone()], r.evidence);
+        assert!(r.summary.contains("distance"), "{}", r.summary);
+    }
+    // An exact phrase carries neither.
+    let r = &assess("喘不上气").reasons[0];
+    assert_eq!((r.sounds_like.as_ref(), r.distance), (None, None));
+}
+
+#[test]
+fn common_fine_replies_sound_like_no_alarm_phrase() {
+    for t in [
+        "我很好",
+        "吃饭了",
+        "睡得不错",
+        "挺好的谢谢",
+        "今天天气真好",
+        "刚吃完午饭",
+        "孙子来看我了",
+        "早上去公园走了走",
+        "晚上睡得挺香",
+        "今天包了饺子",
+        "我在听收音机",
+        "我吃了一个苹果，挺甜的",
+        "心疼我孙子天天加班到半夜",
+        "你到底是谁呀，哈哈，开玩笑的",
+        "我起来了，正在刷牙",
+        "老头子出去遛弯了",
+        "准备睡午觉了",
+        "我在炒菜",
+        "周末一家人吃火锅",
+        "我每天都锻炼",
+    ] {
+        let a = assess(t);
+        assert!(
+            a.reasons.iter().all(|r| !r.phonetic),
+            "{t} sounds like an alarm: {a:?}"
+        );
+        assert_eq!(a.level, Level::Ok, "{t}: {a:?}");
+    }
+}
+
+#[test]
+fn context_applies_to_sound_matches_and_is_heard_by_sound_only_for_them() {
+    // Exact context on a misheard alarm.
+    assert_eq!(level("我没有胸狗疼"), Level::Ok);
+    assert_eq!(level("电视里有人传布上次"), Level::Ok);
+    let a = assess("去年胸狗疼过，早就好了");
+    assert_eq!(a.level, Level::Watch, "{a:?}");
+    assert!(a.needs_confirmation);
+    // Misheard context (林局 for 邻居) on a misheard alarm: someone else's.
+    let a = assess("林局家老太太昏到了");
+    assert_eq!(a.level, Level::Watch, "{a:?}");
+    assert!(a.needs_confirmation);
+    // ... but never on a clean one: 一千 is not 以前 here.
+    assert_eq!(level("有人骗我转账一千块"), Level::Urgent);
+}
+
+#[test]
+fn long_lie_presyncope_passed_symptoms_and_someone_elses_trouble() {
+    for t in [
+        "I slipped getting out of the bath and lay there until the morning",
+        "I'm so dizzy I can't stand and my heart is racing",
+        "昨晚在厕所摔倒了，在地板上躺了好几个小时",
+        "头晕得厉害，站都站不住，心怦怦乱跳",
+    ] {
+        assert_eq!(level(t), Level::Emergency, "{t}: {:?}", assess(t));
+    }
+    // Without the long lie or the palpitations, as before.
+    assert_eq!(
+        level("I tripped on the rug this morning but got straight back up"),
+        Level::Urgent
+    );
+    assert_eq!(level("这两天老是头晕"), Level::Urgent);
+    // Not when the long lie is negated.
+    assert_eq!(level("摔了一跤，没有躺一夜，马上起来了"), Level::Urgent);
+    // Passed: at most watch.
+    assert_eq!(
+        level("I had some chest tightness on the stairs yesterday but it's gone now"),
+        Level::Watch
+    );
+    assert_eq!(level("上午胸口闷了一阵，现在已经好了"), Level::Watch);
+    // Someone else's, from an elder who is fine; without "I'm fine" it is noted.
+    assert_eq!(
+        level("my neighbour had a stroke on Sunday, but I'm fine myself"),
+        Level::Ok
+    );
+    assert_eq!(level("隔壁老李昨天中风住院了，我还好"), Level::Ok);
+    assert_eq!(
+        level("my neighbour had a fall and I'm worried"),
+        Level::Watch
+    );
+    // Compound words.
+    for t in [
+        "周末坐火车去看女儿",
+        "楼下新开了一家驴肉火烧",
+        "we had a fire drill today",
+    ] {
+        assert_eq!(level(t), Level::Ok, "{t}: {:?}", assess(t));
+    }
+}
