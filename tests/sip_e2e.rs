@@ -32,6 +32,17 @@ struct Engine {
 
 impl Engine {
     fn start(db: &TestDb, data_dir: &Path, trunk_port: u16) -> Engine {
+        Engine::start_with(db, data_dir, trunk_port, 0, &[])
+    }
+
+    /// With our SIP on `sip_port` (0: any) and more `serve` flags.
+    fn start_with(
+        db: &TestDb,
+        data_dir: &Path,
+        trunk_port: u16,
+        sip_port: u16,
+        extra: &[&str],
+    ) -> Engine {
         let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
             .arg("--data-dir")
             .arg(data_dir)
@@ -44,13 +55,10 @@ impl Engine {
             .args(["--node-id", "node-sip", "--dialer-tick-ms", "200"])
             .args(["--asr-workers", "1", "--service-name", "Riverside Care"])
             .args(["--sip-trunk", &format!("127.0.0.1:{trunk_port}")])
-            .args([
-                "--sip-bind",
-                "127.0.0.1:0",
-                "--sip-rtp-ports",
-                "47000-48999",
-            ])
+            .args(["--sip-bind", &format!("127.0.0.1:{sip_port}")])
+            .args(["--sip-rtp-ports", "47000-48999"])
             .args(["--sip-from", "+8610000000", "--ring-secs", "20"])
+            .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -137,11 +145,17 @@ impl Sipp {
         (free_ports(40_000, 43_000, 1), free_ports(43_000, 45_000, 4))
     }
 
-    async fn run(scenario: &str, (port, media): (u16, u16)) -> Sipp {
+    async fn run(scenario: &str, ports: (u16, u16)) -> Sipp {
+        Sipp::run_with(scenario, ports, &[]).await
+    }
+
+    /// With more SIPp arguments (`-key`s, and the remote address to call).
+    async fn run_with(scenario: &str, (port, media): (u16, u16), extra: &[&str]) -> Sipp {
         let logs = tempfile::tempdir().unwrap();
         let child = tokio::process::Command::new(sipp_binary())
             .current_dir(repo().join("engine/sip/tests/scenarios"))
             .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(extra)
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
             .args(["-m", "1", "-nostdin", "-timeout", "120s", "-timeout_error"])
             .arg("-trace_msg")
@@ -303,4 +317,154 @@ async fn a_busy_phone_is_recorded_as_busy() {
     .await;
     assert_eq!(status, "busy");
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+}
+
+/// The engine's SIP port for calls into the service.
+fn sip_port() -> u16 {
+    free_ports(45_000, 46_900, 1)
+}
+
+/// SIPp as the trunk delivering a call from `caller` to the engine.
+async fn dial_in(scenario: &str, ports: (u16, u16), caller: &str, offer: &str, sip: u16) -> Sipp {
+    let target = format!("127.0.0.1:{sip}");
+    let keys = ["-key", "caller", caller, "-s", "95000"];
+    let args: Vec<&str> = keys
+        .iter()
+        .copied()
+        .chain(["-key", "offer", offer, &target])
+        .collect();
+    Sipp::run_with(scenario, ports, &args).await
+}
+
+/// The inbound call of `elder` once it has an escalation: (call id, level).
+async fn inbound_escalation(pool: &PgPool, elder: i64) -> (i64, String) {
+    let call: i64 = wait_for(
+        pool,
+        "an escalation of the elder's call",
+        90,
+        "SELECT c.id FROM calls c JOIN escalations e ON e.call_id = c.id
+         WHERE c.elder_id = $1 AND c.direction = 'inbound' ORDER BY c.id LIMIT 1",
+        elder,
+    )
+    .await;
+    let level: String = sqlx::query_scalar("SELECT level FROM escalations WHERE call_id = $1")
+        .bind(call)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    (call, level)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrolled_elder_dialling_in_is_known_by_number_and_key_1_escalates() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("dial-in");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let sip = sip_port();
+    // National form with the trunk prefix, as Chinese carriers send it.
+    let engine = Engine::start_with(
+        &db,
+        &tmp.join("data"),
+        ports.0,
+        sip,
+        &["--sip-country-code", "86"],
+    );
+    let mut sipp = dial_in("uac-dial-in.xml", ports, "013912345678", "8 0 101", sip).await;
+
+    let (call, level) = inbound_escalation(&pool, elder).await;
+    assert_eq!(
+        level, "emergency",
+        "key 1 on the help line is a cry for help"
+    );
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    let msgs = sipp.messages();
+    assert!(msgs.contains("SIP/2.0 200 OK"), "answered:\n{msgs}");
+    assert!(
+        msgs.contains("m=audio") && msgs.contains("PCMA/8000"),
+        "PCMA answered:\n{msgs}"
+    );
+    let purpose: String = sqlx::query_scalar("SELECT purpose FROM calls WHERE id = $1")
+        .bind(call)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(purpose, "help");
+    let log = engine.log();
+    assert!(
+        !log.contains("3912345678"),
+        "the caller's number reached the log"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_caller_keys_the_care_number_and_reaches_the_help_line() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("keyed");
+    let elder = enrol_phone_only(&pool).await;
+    sqlx::query("UPDATE elders SET external_ref = '5' WHERE id = $1")
+        .bind(elder)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let ports = Sipp::ports();
+    let sip = sip_port();
+    let _engine = Engine::start_with(&db, &tmp.join("data"), ports.0, sip, &[]);
+    // A neighbour's phone: not enrolled. PCMU only.
+    let mut sipp = dial_in(
+        "uac-dial-in-keyed.xml",
+        ports,
+        "+8613700000000",
+        "0 101",
+        sip,
+    )
+    .await;
+
+    let (_, level) = inbound_escalation(&pool, elder).await;
+    assert_eq!(level, "emergency");
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    assert!(sipp.messages().contains("PCMU/8000"), "PCMU answered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_not_from_the_trunk_or_without_a_common_codec_are_refused() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let tmp = tempdir("refused");
+    let ports = Sipp::ports();
+    let sip = sip_port();
+    let _engine = Engine::start_with(&db, &tmp.join("data"), ports.0, sip, &[]);
+
+    // G.729 only: nothing we speak.
+    let mut sipp = dial_in("uac-dial-in.xml", ports, "+8613700000000", "18", sip).await;
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    assert!(
+        sipp.messages().contains("SIP/2.0 488"),
+        "{}",
+        sipp.messages()
+    );
+    drop(sipp);
+
+    // Only the PBX at 192.0.2.10 may deliver calls.
+    let tmp2 = tempdir("refused-ip");
+    let ports = Sipp::ports();
+    let sip = sip_port();
+    let _engine2 = Engine::start_with(
+        &db,
+        &tmp2.join("data"),
+        ports.0,
+        sip,
+        &["--sip-accept-from", "192.0.2.10"],
+    );
+    let mut sipp = dial_in("uac-dial-in.xml", ports, "+8613912345678", "8 0 101", sip).await;
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    assert!(
+        sipp.messages().contains("SIP/2.0 403"),
+        "{}",
+        sipp.messages()
+    );
 }

@@ -41,10 +41,16 @@ impl KeyedId {
         (Self::default(), Step::Ask { again: false })
     }
 
-    /// The request finished playing: keys are waited for.
+    /// The request finished playing: keys are waited for (less long when
+    /// the caller already started keying over it).
     pub fn prompt_finished(&mut self, now: Millis) -> Step {
+        let wait = if self.digits.is_empty() {
+            FIRST_KEY_MS
+        } else {
+            NEXT_KEY_MS
+        };
         Step::Wait {
-            until: Millis(now.0 + FIRST_KEY_MS),
+            until: Millis(now.0 + wait),
         }
     }
 
@@ -119,6 +125,18 @@ mod tests {
         assert_eq!(id.key('*', Millis(100)), Step::Ask { again: false });
         id.key('7', Millis(200));
         assert_eq!(id.timeout(), Step::Lookup("7".into()));
+    }
+
+    #[test]
+    fn keys_over_the_prompt_are_not_waited_on_long() {
+        let (mut id, _) = KeyedId::start();
+        id.key('5', Millis(3000));
+        assert_eq!(
+            id.prompt_finished(Millis(5000)),
+            Step::Wait {
+                until: Millis(9000)
+            }
+        );
     }
 
     #[test]

@@ -74,6 +74,7 @@ async fn identify(engine: &Engine, leg: &mut CallLeg) -> Option<i64> {
     let ctl = leg.control();
     let t0 = Instant::now();
     let now = || Millis(t0.elapsed().as_millis() as u64);
+    tracing::info!("the caller's number is not enrolled: asking for the care number");
     let (mut id, mut step) = KeyedId::start();
     let mut playing: Option<u64> = None;
     loop {
@@ -85,6 +86,7 @@ async fn identify(engine: &Engine, leg: &mut CallLeg) -> Option<i64> {
             }
             Step::Wait { until: at } => until = Some(at),
             Step::Lookup(care_number) => {
+                tracing::info!(digits = care_number.len(), "care number keyed");
                 match dialer::elder_by_care_number(&engine.pool, &care_number).await {
                     Ok(Some(elder)) => return Some(elder),
                     Ok(None) => {}
@@ -94,6 +96,7 @@ async fn identify(engine: &Engine, leg: &mut CallLeg) -> Option<i64> {
                 continue;
             }
             Step::GiveUp => {
+                tracing::info!("the caller could not be identified");
                 let goodbye = say(engine, &ctl, &policy::unidentified_goodbye()).await;
                 while let Some(ev) = leg.next_event().await {
                     match ev {
@@ -117,7 +120,9 @@ async fn identify(engine: &Engine, leg: &mut CallLeg) -> Option<i64> {
             tokio::select! {
                 ev = leg.next_event() => match ev {
                     Some(LegEvent::Digit(k)) => {
+                        // The request is cut short; its end means nothing now.
                         ctl.stop_playback();
+                        playing = None;
                         break id.key(k, now());
                     }
                     Some(LegEvent::PlaybackFinished { id: p, .. }) if Some(p) == playing => {
