@@ -242,14 +242,15 @@ impl Confusion {
                 pct(self.precision(e))
             );
         }
+        let share = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{:.1}%", v * 100.0));
         let _ = writeln!(
             s,
-            "found at their level or above: emergency {}%  urgent {}%  watch {}%  fine replies kept (ok/watch) {}%  urgent-or-above recall {}%  (n={})",
-            pct(self.found(Level::Emergency)).trim(),
-            pct(self.found(Level::Urgent)).trim(),
-            pct(self.found(Level::Watch)).trim(),
-            pct(self.ok_left_low()).trim(),
-            pct(self.recall_at_least(Level::Urgent)).trim(),
+            "found at their level or above: emergency {}  urgent {}  watch {}  fine replies kept (ok/watch) {}  urgent-or-above recall {}  (n={})",
+            share(self.found(Level::Emergency)),
+            share(self.found(Level::Urgent)),
+            share(self.found(Level::Watch)),
+            share(self.ok_left_low()),
+            share(self.recall_at_least(Level::Urgent)),
             self.total()
         );
         s

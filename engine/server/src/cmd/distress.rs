@@ -8,7 +8,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use voicecare_core::Level;
-use voicecare_core::distress::eval::{Confusion, EvalCase};
+use voicecare_core::distress::eval::{Confusion, EvalCase, SoundStats, TARGETS};
 use voicecare_core::distress::{Assessment, Classifier, Lang, Utterance};
 
 #[derive(Debug, Args)]
@@ -26,7 +26,9 @@ pub struct DistressArgs {
     /// With --eval: list every case the classifier got wrong.
     #[arg(long)]
     pub show_errors: bool,
-    /// With --eval: exit non-zero when a release target is missed.
+    /// With --eval: exit non-zero unless every language meets the release
+    /// targets over all the files given (emergency recall 100%, urgent ≥ 90%,
+    /// watch ≥ 70%, fine replies kept at ok/watch ≥ 95%).
     #[arg(long)]
     pub check: bool,
     /// Classify this text and print the reasons (for trying out lexicon edits).
@@ -178,12 +180,14 @@ fn read_cases(path: &PathBuf, lang: Option<Lang>) -> anyhow::Result<(Vec<EvalCas
 
 fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
     let mut any_bad = 0;
-    let mut missed_any = false;
+    // Per language over all files: the release targets are per language.
+    let mut by_lang: Vec<(Option<Lang>, Confusion, SoundStats)> = Vec::new();
     for path in &args.eval {
         let (cases, bad) = read_cases(path, args.lang)?;
         any_bad += bad;
         let mut ours = Confusion::default();
         let mut base = Confusion::default();
+        let mut sound = SoundStats::default();
         let mut errors = Vec::new();
         for case in &cases {
             let a = c.assess(&Utterance {
@@ -192,6 +196,16 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
                 asr_confidence: None,
             });
             ours.add(case.level, a.level);
+            sound.add(case, &a);
+            let i = match by_lang.iter().position(|(l, _, _)| *l == case.lang) {
+                Some(i) => i,
+                None => {
+                    by_lang.push((case.lang, Confusion::default(), SoundStats::default()));
+                    by_lang.len() - 1
+                }
+            };
+            by_lang[i].1.add(case.level, a.level);
+            by_lang[i].2.add(case, &a);
             base.add(case.level, c.keyword_baseline(&case.text, case.lang));
             if a.level != case.level {
                 errors.push((case, a));
@@ -209,13 +223,7 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
             base_rate,
             base_rate / ours_rate
         );
-        let missed = ours.missed_targets();
-        if missed.is_empty() {
-            println!("-- targets met");
-        } else {
-            missed_any = true;
-            println!("-- targets MISSED: {}", missed.join("; "));
-        }
+        println!("-- {}", sound.render());
         if args.show_errors {
             errors.sort_by_key(|(case, _)| std::cmp::Reverse(case.level));
             for (case, a) in &errors {
@@ -232,11 +240,44 @@ fn run_eval(c: &Classifier, args: &DistressArgs) -> anyhow::Result<()> {
         }
         println!();
     }
+    let mut missed = Vec::new();
+    by_lang.sort_by_key(|(l, _, _)| l.map(|l| l.as_str()));
+    for (lang, conf, sound) in &by_lang {
+        let name = lang.map_or("no language", |l| l.as_str());
+        println!("== {name}, all files ({} cases)", conf.total());
+        print!("{}", conf.render());
+        println!("-- {}", sound.render());
+        for (t, v) in conf.against_targets() {
+            let Some(v) = v else {
+                println!("   {:<18} no cases", t.name);
+                continue;
+            };
+            let verdict = if v >= t.min { "met" } else { "MISSED" };
+            println!(
+                "   {:<18} {:5.1}%  target {:>3.0}%  {verdict}",
+                t.name,
+                v * 100.0,
+                t.min * 100.0
+            );
+        }
+        missed.extend(
+            conf.missed_targets()
+                .into_iter()
+                .map(|m| format!("{name}: {m}")),
+        );
+        println!();
+    }
     if any_bad > 0 {
         bail!("{any_bad} line(s) of the evaluation files could not be read");
     }
-    if args.check && missed_any {
-        bail!("release targets missed");
+    if args.check {
+        if !missed.is_empty() {
+            bail!("release targets missed:\n  {}", missed.join("\n  "));
+        }
+        println!(
+            "release targets met for every language ({} targets each)",
+            TARGETS.len()
+        );
     }
     Ok(())
 }
@@ -308,5 +349,67 @@ mod tests {
         assert!(lines[2]["error"].as_str().unwrap().contains("line 3"));
         assert_eq!(lines[3]["id"], 3);
         assert_eq!(lines[3]["level"], "ok");
+    }
+
+    fn eval_args(files: Vec<PathBuf>, check: bool) -> DistressArgs {
+        DistressArgs {
+            jsonl: false,
+            eval: files,
+            lang: None,
+            show_errors: false,
+            check,
+            text: None,
+        }
+    }
+
+    #[test]
+    fn check_gates_each_language_and_says_by_how_much() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, lines: &[&str]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, lines.join("\n")).unwrap();
+            p
+        };
+        // English meets every target; Mandarin misses urgent recall (1 of 2
+        // found) across two files, which neither file shows on its own.
+        let en = write(
+            "en.jsonl",
+            &[
+                r#"{"id":"1","lang":"en","text":"I can't breathe","level":"emergency"}"#,
+                r#"{"id":"2","lang":"en","text":"I've had diarrhoea for three days","level":"urgent"}"#,
+                r#"{"id":"3","lang":"en","text":"I didn't sleep well","level":"watch"}"#,
+                r#"{"id":"4","lang":"en","text":"lovely day","level":"ok"}"#,
+            ],
+        );
+        let zh1 = write(
+            "zh1.jsonl",
+            &[
+                r#"{"id":"5","lang":"zh","text":"救命","level":"emergency"}"#,
+                r#"{"id":"6","lang":"zh","text":"拉肚子好几天了","level":"urgent"}"#,
+            ],
+        );
+        let zh2 = write(
+            "zh2.jsonl",
+            &[r#"{"id":"7","lang":"zh","text":"今天挺好的","level":"urgent"}"#],
+        );
+        let c = Classifier::shared();
+        assert!(run_eval(c, &eval_args(vec![en.clone()], true)).is_ok());
+        assert!(run_eval(c, &eval_args(vec![zh1.clone()], true)).is_ok());
+        // Without --check a miss is reported, not fatal.
+        assert!(
+            run_eval(
+                c,
+                &eval_args(vec![en.clone(), zh1.clone(), zh2.clone()], false)
+            )
+            .is_ok()
+        );
+        let err = run_eval(c, &eval_args(vec![en, zh1, zh2], true))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("zh: urgent recall 50.0% < 90% (short by 40.0 points)"),
+            "{err}"
+        );
+        assert!(!err.contains("en:"), "{err}");
     }
 }
