@@ -10,7 +10,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog::DialogStateReceiver;
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
@@ -130,6 +130,19 @@ impl IncomingCall {
         ));
         handle.connected().await;
         Ok(leg)
+    }
+
+    /// Wait until the caller gives up (CANCEL) or the call otherwise ends
+    /// before it is answered.
+    pub async fn cancelled(&mut self) {
+        let Some(states) = self.states.as_mut() else {
+            return;
+        };
+        while let Some(state) = states.recv().await {
+            if matches!(state, DialogState::Terminated(..)) {
+                return;
+            }
+        }
     }
 
     /// Refuse the call with `code` (e.g. 486 busy, 503 at capacity).

@@ -129,6 +129,19 @@ pub async fn elder_by_phone<'e>(db: impl PgExecutor<'e>, e164: &str) -> Result<O
     )
 }
 
+/// Take an elder's device away so they are reached at their phone number
+/// (the demo over SIP); their number must be enrolled.
+pub async fn phone_only<'e>(db: impl PgExecutor<'e>, elder_id: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE elders SET device_id = NULL, device_token_hash = NULL
+         WHERE id = $1 AND phone IS NOT NULL",
+    )
+    .bind(elder_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
 /// The active elder with this care number (the enrolment's external
 /// reference, or failing that the elder's id), keyed by a caller.
 pub async fn elder_by_care_number<'e>(

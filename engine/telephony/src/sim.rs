@@ -284,12 +284,26 @@ impl SimPhone {
             }
             ring.answer().await?
         };
+        self.script.talk_on(leg, rang_at, report).await
+    }
+}
+
+impl SimScript {
+    /// Run the steps on an answered leg, whatever its transport (a WebRTC
+    /// device's, or a SIP call's): `rang_at` is when the phone started
+    /// ringing, for the set-up time.
+    pub async fn talk_on(
+        &self,
+        leg: CallLeg,
+        rang_at: Option<Instant>,
+        mut report: SimReport,
+    ) -> Result<SimReport, TelephonyError> {
         report.answered = true;
         let (heard, digits, ended) = self.talk(leg, rang_at, &mut report).await?;
         report.heard = heard;
         report.digits_heard = digits;
         report.ended = Some(ended);
-        if let Some(path) = &self.script.record {
+        if let Some(path) = &self.record {
             write_wav(path, &report.heard)?;
         }
         Ok(report)
@@ -305,7 +319,7 @@ impl SimPhone {
         let connected_at = Instant::now();
         if let Some(r) = rang_at {
             let setup = connected_at.duration_since(r).as_secs_f64() * 1000.0;
-            report.ring_to_media_ms = Some((setup - self.script.answer_after_ms as f64).max(0.0));
+            report.ring_to_media_ms = Some((setup - self.answer_after_ms as f64).max(0.0));
         }
         let control = leg.control();
         let mark = Arc::new(Mutex::new(TurnMark::default()));
@@ -357,7 +371,7 @@ impl SimPhone {
             })
         };
 
-        let max_call = tokio::time::sleep(Duration::from_millis(self.script.max_call_ms));
+        let max_call = tokio::time::sleep(Duration::from_millis(self.max_call_ms));
         tokio::pin!(max_call);
         let take_turn = |report: &mut SimReport, m: &mut TurnMark| {
             if let (Some(end), Some(at)) = (m.speech_end.take(), m.answered_at.take()) {
@@ -367,7 +381,7 @@ impl SimPhone {
             }
         };
         let steps = async {
-            for step in &self.script.steps {
+            for step in &self.steps {
                 if state.borrow().ended.is_some() {
                     return;
                 }

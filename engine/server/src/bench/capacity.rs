@@ -143,6 +143,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         node_id: "capacity".into(),
         max_calls: max as i64,
         asr_workers: args.asr_workers,
+        extra: Vec::new(),
     })
     .await?;
     let ws = format!("ws://{}/v1/devices/ws", engine.listen);

@@ -37,6 +37,28 @@ pub struct DemoArgs {
     /// Keep serving the API (and the simulated phones) after the summary.
     #[arg(long)]
     pub keep_running: bool,
+    /// How the engine reaches the elders: their devices over WebRTC, or
+    /// ordinary phones over a SIP trunk with G.711 (the simulated phones
+    /// then stand behind a SIP endpoint playing the carrier).
+    #[arg(long, value_enum, default_value_t = Via::Webrtc)]
+    pub via: Via,
+}
+
+/// The transport of the demo's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Via {
+    Webrtc,
+    Sip,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Webrtc => "webrtc",
+            Via::Sip => "sip",
+        }
+    }
 }
 
 pub async fn run(db: crate::config::DbArgs, args: DemoArgs) -> anyhow::Result<()> {

@@ -9,6 +9,7 @@
 pub mod cohort;
 pub mod report;
 pub mod sampler;
+pub mod sip_phones;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -25,7 +26,7 @@ use voicecare_telephony::leg::LegConfig;
 use voicecare_telephony::signalling::{ClientConfig, DeviceToken};
 use voicecare_telephony::{SimPhone, SimScript};
 
-use crate::cmd::demo::DemoArgs;
+use crate::cmd::demo::{DemoArgs, Via};
 use crate::config::{DbArgs, ServeArgs};
 
 /// The demo operator's credentials, printed at start.
@@ -84,8 +85,42 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     let mut elders = Vec::new();
     for m in &members {
         let id = cohort::enrol(&pool, unit.1, m).await?;
+        if args.via == Via::Sip {
+            // Reached at their phone number, as an elder without a device is.
+            voicecare_store::dialer::phone_only(&pool, id).await?;
+        }
         elders.push((id, m.clone()));
     }
+    // Over SIP the phones stand behind one endpoint playing the carrier;
+    // their reports come back on a channel.
+    let (sip_reports, mut sip_done) = tokio::sync::mpsc::unbounded_channel();
+    let bank = match args.via {
+        Via::Sip => {
+            let mut scripts = std::collections::HashMap::new();
+            for (id, m) in &elders {
+                let number = m
+                    .particulars
+                    .as_ref()
+                    .map(|p| p.phone.clone())
+                    .context("a demo elder without a phone number")?;
+                let script = SimScript::parse(&m.script(&answers), &wav_dir)?;
+                scripts.insert(number, (*id, script));
+            }
+            Some(sip_phones::PhoneBank::start(scripts, sip_reports).await?)
+        }
+        Via::Webrtc => None,
+    };
+    let sip_args = match &bank {
+        Some(b) => vec![
+            "--sip-trunk".to_string(),
+            b.addr().to_string(),
+            "--sip-bind".into(),
+            "127.0.0.1:0".into(),
+            "--sip-from".into(),
+            "+861012345678".into(),
+        ],
+        None => Vec::new(),
+    };
 
     // The engine: exactly `voicecare serve`, in this process.
     let engine = start_engine(EngineOpts {
@@ -96,6 +131,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         node_id: "demo".into(),
         max_calls: args.max_calls,
         asr_workers: args.asr_workers,
+        extra: sip_args,
     })
     .await?;
     let (listen, sla, server) = (engine.listen, engine.sla, engine.server);
@@ -134,7 +170,21 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     let ws = format!("ws://{listen}/v1/devices/ws");
     let stats = Arc::new(std::sync::Mutex::new(BTreeMap::<i64, (u32, u32)>::new()));
     let mut phones = Vec::new();
-    for (id, m) in &elders {
+    if bank.is_some() {
+        let (stats, observed) = (stats.clone(), observed.clone());
+        phones.push(tokio::spawn(async move {
+            while let Some((id, r)) = sip_done.recv().await {
+                if let Ok(mut o) = observed.lock() {
+                    o.speeches.entry(id).or_default().extend(&r.speeches);
+                }
+                let mut s = stats.lock().unwrap();
+                let e = s.entry(id).or_default();
+                e.0 += 1;
+                e.1 += r.answered as u32;
+            }
+        }));
+    }
+    for (id, m) in elders.iter().filter(|_| bank.is_none()) {
         let mut cfg = ClientConfig::new(ws.clone(), &m.device, DeviceToken::new(&m.token));
         cfg.leg = LegConfig::loopback();
         let script = SimScript::parse(&m.script(&answers), &wav_dir)?;
@@ -200,8 +250,16 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     let metrics = report::scrape_metrics(listen).await;
     watcher.abort();
     let seen = std::mem::take(&mut *observed.lock().unwrap_or_else(|p| p.into_inner()));
-    let summary =
-        report::summarise(&pool, &elders, &sla, started.elapsed(), &metrics, &seen).await?;
+    let summary = report::summarise(
+        &pool,
+        &elders,
+        &sla,
+        started.elapsed(),
+        &metrics,
+        &seen,
+        args.via.as_str(),
+    )
+    .await?;
     summary.print();
     // The cohort's day is over: no more check-ins for it, whoever keeps this database.
     cohort::unschedule(&pool, &ids).await?;
@@ -225,6 +283,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
     for p in phones {
         p.abort();
     }
+    drop(bank);
     drop(pool);
     db.close().await?;
     if !finished {
@@ -242,6 +301,8 @@ pub(crate) struct EngineOpts {
     pub node_id: String,
     pub max_calls: i64,
     pub asr_workers: u32,
+    /// More `serve` flags (the SIP trunk of `--via sip`).
+    pub extra: Vec<String>,
 }
 
 pub(crate) struct Engine {
@@ -263,31 +324,35 @@ pub(crate) async fn start_engine(o: EngineOpts) -> anyhow::Result<Engine> {
         data_dir: o.data_dir.clone(),
         database_url: Some(o.db_url.clone()),
     };
-    let serve_args = ServeOnly::try_parse_from([
-        "serve".to_string(),
-        "--listen".into(),
-        listen.to_string(),
-        "--media-bind".into(),
-        "127.0.0.1:0".into(),
-        "--flows-dir".into(),
-        o.flows_dir.display().to_string(),
-        "--node-id".into(),
-        o.node_id.clone(),
-        "--dialer-tick-ms".into(),
-        "250".into(),
-        "--ladder-minute-ms".into(),
-        LADDER_MINUTE_MS.to_string(),
-        "--ring-secs".into(),
-        RING_SECS.to_string(),
-        "--max-calls".into(),
-        o.max_calls.max(200).to_string(),
-        "--max-calls-per-node".into(),
-        o.max_calls.to_string(),
-        "--asr-workers".into(),
-        o.asr_workers.to_string(),
-        "--service-name".into(),
-        "Riverside Care".into(),
-    ])?
+    let serve_args = ServeOnly::try_parse_from(
+        [
+            "serve".to_string(),
+            "--listen".into(),
+            listen.to_string(),
+            "--media-bind".into(),
+            "127.0.0.1:0".into(),
+            "--flows-dir".into(),
+            o.flows_dir.display().to_string(),
+            "--node-id".into(),
+            o.node_id.clone(),
+            "--dialer-tick-ms".into(),
+            "250".into(),
+            "--ladder-minute-ms".into(),
+            LADDER_MINUTE_MS.to_string(),
+            "--ring-secs".into(),
+            RING_SECS.to_string(),
+            "--max-calls".into(),
+            o.max_calls.max(200).to_string(),
+            "--max-calls-per-node".into(),
+            o.max_calls.to_string(),
+            "--asr-workers".into(),
+            o.asr_workers.to_string(),
+            "--service-name".into(),
+            "Riverside Care".into(),
+        ]
+        .into_iter()
+        .chain(o.extra),
+    )?
     .serve;
     let sla = serve_args.sla();
     let server = tokio::spawn(crate::cmd::serve::run(serve_db, serve_args));

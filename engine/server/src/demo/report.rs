@@ -28,6 +28,8 @@ pub async fn progress(pool: &PgPool, ids: &[i64]) -> anyhow::Result<Progress> {
 pub struct ElderResult {
     pub elder_id: i64,
     pub device: String,
+    /// How the engine reached this elder: `webrtc` (a device) or `sip` (a phone).
+    pub transport: &'static str,
     pub language: String,
     pub time_zone: String,
     /// `ok`/`watch`/`urgent`/`emergency` for speakers, `silent`, `no_answer`.
@@ -64,6 +66,8 @@ pub struct QueueWait {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub elders: usize,
+    /// The transport of the cohort's calls: `webrtc` or `sip`.
+    pub transport: &'static str,
     pub duration_secs: f64,
     pub calls: i64,
     pub attempts: i64,
@@ -134,6 +138,7 @@ pub async fn summarise(
     elapsed: Duration,
     metrics: &str,
     observed: &Observed,
+    transport: &'static str,
 ) -> anyhow::Result<Summary> {
     let (turns, turn_respond_ms) = turn_latency(metrics);
     let ids: Vec<i64> = elders.iter().map(|e| e.0).collect();
@@ -154,6 +159,7 @@ pub async fn summarise(
         .map(|(id, m)| ElderResult {
             elder_id: *id,
             device: m.device.clone(),
+            transport,
             language: m.lang.clone(),
             time_zone: m.time_zone.clone(),
             expected: m.expected().to_string(),
@@ -221,6 +227,7 @@ pub async fn summarise(
         .collect();
     Ok(Summary {
         elders: elders.len(),
+        transport,
         duration_secs: elapsed.as_secs_f64(),
         calls: calls.len() as i64,
         attempts,
@@ -318,8 +325,8 @@ impl Summary {
     pub fn print(&self) {
         println!();
         println!(
-            "Demo finished in {:.0} s: {} elders, {} check-in calls, {} rings",
-            self.duration_secs, self.elders, self.calls, self.attempts
+            "Demo finished in {:.0} s: {} elders, {} check-in calls, {} rings (over {})",
+            self.duration_secs, self.elders, self.calls, self.attempts, self.transport
         );
         let o: Vec<String> = self
             .outcomes
