@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 use voicecare_telephony::port::{TransportHandle, rtp_leg};
 use voicecare_telephony::{CallLeg, EndReason};
 
+use crate::digest::Challenge;
 use crate::failure::CallFailure;
 use crate::gateway::SipGateway;
 use crate::rtp;
@@ -37,23 +38,35 @@ impl SipGateway {
             rtp_port.port(),
             rand::random::<u32>().into(),
         );
-        let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
-        let (dialog, invite) = self
-            .dialogs
-            .do_invite_async(self.invite_option(&number, offer.clone())?, state_tx)
-            .map_err(|e| CallFailure::Signalling(e.to_string()))?;
-        info!(trunk = %self.trunk.name, call_id = %dialog.id().call_id, "calling");
-        let mut pending = CancelOnDrop(Some(dialog.clone()));
-
-        let rung = self.ring(&dialog, invite, &mut states).await;
-        let (id, resp) = match rung {
-            Ringing::Final { id, resp } => (id, resp),
-            Ringing::Failed(f) => {
-                pending.0 = None;
-                return Err(f);
+        let mut option = self.invite_option(&number, offer.clone())?;
+        let mut challenged = false;
+        let (dialog, id, resp, states) = loop {
+            let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();
+            let (dialog, invite) = self
+                .dialogs
+                .do_invite_async(option.clone(), state_tx)
+                .map_err(|e| CallFailure::Signalling(e.to_string()))?;
+            info!(trunk = %self.trunk.name, call_id = %dialog.id().call_id, "calling");
+            let mut pending = CancelOnDrop(Some(dialog.clone()));
+            let rung = self.ring(&dialog, invite, &mut states).await;
+            pending.0 = None;
+            match rung {
+                Ringing::Final { id, resp } => break (dialog, id, resp, states),
+                // Answered once: a second challenge means the password is wrong.
+                Ringing::Challenged(resp) if !challenged => {
+                    challenged = true;
+                    let Some(auth) = self.authorization(&resp, &option) else {
+                        return Err(refused(&resp, false));
+                    };
+                    let mut headers = option.headers.take().unwrap_or_default();
+                    headers.push(auth);
+                    option.headers = Some(headers);
+                    option.call_id = Some(dialog.id().call_id.clone());
+                }
+                Ringing::Challenged(resp) => return Err(refused(&resp, false)),
+                Ringing::Failed(f) => return Err(f),
             }
         };
-        pending.0 = None;
         let answer = match sdp::parse_answer(&String::from_utf8_lossy(&resp.body)) {
             Ok(a) => a,
             Err(e) => {
@@ -120,8 +133,40 @@ impl SipGateway {
             contact,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
-            credential: t.credentials.as_ref().map(crate::auth::credential),
+            // Challenges are answered here (digest.rs), not by the stack.
+            credential: None,
             ..Default::default()
+        })
+    }
+
+    /// The header answering a 401 (`Authorization`) or 407
+    /// (`Proxy-Authorization`), with the strongest digest offered. `None`
+    /// without credentials or without a challenge we can answer.
+    fn authorization(&self, resp: &Response, option: &InviteOption) -> Option<Header> {
+        let creds = self.trunk.credentials.as_ref()?;
+        let proxy = resp.status_code.code() == 407;
+        let offered = resp.headers.iter().filter_map(|h| match h {
+            Header::WwwAuthenticate(v) if !proxy => Some(v.value()),
+            Header::ProxyAuthenticate(v) if proxy => Some(v.value()),
+            _ => None,
+        });
+        let Some(challenge) = Challenge::best(offered) else {
+            warn!("the trunk's challenge offers no digest algorithm we know (MD5, SHA-256)");
+            return None;
+        };
+        let cnonce = format!("{:016x}", rand::random::<u64>());
+        let value = challenge.answer(
+            &creds.username,
+            creds.password.expose(),
+            "INVITE",
+            &option.callee.to_string(),
+            &cnonce,
+        );
+        debug!(algorithm = ?challenge.algorithm, proxy, "answering the trunk's digest challenge");
+        Some(if proxy {
+            Header::ProxyAuthorization(value.into())
+        } else {
+            Header::Authorization(value.into())
         })
     }
 
@@ -179,6 +224,9 @@ impl SipGateway {
         if resp.status_code == StatusCode::OK {
             return Ringing::Final { id, resp };
         }
+        if matches!(resp.status_code.code(), 401 | 407) {
+            return Ringing::Challenged(resp);
+        }
         if resp.status_code.kind() == StatusCodeKind::Successful {
             // Another 2xx to an INVITE is not in the standard; the stack does
             // not confirm it, so there is no dialog to carry media.
@@ -192,7 +240,12 @@ impl SipGateway {
 }
 
 enum Ringing {
-    Final { id: DialogId, resp: Response },
+    Final {
+        id: DialogId,
+        resp: Response,
+    },
+    /// 401 or 407: the trunk wants our digest.
+    Challenged(Response),
     Failed(CallFailure),
 }
 

@@ -12,8 +12,8 @@
 //!
 //! [`CallLeg`]: voicecare_telephony::CallLeg
 
-mod auth;
 mod dialer;
+pub mod digest;
 pub mod failure;
 pub mod gateway;
 pub mod inbound;

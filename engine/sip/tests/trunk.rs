@@ -343,6 +343,51 @@ async fn a_challenged_invite_is_answered_with_digest_credentials() {
     assert_eq!(sipp.finish().await, 0);
 }
 
+/// The value of `name` in a digest header line.
+fn param<'a>(line: &'a str, name: &str) -> &'a str {
+    let at = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} in {line}"));
+    let v = &line[at + name.len() + 1..];
+    match v.strip_prefix('"') {
+        Some(q) => &q[..q.find('"').unwrap()],
+        None => v.split([',', ' ', '\r']).next().unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_offering_sha256_and_md5_gets_a_correct_sha256_digest() {
+    use sha2::{Digest, Sha256};
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-auth-sha256.xml").await;
+    let gw = gateway(&sipp, |t| {
+        t.credentials = Some(Credentials {
+            username: "care".into(),
+            password: Secret::new("secret"),
+        })
+    })
+    .await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered after auth");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    assert_eq!(sipp.finish().await, 0, "SIPp saw algorithm=SHA-256");
+    let messages = sipp.messages();
+    let line = messages
+        .lines()
+        .find(|l| l.starts_with("Proxy-Authorization:"))
+        .unwrap_or_else(|| panic!("no Proxy-Authorization:\n{messages}"));
+    // RFC 7616 §3.4.1, computed here independently of the gateway.
+    let h = |s: String| format!("{:x}", Sha256::digest(s.as_bytes()));
+    let ha1 = h(format!("care:{}:secret", param(line, "realm")));
+    let ha2 = h(format!("INVITE:{}", param(line, "uri")));
+    let want = h(format!(
+        "{ha1}:{}:{}:{}:auth:{ha2}",
+        param(line, "nonce"),
+        param(line, "nc"),
+        param(line, "cnonce")
+    ));
+    assert_eq!(param(line, "algorithm"), "SHA-256");
+    assert_eq!(param(line, "response"), want, "{line}");
+}
+
 #[tokio::test]
 async fn signalling_over_tcp() {
     let _serial = SERIAL.lock().await;
