@@ -270,21 +270,19 @@ pub fn run_for(
     let min_cases = env_number("PROPTEST_CASES").map_or(budget.cases, |n| n as u32);
     let batch_cases = min_cases.clamp(1, 128);
     let budget = Duration::from_secs(secs);
-    let seed = match env_number("FUZZ_SEED") {
-        Some(s) => RngSeed::Fixed(s),
-        None => RngSeed::Random,
-    };
+    // A seed of its own for every run, printed with a failure to replay it.
+    let seed = env_number("FUZZ_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    });
     let start = Instant::now();
     let (mut cases, mut batch) = (0u32, 0u64);
     while cases < min_cases || start.elapsed() < budget {
-        let batch_seed = match seed {
-            RngSeed::Fixed(s) => RngSeed::Fixed(s.wrapping_add(batch)),
-            other => other,
-        };
         let config = Config {
             cases: batch_cases,
             failure_persistence: None,
-            rng_seed: batch_seed,
+            rng_seed: RngSeed::Fixed(seed.wrapping_add(batch)),
             max_shrink_time: 60_000,
             ..Config::default()
         };
@@ -292,7 +290,7 @@ pub fn run_for(
         match runner.run(&strategy, |input| check(&input)) {
             Ok(()) => {}
             Err(TestError::Fail(why, input)) => panic!(
-                "{target}: failing input ({} bytes), save it under {}:\n{}\n{why}",
+                "{target}: failing input ({} bytes; FUZZ_SEED={seed} replays the run), save it under {}:\n{}\n{why}",
                 input.len(),
                 corpus_dir(target).display(),
                 input.escape_ascii()

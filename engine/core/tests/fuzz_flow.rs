@@ -76,7 +76,7 @@ fn event(byte: u8, last_prompt: u32) -> Event {
             asr_confidence: 0.9,
             level: Level::ALL[byte as usize % Level::ALL.len()],
             categories: vec![],
-            needs_confirmation: byte % 7 == 0,
+            needs_confirmation: byte.is_multiple_of(7),
         }),
         5 => Event::Digit(['1', '2', '*', '#'][byte as usize % 4]),
         6 => Event::NoInput,

@@ -9,12 +9,12 @@
 //! - headerless: one sample per byte (G.711) or per two bytes (16-bit), at
 //!   most `RAW_BYTES_PER_INPUT_BYTE` × the length + `SLACK` held;
 //! - FLAC (compressed, so its length bounds nothing): at most one hour at the
-//!   declared rate, and never more held than twice the samples it returned
-//!   + `SLACK`, or, for a file refused part-way, `FLAC_BYTES_PER_INPUT_BYTE`
-//!   × its length + `SLACK`;
+//!   declared rate, and never more held than 8 bytes per sample returned
+//!   plus `SLACK`, or, for a file refused part-way,
+//!   `FLAC_BYTES_PER_INPUT_BYTE` × its length plus `SLACK`;
 //! - resampling to 16 kHz: at most 4 output samples per input sample (rates
-//!   start at 4 kHz) + one block, and `RESAMPLE_BYTES_PER_SAMPLE` × the
-//!   input samples + `SLACK` held.
+//!   start at 4 kHz) plus one block, and `RESAMPLE_BYTES_PER_SAMPLE` × the
+//!   input samples plus `SLACK` held.
 
 #[path = "../../../tests/fuzz/mod.rs"]
 mod fuzz;

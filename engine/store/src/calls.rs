@@ -111,12 +111,24 @@ pub async fn record_utterance(
     Ok((uid, aid))
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves out the reasons: their evidence quotes the reply.
+#[derive(Clone)]
 pub struct AssessmentRecord {
     pub level: voicecare_core::Level,
     pub categories: Vec<String>,
     pub reasons: serde_json::Value,
     pub score: f32,
+}
+
+impl std::fmt::Debug for AssessmentRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssessmentRecord")
+            .field("level", &self.level)
+            .field("categories", &self.categories)
+            .field("reasons", &voicecare_core::redact::Personal::new(()))
+            .field("score", &self.score)
+            .finish()
+    }
 }
 
 impl AssessmentRecord {

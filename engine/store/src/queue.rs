@@ -19,6 +19,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use voicecare_core::Level;
+use voicecare_core::redact::{Personal, redacted_opt, redacted_words};
 
 use crate::audit::{self, Actor, NewEvent};
 use crate::error::{Result, StoreError};
@@ -55,7 +56,9 @@ impl Outcome {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// `Debug` leaves out the reasons (they quote the reply) and the resolution
+/// notes.
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct Escalation {
     pub id: i64,
     pub call_id: i64,
@@ -81,6 +84,33 @@ pub struct Escalation {
     pub version: i32,
 }
 
+impl std::fmt::Debug for Escalation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Escalation")
+            .field("id", &self.id)
+            .field("call_id", &self.call_id)
+            .field("elder_id", &self.elder_id)
+            .field("level", &self.level)
+            .field("status", &self.status)
+            .field("categories", &self.categories)
+            .field("reasons", &Personal::new(()))
+            .field("elder_on_line", &self.elder_on_line)
+            .field("elder_left_at", &self.elder_left_at)
+            .field("created_at", &self.created_at)
+            .field("sla_deadline", &self.sla_deadline)
+            .field("first_claimed_at", &self.first_claimed_at)
+            .field("claimed_by", &self.claimed_by)
+            .field("claimed_at", &self.claimed_at)
+            .field("lease_expires_at", &self.lease_expires_at)
+            .field("resolved_by", &self.resolved_by)
+            .field("resolved_at", &self.resolved_at)
+            .field("outcome", &self.outcome)
+            .field("resolution_notes", &redacted_opt(&self.resolution_notes))
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
 const COLS: &str = "e.id, e.call_id, e.elder_id, e.level, e.status, e.categories, e.reasons, e.elder_on_line,
     e.elder_left_at, e.created_at, e.sla_deadline, e.first_claimed_at, e.claimed_by, e.claimed_at, e.lease_expires_at,
     e.resolved_by, e.resolved_at, e.outcome, e.resolution_notes, e.version";
@@ -90,8 +120,8 @@ const COLS: &str = "e.id, e.call_id, e.elder_id, e.level, e.status, e.categories
 /// queue index in order and checks scope row by row.
 const IN_SCOPE: &str = "$1::bigint = ANY(e.unit_path)";
 
-/// A finding to put in front of a person.
-#[derive(Debug, Clone)]
+/// A finding to put in front of a person. `Debug` leaves out the reasons.
+#[derive(Clone)]
 pub struct Flag {
     pub call_id: i64,
     pub level: Level,
@@ -99,6 +129,18 @@ pub struct Flag {
     /// The classifier's reasons, `[{category, evidence, rule, ...}]`.
     pub reasons: serde_json::Value,
     pub elder_on_line: bool,
+}
+
+impl std::fmt::Debug for Flag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Flag")
+            .field("call_id", &self.call_id)
+            .field("level", &self.level)
+            .field("categories", &self.categories)
+            .field("reasons", &Personal::new(()))
+            .field("elder_on_line", &self.elder_on_line)
+            .finish()
+    }
 }
 
 impl Flag {
@@ -566,7 +608,8 @@ pub async fn reopen(
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+/// An operator's note on an escalation. `Debug` shows its length only.
+#[derive(Clone, Serialize, sqlx::FromRow)]
 pub struct Note {
     pub id: i64,
     pub escalation_id: i64,
@@ -574,6 +617,19 @@ pub struct Note {
     pub operator_name: String,
     pub body: String,
     pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Note")
+            .field("id", &self.id)
+            .field("escalation_id", &self.escalation_id)
+            .field("operator_id", &self.operator_id)
+            .field("operator_name", &self.operator_name)
+            .field("body", &redacted_words(&self.body))
+            .field("created_at", &self.created_at)
+            .finish()
+    }
 }
 
 pub async fn add_note(

@@ -177,11 +177,11 @@ fn the_hub_survives_any_message_from_a_device() {
         rt.block_on(async {
             let mut ws = connect(&url).await;
             // Half the inputs arrive from a registered device.
-            if input.first().is_some_and(|b| b % 2 == 0) {
+            if input.first().is_some_and(|b| b.is_multiple_of(2)) {
                 let register = r#"{"type":"register","device_id":"tab-17","token":"s3cret"}"#;
                 ws.send(Message::text(register)).await.unwrap();
             }
-            let message = if input.last().is_some_and(|b| b % 8 == 0) {
+            let message = if input.last().is_some_and(|b| b.is_multiple_of(8)) {
                 Message::binary(input.to_vec())
             } else {
                 Message::text(String::from_utf8_lossy(input).into_owned())
