@@ -124,7 +124,11 @@ fn check_sdp(sdp: &str) -> Result<(), proptest::test_runner::TestCaseError> {
             .map(str::trim)
             .find(|l| l.starts_with("m=audio "))
             .unwrap_or_default();
-        let offered = |pt: u8| line.split_whitespace().skip(3).any(|p| p == pt.to_string());
+        let offered = |pt: u8| {
+            line.split_whitespace()
+                .skip(3)
+                .any(|p| p.parse::<u8>() == Ok(pt))
+        };
         if !offered(a.media.audio_pt) {
             return Err(fuzz::fail(format!(
                 "{a:?} is not on the audio line {line:?}"
