@@ -24,6 +24,7 @@ use voicecare_store::queue::SlaPolicy;
 
 pub use client_addr::{IpNet, TrustedProxies};
 pub use events::spawn_notify_fanout;
+pub use talk::read_message as read_talk_message;
 
 /// Everything a request handler may touch.
 #[derive(Clone)]

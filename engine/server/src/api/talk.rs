@@ -78,6 +78,13 @@ enum ClientMsg {
     Ping,
 }
 
+/// What the talk socket makes of one text message from a console: `Ok` for
+/// a message it acts on, else the error code and reason it answers with.
+/// Public so that tests/fuzz_talk.rs can feed it any text.
+pub fn read_message(text: &str) -> Result<(), (&'static str, String)> {
+    parse(text).map(|_| ())
+}
+
 fn parse(text: &str) -> Result<ClientMsg, (&'static str, String)> {
     let v: Value =
         serde_json::from_str(text).map_err(|e| ("bad_json", format!("not valid JSON: {e}")))?;
