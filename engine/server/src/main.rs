@@ -98,6 +98,7 @@ fn main() -> anyhow::Result<()> {
             bench::BenchCmd::Capacity(args) => rt().block_on(bench::capacity::run(db, args)),
             bench::BenchCmd::Calls(args) => rt().block_on(bench::calls::run(args)),
             bench::BenchCmd::Flow(args) => bench::flow::run(args),
+            bench::BenchCmd::Sip(args) => rt().block_on(bench::sip::run(args)),
         },
         Command::Phone(args) => cmd::phone::run(args),
         Command::Flow { cmd } => cmd::flow::run(cmd),

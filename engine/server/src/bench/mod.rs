@@ -9,6 +9,7 @@ pub mod calls;
 pub mod capacity;
 pub mod flow;
 pub mod queue;
+pub mod sip;
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCmd {
@@ -22,4 +23,6 @@ pub enum BenchCmd {
     Calls(calls::CallsBenchArgs),
     /// Time to parse and check a flow as it grows, against parsing the same TOML alone.
     Flow(flow::FlowBenchArgs),
+    /// Phone calls over SIP (G.711 media) against WebRTC calls in the same run: setups per second, CPU per call.
+    Sip(sip::SipBenchArgs),
 }
