@@ -107,6 +107,7 @@ fn a_demo_logged_at_debug_level_holds_no_personal_data() {
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let _cleanup = Cleanup(tmp.clone());
     for d in ["ivr-flows", "audio-fixtures"] {
         std::os::unix::fs::symlink(repo().join(d), tmp.join(d)).unwrap();
     }
@@ -176,10 +177,17 @@ fn a_demo_logged_at_debug_level_holds_no_personal_data() {
         log.lines().count(),
         found.join("\n")
     );
+}
 
-    if let Ok(home) = std::fs::read_to_string(tmp.join(".voicecare/demo/postgres/cluster-location"))
-    {
-        let _ = std::fs::remove_dir_all(home.trim());
+/// Removes the demo's directory and its cluster, whether the test passed or not.
+struct Cleanup(std::path::PathBuf);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let pointer = self.0.join(".voicecare/demo/postgres/cluster-location");
+        if let Ok(home) = std::fs::read_to_string(pointer) {
+            let _ = std::fs::remove_dir_all(home.trim());
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
     }
-    let _ = std::fs::remove_dir_all(&tmp);
 }
