@@ -199,10 +199,28 @@ pub struct SipArgs {
     /// national form (e.g. 86: 013800138000 is +8613800138000).
     #[arg(long, env = "VOICECARE_SIP_COUNTRY_CODE", value_parser = country_code)]
     pub sip_country_code: Option<String>,
+    /// Signalling transport to the trunk: udp or tcp.
+    #[arg(long, env = "VOICECARE_SIP_TRANSPORT", default_value = "udp", value_parser = ["udp", "tcp"])]
+    pub sip_transport: String,
+    /// Calls (out and in) the trunk carries at once; 0: no limit.
+    #[arg(long, env = "VOICECARE_SIP_MAX_CHANNELS", default_value_t = 0)]
+    pub sip_max_channels: usize,
+    /// New outbound calls per second the trunk accepts; 0: no limit.
+    #[arg(long, env = "VOICECARE_SIP_CPS", default_value_t = 0.0, value_parser = cps)]
+    pub sip_cps: f64,
     /// Addresses calls into the service may come from, comma-separated
     /// (default: the trunk host's addresses).
     #[arg(long, env = "VOICECARE_SIP_ACCEPT_FROM", value_delimiter = ',')]
     pub sip_accept_from: Vec<std::net::IpAddr>,
+}
+
+fn cps(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=1000.0).contains(&v) => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a call rate (0 to 1000 calls per second)"
+        )),
+    }
 }
 
 fn country_code(s: &str) -> Result<String, String> {

@@ -153,6 +153,8 @@ pub fn apply(cmd: Command, file: &Path) -> Result<Command, ConfigFileError> {
 enum Kind {
     Bool,
     Integer,
+    /// A number with a fraction (an integer will do).
+    Number,
     Text,
     /// A flag taking several values: an array of strings, or one string
     /// with the flag's delimiter.
@@ -179,6 +181,8 @@ impl Kind {
         ];
         if integers.iter().any(|t| ty == *t) {
             Kind::Integer
+        } else if ty == TypeId::of::<f64>() {
+            Kind::Number
         } else {
             Kind::Text
         }
@@ -188,6 +192,7 @@ impl Kind {
         match self {
             Kind::Bool => "true or false",
             Kind::Integer => "an integer",
+            Kind::Number => "a number",
             Kind::Text => "a string",
             Kind::List(_) => "an array of strings or a string",
         }
@@ -286,7 +291,8 @@ fn apply_str(mut cmd: Command, file: &Path, text: &str) -> Result<Command, Confi
         } else {
             match (kind, &value) {
                 (Kind::Bool, Value::Boolean(b)) => vec![b.to_string()],
-                (Kind::Integer, Value::Integer(i)) => vec![i.to_string()],
+                (Kind::Integer | Kind::Number, Value::Integer(i)) => vec![i.to_string()],
+                (Kind::Number, Value::Float(f)) => vec![f.to_string()],
                 (Kind::Text, Value::String(s)) => vec![s.clone()],
                 (Kind::List(_), Value::String(s)) => split(kind, s),
                 (Kind::List(_), Value::Array(items)) => items

@@ -27,6 +27,11 @@ impl SipGateway {
     /// cancels the call.
     pub async fn call(&self, number: &str) -> Result<CallLeg, CallFailure> {
         let number = dialable(number)?;
+        let channel = self
+            .limits
+            .channel()
+            .ok_or(CallFailure::NoChannel(self.limits.max_channels()))?;
+        self.limits.pace().await;
         let sock = rtp::bind(self.media_ip(), &self.trunk.rtp_ports)
             .await
             .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
@@ -100,7 +105,7 @@ impl SipGateway {
             handle.clone(),
             self.dialogs.clone(),
             offer,
-            Role::Caller,
+            (Role::Caller, channel),
         ));
         handle.connected().await;
         Ok(leg)
@@ -288,7 +293,8 @@ pub(crate) async fn supervise(
     handle: TransportHandle,
     dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
     sdp: String,
-    role: Role,
+    // Our side, and the trunk channel the call holds until it ends.
+    (role, _channel): (Role, crate::gateway::Channel),
 ) {
     loop {
         tokio::select! {

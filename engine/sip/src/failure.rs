@@ -27,6 +27,9 @@ pub enum CallFailure {
     /// The call was answered with media we cannot use; we hung up.
     #[error("unusable media in the answer: {0}")]
     BadAnswer(String),
+    /// Every channel the trunk has is in use; the call was not placed.
+    #[error("all {0} channels of the trunk are in use")]
+    NoChannel(usize),
     /// No local RTP port was free.
     #[error("no RTP port free: {0}")]
     NoRtpPort(String),

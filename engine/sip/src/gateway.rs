@@ -38,6 +38,56 @@ pub struct SipGateway {
     pub(crate) local: SocketAddr,
     token: CancellationToken,
     incoming: std::sync::Mutex<Option<mpsc::Receiver<IncomingCall>>>,
+    pub(crate) limits: Arc<Limits>,
+}
+
+/// The trunk's channels and call rate, shared by calls out and in.
+pub(crate) struct Limits {
+    channels: Option<Arc<tokio::sync::Semaphore>>,
+    max_channels: usize,
+    /// Earliest time the next outbound call may start.
+    next_call: tokio::sync::Mutex<tokio::time::Instant>,
+    spacing: Option<std::time::Duration>,
+}
+
+/// A channel of the trunk, held for the life of a call.
+pub(crate) type Channel = Option<tokio::sync::OwnedSemaphorePermit>;
+
+impl Limits {
+    fn new(trunk: &Trunk) -> Self {
+        Limits {
+            channels: (trunk.max_channels > 0)
+                .then(|| Arc::new(tokio::sync::Semaphore::new(trunk.max_channels))),
+            max_channels: trunk.max_channels,
+            next_call: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            spacing: (trunk.calls_per_second > 0.0)
+                .then(|| std::time::Duration::from_secs_f64(1.0 / trunk.calls_per_second)),
+        }
+    }
+
+    /// A free channel, or `None` when all are in use.
+    pub(crate) fn channel(&self) -> Option<Channel> {
+        match &self.channels {
+            None => Some(None),
+            Some(s) => s.clone().try_acquire_owned().ok().map(Some),
+        }
+    }
+
+    pub(crate) fn max_channels(&self) -> usize {
+        self.max_channels
+    }
+
+    /// Wait for this call's turn under the calls-per-second limit.
+    pub(crate) async fn pace(&self) {
+        let Some(spacing) = self.spacing else { return };
+        let at = {
+            let mut next = self.next_call.lock().await;
+            let at = (*next).max(tokio::time::Instant::now());
+            *next = at + spacing;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
 }
 
 impl std::fmt::Debug for SipGateway {
@@ -76,11 +126,13 @@ impl SipGateway {
         tokio::spawn(async move { endpoint.serve().await });
         let allowed = allowed_sources(&trunk).await;
         let (calls_tx, calls) = mpsc::channel(INCOMING_QUEUE);
+        let limits = Arc::new(Limits::new(&trunk));
         let ctx = Arc::new(Context {
             trunk: trunk.clone(),
             leg: leg.clone(),
             dialogs: dialogs.clone(),
             media_ip: local.ip(),
+            limits: limits.clone(),
         });
         tokio::spawn(serve_incoming(incoming, ctx, allowed, calls_tx));
         info!(trunk = %trunk.name, %local, "SIP gateway started");
@@ -91,6 +143,7 @@ impl SipGateway {
             local,
             token,
             incoming: std::sync::Mutex::new(Some(calls)),
+            limits,
         })
     }
 
@@ -196,5 +249,45 @@ fn deliver(
         Err(mpsc::error::TrySendError::Closed(call)) => {
             call.reject(480, "this node takes no calls")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_run_out_and_come_back() {
+        let mut t = Trunk::new("t", "127.0.0.1", 5060);
+        t.max_channels = 2;
+        let limits = Limits::new(&t);
+        let a = limits.channel().expect("first");
+        let _b = limits.channel().expect("second");
+        assert!(limits.channel().is_none(), "both channels are in use");
+        drop(a);
+        assert!(limits.channel().is_some(), "a call ended frees its channel");
+        t.max_channels = 0;
+        let unlimited = Limits::new(&t);
+        let held: Vec<_> = (0..100).map(|_| unlimited.channel().unwrap()).collect();
+        assert_eq!(held.len(), 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_are_spaced_by_the_call_rate() {
+        let mut t = Trunk::new("t", "127.0.0.1", 5060);
+        t.calls_per_second = 4.0;
+        let limits = Arc::new(Limits::new(&t));
+        let t0 = tokio::time::Instant::now();
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            limits.pace().await;
+            waits.push((tokio::time::Instant::now() - t0).as_millis());
+        }
+        assert_eq!(waits, vec![0, 250, 500, 750, 1000]);
+        // After a quiet spell the next call goes at once.
+        tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        let t1 = tokio::time::Instant::now();
+        limits.pace().await;
+        assert_eq!((tokio::time::Instant::now() - t1).as_millis(), 0);
     }
 }

@@ -48,6 +48,7 @@ pub(crate) struct Context {
     pub leg: LegConfig,
     pub dialogs: Arc<DialogLayer>,
     pub media_ip: IpAddr,
+    pub limits: Arc<crate::gateway::Limits>,
 }
 
 impl std::fmt::Debug for IncomingCall {
@@ -80,6 +81,11 @@ impl IncomingCall {
             .expect("an unanswered call has its dialog");
         let states = self.states.take().expect("and its states");
         let ctx = self.ctx.clone();
+        let Some(channel) = ctx.limits.channel() else {
+            warn!("every channel of the trunk is in use: refusing an incoming call");
+            let _ = dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+            return Err(CallFailure::NoChannel(ctx.limits.max_channels()));
+        };
         let sock = match rtp::bind(ctx.media_ip, &ctx.trunk.rtp_ports).await {
             Ok(s) => s,
             Err(e) => {
@@ -126,7 +132,7 @@ impl IncomingCall {
             handle.clone(),
             ctx.dialogs.clone(),
             answer,
-            Role::Callee,
+            (Role::Callee, channel),
         ));
         handle.connected().await;
         Ok(leg)

@@ -71,6 +71,12 @@ pub struct Trunk {
     /// Addresses calls into the service may come from (IP authentication of
     /// the trunk or PBX). Empty: the trunk host's own addresses.
     pub accept_from: Vec<std::net::IpAddr>,
+    /// Calls (out and in) the trunk carries at once, as the carrier sold
+    /// it; more are refused before they reach the trunk. 0: no limit.
+    pub max_channels: usize,
+    /// New outbound calls per second the carrier accepts (CPS); calls
+    /// beyond it wait their turn. 0: no limit.
+    pub calls_per_second: f64,
 }
 
 impl Trunk {
@@ -90,6 +96,8 @@ impl Trunk {
             ring_timeout: Duration::from_secs(45),
             rtp_timeout: Duration::from_secs(30),
             accept_from: Vec::new(),
+            max_channels: 0,
+            calls_per_second: 0.0,
         }
     }
 }

@@ -209,6 +209,12 @@ async fn sip_gateway(
     trunk.from_number = args.sip_from.clone();
     trunk.ring_timeout = ring_timeout;
     trunk.accept_from = args.sip_accept_from.clone();
+    trunk.max_channels = args.sip_max_channels;
+    trunk.calls_per_second = args.sip_cps;
+    trunk.transport = match args.sip_transport.as_str() {
+        "tcp" => voicecare_sip::Transport::Tcp,
+        _ => voicecare_sip::Transport::Udp,
+    };
     trunk.credentials = match (&args.sip_username, &args.sip_password_file) {
         (Some(username), Some(file)) => {
             let password = std::fs::read_to_string(file)
