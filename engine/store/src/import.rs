@@ -205,21 +205,25 @@ fn parse_rows(
     let idx: HashMap<&str, usize> = headers.iter().enumerate().map(|(i, h)| (h, i)).collect();
     let mut rows = Vec::new();
     let mut count = 0;
+    let (mut unlisted, mut last_line) = (0usize, 1u64);
     for record in rdr.records() {
         count += 1;
         let record = match record {
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map(|p| p.line()).unwrap_or(0);
-                errors.push(RowError {
+                last_line = last_line.max(line);
+                let error = RowError {
                     line,
                     column: "-".into(),
                     message: format!("malformed CSV: {e}"),
-                });
+                };
+                list(errors, &mut unlisted, error);
                 continue;
             }
         };
         let line = record.position().map(|p| p.line()).unwrap_or(0);
+        last_line = last_line.max(line);
         let get = |c: &str| idx.get(c).and_then(|&i| record.get(i)).unwrap_or("");
         let mut row_errs = Vec::new();
         let mut err = |column: &str, message: String| {
@@ -395,7 +399,9 @@ fn parse_rows(
             }
         }
         if !row_errs.is_empty() {
-            errors.extend(row_errs);
+            for e in row_errs {
+                list(errors, &mut unlisted, e);
+            }
             continue;
         }
         let (
@@ -441,7 +447,28 @@ fn parse_rows(
             },
         });
     }
+    if unlisted > 0 {
+        errors.push(RowError {
+            line: last_line,
+            column: "-".into(),
+            message: format!(
+                "{unlisted} more problems not listed (the first {MAX_LISTED_ERRORS} are)"
+            ),
+        });
+    }
     Ok((rows, count))
+}
+
+/// Problems listed for one file; past this they are counted, not kept, so a
+/// file of garbage cannot make the report grow with it.
+pub const MAX_LISTED_ERRORS: usize = 1000;
+
+fn list(errors: &mut Vec<RowError>, unlisted: &mut usize, e: RowError) {
+    if errors.len() < MAX_LISTED_ERRORS {
+        errors.push(e);
+    } else {
+        *unlisted += 1;
+    }
 }
 
 use chrono::Datelike;

@@ -18,7 +18,8 @@ use voicecare_store::import::{COLUMNS, check_csv, quotable};
 #[global_allocator]
 static ALLOCATOR: fuzz::Counting = fuzz::Counting;
 
-const SLACK: usize = 256 << 10;
+/// The listed errors (at most `import::MAX_LISTED_ERRORS`) and the reader's buffers.
+const SLACK: usize = 512 << 10;
 const BYTES_PER_INPUT_BYTE: usize = 48;
 
 const TOKENS: &[&[u8]] = &[
