@@ -345,7 +345,9 @@ async fn a_challenged_invite_is_answered_with_digest_credentials() {
 
 /// The value of `name` in a digest header line.
 fn param<'a>(line: &'a str, name: &str) -> &'a str {
-    let at = line.find(&format!("{name}=")).unwrap_or_else(|| panic!("{name} in {line}"));
+    let at = line
+        .find(&format!("{name}="))
+        .unwrap_or_else(|| panic!("{name} in {line}"));
     let v = &line[at + name.len() + 1..];
     match v.strip_prefix('"') {
         Some(q) => &q[..q.find('"').unwrap()],

@@ -384,6 +384,11 @@ async fn ring_phone(sip: &SipGateway, number: &Phone) -> Result<CallLeg, SetupFa
         let detail = match &failure {
             CallFailure::BadNumber(_) => "not a dialable number".to_string(),
             CallFailure::Signalling(e) => {
+                // Digits hidden: the stack's message may hold the number.
+                let e: String = e
+                    .chars()
+                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                    .collect();
                 tracing::debug!(error = %e, "SIP signalling failed");
                 "signalling failed".to_string()
             }
