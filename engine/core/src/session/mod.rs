@@ -51,14 +51,25 @@ pub struct Setup {
     pub last_seq: i32,
 }
 
-/// Words read from the elder's audio.
-#[derive(Debug, Clone, PartialEq)]
+/// Words read from the elder's audio. `Debug` shows their length only: an
+/// elder's words are health data.
+#[derive(Clone, PartialEq)]
 pub struct Words {
     pub text: String,
     /// 0.0–1.0.
     pub confidence: f32,
     /// The recogniser doubts its own reading.
     pub low_confidence: bool,
+}
+
+impl std::fmt::Debug for Words {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Words")
+            .field("text", &crate::redact::redacted_words(&self.text))
+            .field("confidence", &self.confidence)
+            .field("low_confidence", &self.low_confidence)
+            .finish()
+    }
 }
 
 /// Facts about an utterance the store keeps beside its words; the session
@@ -164,8 +175,8 @@ pub enum Output {
     Finished(SessionEnd),
 }
 
-/// A reply as stored.
-#[derive(Debug, Clone, PartialEq)]
+/// A reply as stored. `Debug` leaves the words and the evidence out.
+#[derive(Clone, PartialEq)]
 pub struct UtteranceRecord {
     pub seq: i32,
     pub step: Option<String>,
@@ -174,6 +185,23 @@ pub struct UtteranceRecord {
     pub confidence: f32,
     pub assessment: Assessment,
     pub audio: AudioInfo,
+}
+
+impl std::fmt::Debug for UtteranceRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UtteranceRecord")
+            .field("seq", &self.seq)
+            .field("step", &self.step)
+            .field(
+                "transcript",
+                &crate::redact::redacted_words(&self.transcript),
+            )
+            .field("lang", &self.lang)
+            .field("confidence", &self.confidence)
+            .field("level", &self.assessment.level)
+            .field("audio", &self.audio)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How a session ended.
@@ -580,5 +608,43 @@ impl Session {
         self.end = Some(end.clone());
         self.ear = Ear::Off;
         out.push(Output::Finished(end));
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_keeps_the_elders_words_out() {
+        let words = Words {
+            text: "我在厨房摔倒了".into(),
+            confidence: 0.8,
+            low_confidence: false,
+        };
+        let reading = Reading::SoFar {
+            words: words.clone(),
+        };
+        let record = UtteranceRecord {
+            seq: 3,
+            step: Some("how_are_you".into()),
+            transcript: words.text.clone(),
+            lang: Lang::Zh,
+            confidence: 0.8,
+            assessment: crate::distress::Classifier::shared()
+                .assess(&crate::distress::Utterance::new(&words.text)),
+            audio: AudioInfo::default(),
+        };
+        for shown in [
+            format!("{words:?}"),
+            format!("{reading:?}"),
+            format!("{record:?}"),
+        ] {
+            assert!(
+                !shown.contains("厨房") && !shown.contains("摔倒"),
+                "{shown}"
+            );
+        }
+        assert!(format!("{record:?}").contains("seq: 3"));
     }
 }

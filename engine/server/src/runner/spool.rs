@@ -25,8 +25,9 @@ use voicecare_store::StoreError;
 use voicecare_store::calls::{AssessmentRecord, NewUtterance};
 use voicecare_store::queue::{self, Flag};
 
-/// One write the database did not take.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One write the database did not take. `Debug` leaves the elder's words
+/// and the evidence quoted in the reasons out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Entry {
     Escalation {
@@ -55,6 +56,39 @@ pub enum Entry {
         score: f32,
         at: DateTime<Utc>,
     },
+}
+
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Entry::Escalation {
+                call_id, level, at, ..
+            } => f
+                .debug_struct("Escalation")
+                .field("call_id", call_id)
+                .field("level", level)
+                .field("at", at)
+                .finish_non_exhaustive(),
+            Entry::Utterance {
+                call_id,
+                seq,
+                transcript,
+                level,
+                at,
+                ..
+            } => f
+                .debug_struct("Utterance")
+                .field("call_id", call_id)
+                .field("seq", seq)
+                .field(
+                    "transcript",
+                    &voicecare_core::redact::redacted_words(transcript),
+                )
+                .field("level", level)
+                .field("at", at)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl Entry {
@@ -337,6 +371,44 @@ mod tests {
             reasons: serde_json::json!([{"rule": "en.fall.x"}]),
             elder_on_line: false,
             at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn debug_output_keeps_the_elders_words_out() {
+        let words = "I fell in the kitchen and cannot get up";
+        let u = Entry::Utterance {
+            call_id: 7,
+            attempt_id: None,
+            seq: 1,
+            step: None,
+            transcript: words.into(),
+            lang: voicecare_core::Lang::En,
+            confidence: 0.9,
+            audio_path: None,
+            audio_ms: 0,
+            asr_queue_ms: 0,
+            asr_decode_ms: 0,
+            level: Level::Emergency,
+            categories: vec!["fall".into()],
+            reasons: serde_json::json!([{"evidence": "cannot get up"}]),
+            score: 1.0,
+            at: Utc::now(),
+        };
+        let e = Entry::Escalation {
+            call_id: 7,
+            level: Level::Emergency,
+            categories: vec!["fall".into()],
+            reasons: serde_json::json!([{"evidence": "cannot get up"}]),
+            elder_on_line: true,
+            at: Utc::now(),
+        };
+        for shown in [format!("{u:?}"), format!("{e:?}")] {
+            assert!(
+                !shown.contains("kitchen") && !shown.contains("get up"),
+                "{shown}"
+            );
+            assert!(shown.contains("call_id: 7"), "{shown}");
         }
     }
 
