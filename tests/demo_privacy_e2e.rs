@@ -102,8 +102,26 @@ fn needles(cohort: &serde_json::Value) -> Vec<(String, String)> {
 
 #[test]
 fn a_demo_logged_at_debug_level_holds_no_personal_data() {
+    demo_holds_no_personal_data("webrtc");
+}
+
+/// Over SIP the elders' phone numbers are dialled, and the SIP messages
+/// carry them: none may reach the log either.
+#[test]
+fn a_demo_over_sip_logged_at_debug_level_holds_no_personal_data() {
+    demo_holds_no_personal_data("sip");
+}
+
+/// One demo at a time: each runs a whole engine with whisper.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn demo_holds_no_personal_data(via: &str) {
     use std::os::unix::fs::PermissionsExt;
-    let tmp = std::env::temp_dir().join(format!("voicecare-demo-privacy-{}", std::process::id()));
+    let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let tmp = std::env::temp_dir().join(format!(
+        "voicecare-demo-privacy-{via}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).unwrap();
     std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -118,7 +136,7 @@ fn a_demo_logged_at_debug_level_holds_no_personal_data() {
         .env_remove("DATABASE_URL")
         .env_remove("VOICECARE_LOG_FORMAT")
         .env("RUST_LOG", "debug")
-        .args(["demo", "--elders", "4", "--spread-secs", "10"])
+        .args(["demo", "--elders", "4", "--spread-secs", "10", "--via", via])
         .args(["--timeout-secs", "400"])
         .args(["--report", "report"])
         .stdout(Stdio::from(File::create(&out_path).unwrap()))
@@ -135,6 +153,19 @@ fn a_demo_logged_at_debug_level_holds_no_personal_data() {
         tail(&log)
     );
 
+    let report: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.join("report/report.json")).expect("report/report.json"),
+    )
+    .unwrap();
+    assert_eq!(report["transport"], via, "the report names the transport");
+    assert!(
+        report["per_elder"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["transport"] == via),
+        "every elder was reached over {via}"
+    );
     let cohort: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(tmp.join("report/cohort.json")).expect("report/cohort.json"),
     )
