@@ -94,7 +94,7 @@ async fn setup(config: &LegConfig) -> Result<(CallLeg, CallLeg, Duration), Telep
 }
 
 /// Consume events the way a call runner would, without doing work.
-fn drain(mut leg: CallLeg) -> LegControl {
+pub fn drain(mut leg: CallLeg) -> LegControl {
     let control = leg.control();
     tokio::spawn(async move {
         while let Some(ev) = leg.next_event().await {
@@ -147,44 +147,8 @@ pub async fn bare_calls(calls: usize, seconds: f64, codec: Codec) -> BareRun {
     run.all_set_up_s = t_setup.elapsed().as_secs_f64();
     run.setup_ms.sort_by(f64::total_cmp);
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let received = |controls: &[(LegControl, LegControl)]| -> u64 {
-        controls
-            .iter()
-            .map(|(e, _)| {
-                e.stats()
-                    .packets_received
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .sum()
-    };
-    for (e, _) in &controls {
-        e.stats()
-            .inter_arrival_us
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-    let recv0 = received(&controls);
-    let cpu0 = cpu_seconds(None).unwrap_or(0.0);
-    let w0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    run.wall_s = w0.elapsed().as_secs_f64();
-    run.cpu_s = cpu_seconds(None).unwrap_or(0.0) - cpu0;
-    run.packets_received = received(&controls) - recv0;
-    let mut gaps = Vec::new();
-    for (e, _) in &controls {
-        gaps.extend(
-            e.stats()
-                .inter_arrival_us
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter(),
-        );
-    }
-    run.timing_error_ms = timing_errors_ms(&gaps);
-    run.rss_per_call_kib =
-        rss_kib(None).unwrap_or(0).saturating_sub(rss0) / controls.len().max(1) as u64;
+    let measured: Vec<LegControl> = controls.iter().map(|(e, _)| e.clone()).collect();
+    measure(&mut run, &measured, seconds, rss0).await;
     for (e, d) in &controls {
         e.hang_up();
         d.hang_up();
@@ -193,4 +157,49 @@ pub async fn bare_calls(calls: usize, seconds: f64, codec: Codec) -> BareRun {
         e.ended().await;
     }
     run
+}
+
+/// Let set-up calls settle for a second, then measure over `seconds`: CPU,
+/// packets received and their timing at `measured` legs, and memory per
+/// call against `rss0` (the process's before set-up). Shared by every
+/// transport's bare-call measurement so their figures compare.
+pub async fn measure(run: &mut BareRun, measured: &[LegControl], seconds: f64, rss0: u64) {
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let received = || -> u64 {
+        measured
+            .iter()
+            .map(|c| {
+                c.stats()
+                    .packets_received
+                    .load(std::sync::atomic::Ordering::Relaxed)
+            })
+            .sum()
+    };
+    for c in measured {
+        c.stats()
+            .inter_arrival_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+    let recv0 = received();
+    let cpu0 = cpu_seconds(None).unwrap_or(0.0);
+    let w0 = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    run.wall_s = w0.elapsed().as_secs_f64();
+    run.cpu_s = cpu_seconds(None).unwrap_or(0.0) - cpu0;
+    run.packets_received = received() - recv0;
+    let mut gaps = Vec::new();
+    for c in measured {
+        gaps.extend(
+            c.stats()
+                .inter_arrival_us
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter(),
+        );
+    }
+    run.timing_error_ms = timing_errors_ms(&gaps);
+    run.rss_per_call_kib =
+        rss_kib(None).unwrap_or(0).saturating_sub(rss0) / measured.len().max(1) as u64;
 }

@@ -15,10 +15,8 @@ use clap::Args;
 use serde::Serialize;
 use voicecare_sip::{SipGateway, Trunk};
 use voicecare_telephony::Codec;
-use voicecare_telephony::bench::{
-    BareRun, bare_calls, cpu_seconds, percentile, rss_kib, timing_errors_ms,
-};
-use voicecare_telephony::leg::{CallLeg, LegConfig, LegControl, LegEvent};
+use voicecare_telephony::bench::{BareRun, bare_calls, drain, measure, percentile, rss_kib};
+use voicecare_telephony::leg::{LegConfig, LegControl};
 
 #[derive(Debug, Args)]
 pub struct SipBenchArgs {
@@ -181,44 +179,7 @@ async fn sip_calls(calls: usize, seconds: f64) -> anyhow::Result<BareRun> {
     run.all_set_up_s = t_setup.elapsed().as_secs_f64();
     run.setup_ms.sort_by(f64::total_cmp);
 
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let received = |controls: &[LegControl]| -> u64 {
-        controls
-            .iter()
-            .map(|c| {
-                c.stats()
-                    .packets_received
-                    .load(std::sync::atomic::Ordering::Relaxed)
-            })
-            .sum()
-    };
-    for c in &controls {
-        c.stats()
-            .inter_arrival_us
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
-    let recv0 = received(&controls);
-    let cpu0 = cpu_seconds(None).unwrap_or(0.0);
-    let w0 = Instant::now();
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
-    run.wall_s = w0.elapsed().as_secs_f64();
-    run.cpu_s = cpu_seconds(None).unwrap_or(0.0) - cpu0;
-    run.packets_received = received(&controls) - recv0;
-    let mut gaps = Vec::new();
-    for c in &controls {
-        gaps.extend(
-            c.stats()
-                .inter_arrival_us
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .iter(),
-        );
-    }
-    run.timing_error_ms = timing_errors_ms(&gaps);
-    run.rss_per_call_kib =
-        rss_kib(None).unwrap_or(0).saturating_sub(rss0) / controls.len().max(1) as u64;
+    measure(&mut run, &controls, seconds, rss0).await;
     for c in &controls {
         c.hang_up();
     }
@@ -229,17 +190,4 @@ async fn sip_calls(calls: usize, seconds: f64) -> anyhow::Result<BareRun> {
     callee.shutdown();
     answered.abort();
     Ok(run)
-}
-
-/// Consume a leg's events as a call runner would, without doing work.
-fn drain(mut leg: CallLeg) -> LegControl {
-    let control = leg.control();
-    tokio::spawn(async move {
-        while let Some(ev) = leg.next_event().await {
-            if matches!(ev, LegEvent::Ended(_)) {
-                break;
-            }
-        }
-    });
-    control
 }
