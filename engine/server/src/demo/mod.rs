@@ -168,19 +168,13 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
 
     // Phones first, then schedules: every device is registered before its window opens.
     let ws = format!("ws://{listen}/v1/devices/ws");
-    let stats = Arc::new(std::sync::Mutex::new(BTreeMap::<i64, (u32, u32)>::new()));
+    let stats: Stats = Arc::new(std::sync::Mutex::new(BTreeMap::new()));
     let mut phones = Vec::new();
     if bank.is_some() {
         let (stats, observed) = (stats.clone(), observed.clone());
         phones.push(tokio::spawn(async move {
             while let Some((id, r)) = sip_done.recv().await {
-                if let Ok(mut o) = observed.lock() {
-                    o.speeches.entry(id).or_default().extend(&r.speeches);
-                }
-                let mut s = stats.lock().unwrap();
-                let e = s.entry(id).or_default();
-                e.0 += 1;
-                e.1 += r.answered as u32;
+                tally(&stats, &observed, id, &r);
             }
         }));
     }
@@ -195,15 +189,7 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         phones.push(tokio::spawn(async move {
             loop {
                 match phone.run_call().await {
-                    Ok(r) => {
-                        if let Ok(mut o) = observed.lock() {
-                            o.speeches.entry(id).or_default().extend(&r.speeches);
-                        }
-                        let mut s = stats.lock().unwrap();
-                        let e = s.entry(id).or_default();
-                        e.0 += 1;
-                        e.1 += r.answered as u32;
-                    }
+                    Ok(r) => tally(&stats, &observed, id, &r),
                     Err(e) => {
                         tracing::warn!(error = %e, "simulated phone stopped");
                         break;
@@ -290,6 +276,25 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("demo did not finish within --timeout-secs");
     }
     Ok(())
+}
+
+/// Per elder: calls rung and answered.
+type Stats = Arc<std::sync::Mutex<BTreeMap<i64, (u32, u32)>>>;
+
+/// What one simulated call tells the summary, whatever its transport.
+fn tally(
+    stats: &Stats,
+    observed: &std::sync::Mutex<report::Observed>,
+    id: i64,
+    r: &voicecare_telephony::SimReport,
+) {
+    if let Ok(mut o) = observed.lock() {
+        o.speeches.entry(id).or_default().extend(&r.speeches);
+    }
+    let mut s = stats.lock().unwrap_or_else(|p| p.into_inner());
+    let e = s.entry(id).or_default();
+    e.0 += 1;
+    e.1 += r.answered as u32;
 }
 
 /// How to run the in-process engine.
