@@ -4,21 +4,23 @@
 use std::sync::Arc;
 
 use rsipstack::dialog::DialogId;
-use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Response, StatusCode, StatusCodeKind, Uri};
 use rsipstack::transport::SipAddr;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
-use voicecare_telephony::port::{TransportHandle, rtp_leg};
-use voicecare_telephony::{CallLeg, EndReason};
+use voicecare_telephony::CallLeg;
+use voicecare_telephony::port::rtp_leg;
 
 use crate::digest::Challenge;
 use crate::failure::CallFailure;
 use crate::gateway::SipGateway;
+use crate::indialog::{REQUESTED_SESSION_EXPIRES, Role, SessionTimer};
 use crate::rtp;
 use crate::sdp;
+use crate::supervise::{Call, supervise};
 use crate::trunk::Transport;
 
 impl SipGateway {
@@ -89,6 +91,7 @@ impl SipGateway {
             sock: sock.clone(),
             peer: peer.clone(),
         };
+        let peer_for_calls = peer.clone();
         let (leg, handle) = rtp_leg(answer.media, Arc::new(sink), &self.leg);
         handle.receive(rtp::Source {
             sock,
@@ -98,15 +101,19 @@ impl SipGateway {
             handle: handle.clone(),
             latched: None,
         });
-        tokio::spawn(supervise(
+        tokio::spawn(supervise(Call {
             dialog,
             id,
             states,
-            handle.clone(),
-            self.dialogs.clone(),
-            offer,
-            (Role::Caller, channel),
-        ));
+            handle: handle.clone(),
+            dialogs: self.dialogs.clone(),
+            sdp: offer,
+            role: Role::Caller,
+            channel,
+            peer: peer_for_calls,
+            timer: SessionTimer::from_answer(header_value(&resp.headers, "Session-Expires")),
+            update_allowed: allows_update(&resp.headers),
+        }));
         handle.connected().await;
         Ok(leg)
     }
@@ -138,6 +145,11 @@ impl SipGateway {
             contact,
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
+            // Session timers (RFC 4028): a trunk that wants them gets them.
+            headers: Some(vec![
+                Header::Supported("timer".into()),
+                Header::SessionExpires(REQUESTED_SESSION_EXPIRES.to_string().into()),
+            ]),
             // Challenges are answered here (digest.rs), not by the stack.
             credential: None,
             ..Default::default()
@@ -274,71 +286,6 @@ fn refused(resp: &Response, rang: bool) -> CallFailure {
     }
 }
 
-/// Which side of the call we are: the stack names BYEs by the dialog's
-/// client (UAC) and server (UAS), so whose BYE is the far end's depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Role {
-    /// We placed the call (UAC).
-    Caller,
-    /// The trunk delivered the call to us (UAS).
-    Callee,
-}
-
-/// The call from answer to hang-up: the engine hanging up sends BYE, the
-/// far end's BYE ends the leg, mid-call requests get answers.
-pub(crate) async fn supervise(
-    dialog: InviteDialog,
-    id: DialogId,
-    mut states: DialogStateReceiver,
-    handle: TransportHandle,
-    dialogs: Arc<rsipstack::dialog::dialog_layer::DialogLayer>,
-    sdp: String,
-    // Our side, and the trunk channel the call holds until it ends.
-    (role, _channel): (Role, crate::gateway::Channel),
-) {
-    loop {
-        tokio::select! {
-            reason = handle.ended() => {
-                if reason != EndReason::RemoteHangup {
-                    info!(?reason, "hanging up: BYE");
-                    if let Err(e) = dialog.hangup().await {
-                        debug!(error = %e, "BYE");
-                    }
-                }
-                break;
-            }
-            state = states.recv() => match state {
-                Some(DialogState::Terminated(_, why)) => {
-                    info!(?why, "the call ended");
-                    handle.end(match (why, role) {
-                        (TerminatedReason::UasBye, Role::Caller)
-                        | (TerminatedReason::UacBye | TerminatedReason::UacCancel, Role::Callee) => EndReason::RemoteHangup,
-                        (TerminatedReason::UacBye | TerminatedReason::UacCancel, Role::Caller)
-                        | (TerminatedReason::UasBye, Role::Callee) => EndReason::LocalHangup,
-                        _ => EndReason::ConnectionFailed,
-                    });
-                    break;
-                }
-                // A re-INVITE or UPDATE (a session refresh, or hold): the
-                // media stays as it is, so answer with what we offered.
-                Some(DialogState::Updated(_, _, tx)) => {
-                    let ct = Header::ContentType("application/sdp".into());
-                    let _ = tx.respond(StatusCode::OK, Some(vec![ct]), Some(sdp.clone().into_bytes())).await;
-                }
-                Some(DialogState::Options(_, _, tx) | DialogState::Info(_, _, tx)) => {
-                    let _ = tx.reply(StatusCode::OK).await;
-                }
-                Some(_) => {}
-                None => {
-                    handle.end(EndReason::ConnectionFailed);
-                    break;
-                }
-            },
-        }
-    }
-    dialogs.remove_dialog(&id);
-}
-
 /// Ends a call that was abandoned while it rang: CANCEL (or BYE, had it
 /// just been answered).
 struct CancelOnDrop(Option<InviteDialog>);
@@ -351,6 +298,30 @@ impl Drop for CancelOnDrop {
             });
         }
     }
+}
+
+/// The value of the first header named `name` (case-insensitive).
+pub(crate) fn header_value<'a>(
+    headers: &'a rsipstack::sip::Headers,
+    name: &str,
+) -> Option<&'a str> {
+    headers.iter().find_map(|h| match h {
+        Header::SessionExpires(v) if name.eq_ignore_ascii_case("Session-Expires") => {
+            Some(v.value())
+        }
+        Header::Supported(v) if name.eq_ignore_ascii_case("Supported") => Some(v.value()),
+        Header::Allow(v) if name.eq_ignore_ascii_case("Allow") => Some(v.value()),
+        Header::Other(k, v) if k.eq_ignore_ascii_case(name) => Some(v.as_str()),
+        _ => None,
+    })
+}
+
+/// Whether an `Allow` header lists UPDATE.
+pub(crate) fn allows_update(headers: &rsipstack::sip::Headers) -> bool {
+    header_value(headers, "Allow").is_some_and(|v| {
+        v.split(',')
+            .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+    })
 }
 
 /// A phone number as the Request-URI user: digits with an optional leading

@@ -22,10 +22,12 @@ use voicecare_telephony::CallLeg;
 use voicecare_telephony::LegConfig;
 use voicecare_telephony::port::rtp_leg;
 
-use crate::dialer::{Role, supervise};
+use crate::dialer::{allows_update, header_value};
 use crate::failure::CallFailure;
+use crate::indialog::{Refresher, Role, SessionExpires, SessionTimer};
 use crate::rtp;
 use crate::sdp;
+use crate::supervise::{Call, supervise};
 use crate::trunk::Trunk;
 
 /// A call the trunk delivered, waiting for the engine to answer or refuse
@@ -37,6 +39,9 @@ pub struct IncomingCall {
     /// The number dialled (the Request-URI user): which service line.
     called: String,
     offer: sdp::Answer,
+    /// The session timer the caller asked for, and our 2xx's value of it.
+    session: Option<(SessionTimer, SessionExpires)>,
+    update_allowed: bool,
     dialog: Option<InviteDialog>,
     states: Option<DialogStateReceiver>,
     ctx: Arc<Context>,
@@ -104,9 +109,15 @@ impl IncomingCall {
             rand::random::<u32>().into(),
             &self.offer.media,
         );
-        let ct = Header::ContentType("application/sdp".into());
+        let mut headers = vec![Header::ContentType("application/sdp".into())];
+        if let Some((_, se)) = self.session {
+            headers.push(Header::SessionExpires(se.header_value().into()));
+            if se.refresher == Some(Refresher::Uac) {
+                headers.push(Header::Require("timer".into()));
+            }
+        }
         dialog
-            .accept(Some(vec![ct]), Some(answer.clone().into_bytes()))
+            .accept(Some(headers), Some(answer.clone().into_bytes()))
             .map_err(|e| CallFailure::Signalling(e.to_string()))?;
         info!(codec = ?self.offer.media.codec, "answered an incoming call");
         let sock = Arc::new(sock);
@@ -115,6 +126,7 @@ impl IncomingCall {
             sock: sock.clone(),
             peer: peer.clone(),
         };
+        let peer_for_call = peer.clone();
         let (leg, handle) = rtp_leg(self.offer.media, Arc::new(sink), &ctx.leg);
         handle.receive(rtp::Source {
             sock,
@@ -125,15 +137,19 @@ impl IncomingCall {
             latched: None,
         });
         let id = dialog.id();
-        tokio::spawn(supervise(
+        tokio::spawn(supervise(Call {
             dialog,
             id,
             states,
-            handle.clone(),
-            ctx.dialogs.clone(),
-            answer,
-            (Role::Callee, channel),
-        ));
+            handle: handle.clone(),
+            dialogs: ctx.dialogs.clone(),
+            sdp: answer,
+            role: Role::Callee,
+            channel,
+            peer: peer_for_call,
+            timer: self.session.map(|(t, _)| t),
+            update_allowed: self.update_allowed,
+        }));
         handle.connected().await;
         Ok(leg)
     }
@@ -221,6 +237,18 @@ pub(crate) fn take(
         Err(e) => return Err(refuse(tx, Refusal::NotAcceptable(e.to_string()))),
     };
     let caller = caller_number(&tx);
+    let supports_timer = tx.original.headers.iter().any(|h| match h {
+        Header::Supported(v) => v
+            .value()
+            .split(',')
+            .any(|t| t.trim().eq_ignore_ascii_case("timer")),
+        _ => false,
+    });
+    let session = SessionTimer::for_offer(
+        header_value(&tx.original.headers, "Session-Expires"),
+        supports_timer,
+    );
+    let update_allowed = allows_update(&tx.original.headers);
     let called = tx.original.uri.user().unwrap_or_default().to_string();
     let (state_tx, states) = ctx.dialogs.new_dialog_state_channel();
     let dialog = match ctx
@@ -246,6 +274,8 @@ pub(crate) fn take(
         caller,
         called,
         offer,
+        session,
+        update_allowed,
         dialog: Some(dialog),
         states: Some(states),
         ctx: ctx.clone(),

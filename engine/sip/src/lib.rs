@@ -17,8 +17,10 @@ pub mod digest;
 pub mod failure;
 pub mod gateway;
 pub mod inbound;
+pub mod indialog;
 mod rtp;
 pub mod sdp;
+mod supervise;
 pub mod trunk;
 
 pub use failure::CallFailure;

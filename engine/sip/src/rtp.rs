@@ -4,6 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ use tokio::net::UdpSocket;
 use tracing::{debug, info};
 use voicecare_telephony::EndReason;
 use voicecare_telephony::port::{Media, RtpSink, RtpSource, TransportHandle};
+
+use crate::indialog::Direction;
 
 /// Bind an even port of `range` on `ip` (odd ones are RTCP's by custom),
 /// starting at a random point so concurrent calls rarely collide.
@@ -36,16 +39,50 @@ pub async fn bind(ip: IpAddr, range: &RangeInclusive<u16>) -> std::io::Result<Ud
 }
 
 /// Where our packets go: the answer's address until the far end's own
-/// packets show where it really is (a NAT or a media relay).
+/// packets show where it really is (a NAT or a media relay). Also what a
+/// re-INVITE changed: hold, and a new media address.
 pub struct Peer {
     addr: Mutex<SocketAddr>,
+    /// The far end holds the call (sendonly or inactive): it sends nothing,
+    /// and that silence is no sign of a dead call.
+    held: AtomicBool,
+    /// Our direction is recvonly or inactive: send nothing.
+    muted: AtomicBool,
+    /// A re-INVITE moved the far end's media: latch afresh.
+    relatch: AtomicBool,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Arc<Self> {
         Arc::new(Self {
             addr: Mutex::new(addr),
+            held: AtomicBool::new(false),
+            muted: AtomicBool::new(false),
+            relatch: AtomicBool::new(false),
         })
+    }
+
+    /// The far end's stream direction from its latest offer.
+    pub fn set_direction(&self, far: Direction) {
+        self.held.store(far.far_end_silent(), Ordering::Relaxed);
+        let ours = far.answer();
+        self.muted.store(
+            matches!(ours, Direction::RecvOnly | Direction::Inactive),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// The far end's media moved to `addr` (a new offer's address).
+    pub fn moved(&self, addr: SocketAddr) {
+        let mut current = self.addr.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != addr {
+            *current = addr;
+            self.relatch.store(true, Ordering::Relaxed);
+        }
     }
 
     fn get(&self) -> SocketAddr {
@@ -71,7 +108,8 @@ impl RtpSink for Sink {
     async fn send(&self, packet: rtp::Packet) -> Result<(), String> {
         let peer = self.peer.get();
         // c=0.0.0.0 (hold): nothing to send until the far end sends.
-        if peer.ip().is_unspecified() || peer.port() == 0 {
+        if peer.ip().is_unspecified() || peer.port() == 0 || self.peer.muted.load(Ordering::Relaxed)
+        {
             return Ok(());
         }
         let bytes = packet.marshal().map_err(|e| e.to_string())?;
@@ -106,7 +144,7 @@ impl RtpSource for Source {
     async fn recv(&mut self) -> Option<rtp::Packet> {
         let mut buf = vec![0u8; 1500];
         // Only packets of the call count as activity, not garbage.
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let (n, from) =
                 match tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await {
@@ -117,12 +155,20 @@ impl RtpSource for Source {
                         tokio::time::sleep(Duration::from_millis(20)).await;
                         continue;
                     }
+                    // A held call is silent by agreement.
+                    Err(_) if self.peer.is_held() => {
+                        deadline = tokio::time::Instant::now() + self.timeout;
+                        continue;
+                    }
                     Err(_) => {
                         info!(timeout = ?self.timeout, "no RTP from the far end: ending the call");
                         self.handle.end(EndReason::ConnectionFailed);
                         return None;
                     }
                 };
+            if self.peer.relatch.swap(false, Ordering::Relaxed) {
+                self.latched = None;
+            }
             // Once latched, other senders are ignored: nobody else can
             // inject audio or keypad digits into the call.
             if self.latched.is_some_and(|l| l != from) {

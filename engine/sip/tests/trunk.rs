@@ -503,3 +503,63 @@ async fn a_real_phone_answers_hears_us_and_is_heard() {
     // 8000 peak is about 5700 RMS; G.711 and resampling keep most of it.
     assert!(level > 3000.0, "the phone heard our tone at RMS {level}");
 }
+
+#[tokio::test]
+async fn info_digits_count_and_a_held_call_survives_its_silence() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-info-hold.xml").await;
+    // Held for about 6 s without RTP: twice this timeout.
+    let gw = gateway(&sipp, |t| t.rtp_timeout = Duration::from_secs(3)).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let heard = listen(&mut leg, |_| false).await;
+    assert_eq!(
+        heard.digits, "75",
+        "INFO's 7, then RFC 4733's 5 after the hold: {heard:?}"
+    );
+    assert_eq!(heard.ended, Some(EndReason::RemoteHangup), "{heard:?}");
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "sipp saw recvonly to its hold and sendrecv to its resume:\n{}",
+        sipp.messages()
+    );
+}
+
+#[tokio::test]
+async fn we_refresh_the_session_when_the_far_end_makes_us_the_refresher() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-session-refresh.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    assert_eq!(ended(&mut leg).await, EndReason::RemoteHangup);
+    let messages = sipp.messages();
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "three UPDATEs came within 4 s each:\n{messages}"
+    );
+    let invite = messages.split("UPDATE sip:").next().unwrap();
+    assert!(invite.contains("Supported: timer"), "{invite}");
+}
+
+#[tokio::test]
+async fn a_session_the_far_end_stops_refreshing_is_ended_before_it_expires() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-session-expire.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let t0 = Instant::now();
+    assert_eq!(ended(&mut leg).await, EndReason::ConnectionFailed);
+    // 6 s interval, refreshed by them: we give up a third early, at 4 s.
+    let lasted = t0.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(3500) && lasted < Duration::from_secs(6),
+        "{lasted:?}"
+    );
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "sipp got our BYE:\n{}",
+        sipp.messages()
+    );
+}

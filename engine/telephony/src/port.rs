@@ -73,6 +73,12 @@ impl TransportHandle {
         self.shared.ended().await
     }
 
+    /// A keypad digit the transport's signalling carried (SIP INFO), as
+    /// if it had come in the media as an RFC 4733 event.
+    pub async fn digit(&self, digit: char) {
+        let _ = self.events.send(LegEvent::Digit(digit)).await;
+    }
+
     pub fn is_ended(&self) -> bool {
         self.shared.end.borrow().is_some()
     }
