@@ -287,12 +287,7 @@ mod tests {
         let old_style = OURS.replace("c=IN IP4 10.0.0.1", "c=IN IP4 0.0.0.0");
         assert_eq!(Direction::of(&old_style), Direction::Inactive);
         // The media line's attribute wins over the session's.
-        let both = OURS
-            .replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n")
-            .replace(
-                "a=rtpmap:8 PCMA/8000\r\na=sendrecv",
-                "a=rtpmap:8 PCMA/8000\r\na=sendrecv",
-            );
+        let both = OURS.replace("t=0 0\r\n", "t=0 0\r\na=inactive\r\n");
         assert_eq!(Direction::of(&both), Direction::SendRecv);
         let session_only = OURS
             .replace("a=sendrecv\r\n", "")
