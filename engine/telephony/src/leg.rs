@@ -34,6 +34,7 @@ use crate::codec::{Codec, DTMF_CLOCK_RATE, Decoder, Encoder, PT_TELEPHONE_EVENT}
 use crate::dtmf::{DtmfReceiver, DtmfTone, ToneStep, digit_to_event};
 use crate::error::TelephonyError;
 use crate::port::{RtpSink, RtpSource, TransportHandle};
+use crate::reorder::{Released, Reorder};
 use crate::sdp::{Negotiated, negotiate};
 
 /// A STUN or TURN server for ICE in real deployments.
@@ -150,6 +151,10 @@ pub struct LegStats {
     /// Inbound frames dropped because the consumer did not keep up.
     pub frames_dropped: AtomicU64,
     pub undecodable_packets: AtomicU64,
+    /// Packets that came after their turn, or twice, and were dropped.
+    pub packets_late: AtomicU64,
+    /// Packets that never came (gaps in the sequence numbers).
+    pub packets_lost: AtomicU64,
     /// Packet inter-arrival times in microseconds, if `record_timing` was set.
     pub inter_arrival_us: std::sync::Mutex<Vec<u32>>,
 }
@@ -827,33 +832,62 @@ pub(crate) async fn receive(
     let mut dtmf = DtmfReceiver::new();
     let mut pending: VecDeque<i16> = VecDeque::with_capacity(FRAME_SAMPLES * 4);
     let mut last_arrival: Option<Instant> = None;
-    while let Some(packet) = source.recv().await {
-        stats.packets_received.fetch_add(1, Ordering::Relaxed);
-        if record_timing {
-            let now = Instant::now();
-            if let Some(prev) = last_arrival {
-                let us = now.duration_since(prev).as_micros().min(u32::MAX as u128) as u32;
-                if let Ok(mut v) = stats.inter_arrival_us.lock() {
-                    v.push(us);
+    let mut reorder = Reorder::default();
+    // Samples of the last decoded packet: a lost packet is concealed with
+    // as much silence, so speech keeps its timing for the endpointer.
+    let mut packet_samples = 0usize;
+    let mut open = true;
+    while open {
+        let released = match source.recv().await {
+            Some(packet) => {
+                stats.packets_received.fetch_add(1, Ordering::Relaxed);
+                if record_timing {
+                    let now = Instant::now();
+                    if let Some(prev) = last_arrival {
+                        let us = now.duration_since(prev).as_micros().min(u32::MAX as u128) as u32;
+                        if let Ok(mut v) = stats.inter_arrival_us.lock() {
+                            v.push(us);
+                        }
+                    }
+                    last_arrival = Some(now);
                 }
+                reorder.push(packet.header.sequence_number, packet)
             }
-            last_arrival = Some(now);
-        }
-        let pt = packet.header.payload_type;
-        if negotiated.dtmf.is_some_and(|(dpt, _)| dpt == pt) {
-            if let Some(d) = dtmf.push(packet.header.timestamp, &packet.payload) {
-                let _ = events.send(LegEvent::Digit(d)).await;
+            None => {
+                open = false;
+                reorder.drain()
             }
-            continue;
-        }
-        if pt != negotiated.audio_pt {
-            continue;
-        }
-        match decoder.decode(&packet.payload) {
-            Ok(pcm) => pending.extend(pcm),
-            Err(_) => {
-                stats.undecodable_packets.fetch_add(1, Ordering::Relaxed);
+        };
+        stats.packets_late.store(reorder.late, Ordering::Relaxed);
+        stats.packets_lost.store(reorder.lost, Ordering::Relaxed);
+        for item in released {
+            let packet = match item {
+                Released::Packet(p) => p,
+                Released::Lost(n) => {
+                    let fill = packet_samples * usize::from(n.min(MAX_CONCEALED));
+                    pending.extend(std::iter::repeat_n(0, fill));
+                    continue;
+                }
+            };
+            let pt = packet.header.payload_type;
+            if negotiated.dtmf.is_some_and(|(dpt, _)| dpt == pt) {
+                if let Some(d) = dtmf.push(packet.header.timestamp, &packet.payload) {
+                    let _ = events.send(LegEvent::Digit(d)).await;
+                }
                 continue;
+            }
+            if pt != negotiated.audio_pt {
+                continue;
+            }
+            match decoder.decode(&packet.payload) {
+                Ok(pcm) => {
+                    packet_samples = pcm.len();
+                    pending.extend(pcm)
+                }
+                Err(_) => {
+                    stats.undecodable_packets.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
             }
         }
         while pending.len() >= FRAME_SAMPLES {
@@ -865,6 +899,9 @@ pub(crate) async fn receive(
         }
     }
 }
+
+/// A longer gap is not concealed: it is a pause in the stream, not loss.
+const MAX_CONCEALED: u16 = 5;
 
 struct Playing {
     id: u64,

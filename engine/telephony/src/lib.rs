@@ -14,6 +14,7 @@ pub mod dtmf;
 pub mod error;
 pub mod leg;
 pub mod port;
+pub mod reorder;
 pub mod sdp;
 pub mod signalling;
 pub mod sim;
