@@ -29,10 +29,11 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
-use crate::audio::FRAME_SAMPLES;
+use crate::audio::{FRAME_SAMPLES, SAMPLE_RATE};
 use crate::codec::{Codec, DTMF_CLOCK_RATE, Decoder, Encoder, PT_TELEPHONE_EVENT};
 use crate::dtmf::{DtmfReceiver, DtmfTone, ToneStep, digit_to_event};
 use crate::error::TelephonyError;
+use crate::inband::InbandDtmf;
 use crate::port::{RtpSink, RtpSource, TransportHandle};
 use crate::reorder::{Released, Reorder};
 use crate::sdp::{Negotiated, negotiate};
@@ -836,6 +837,8 @@ pub(crate) async fn receive(
     // Samples of the last decoded packet: a lost packet is concealed with
     // as much silence, so speech keeps its timing for the endpointer.
     let mut packet_samples = 0usize;
+    // Without telephone-event, keys can only be heard as tones.
+    let mut inband = negotiated.dtmf.is_none().then(InbandDtmf::default);
     let mut open = true;
     while open {
         let released = match source.recv().await {
@@ -892,6 +895,9 @@ pub(crate) async fn receive(
         }
         while pending.len() >= FRAME_SAMPLES {
             let frame: Vec<i16> = pending.drain(..FRAME_SAMPLES).collect();
+            if let Some(d) = inband.as_mut().and_then(|i| i.push(&frame, SAMPLE_RATE)) {
+                let _ = events.send(LegEvent::Digit(d)).await;
+            }
             // Never wait for a slow consumer: that would stall the receive path.
             if events.try_send(LegEvent::Audio(frame)).is_err() {
                 stats.frames_dropped.fetch_add(1, Ordering::Relaxed);

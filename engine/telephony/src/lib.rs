@@ -12,6 +12,7 @@ pub mod codec;
 pub mod device;
 pub mod dtmf;
 pub mod error;
+pub mod inband;
 pub mod leg;
 pub mod port;
 pub mod reorder;

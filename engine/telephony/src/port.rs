@@ -116,7 +116,7 @@ pub fn rtp_leg(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::codec::PT_PCMU;
+    use crate::codec::{PT_PCMA, PT_PCMU};
     use voicecare_media::g711;
 
     struct Discard;
@@ -190,5 +190,67 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed),
             1
         );
+    }
+
+    /// A-law packets of 8 kHz audio: the key '5' (770 + 1336 Hz) for 100 ms
+    /// between silences, as an analogue phone behind a gateway sends it.
+    fn packets() -> Vec<rtp::Packet> {
+        let tone = |i: usize| {
+            let t = i as f32 / 8000.0;
+            let w = |f: f32| (2.0 * std::f32::consts::PI * f * t).sin();
+            (5000.0 * (w(770.0) + w(1336.0))) as i16
+        };
+        let pcm: Vec<i16> = (0..800)
+            .map(|_| 0)
+            .chain((0..800).map(tone))
+            .chain((0..1600).map(|_| 0))
+            .collect();
+        pcm.chunks(160)
+            .enumerate()
+            .map(|(i, c)| rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: PT_PCMA,
+                    sequence_number: i as u16,
+                    timestamp: i as u32 * 160,
+                    ssrc: 9,
+                    ..Default::default()
+                },
+                payload: g711::encode_alaw(c).into(),
+            })
+            .collect()
+    }
+
+    async fn digits(media: Media) -> String {
+        let (mut leg, handle) = rtp_leg(media, Arc::new(Discard), &LegConfig::loopback());
+        handle.receive(Arrivals(packets().into_iter()));
+        let mut digits = String::new();
+        let mut frames = 0;
+        while frames < 20 {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), leg.next_event()).await {
+                Ok(Some(LegEvent::Audio(_))) => frames += 1,
+                Ok(Some(LegEvent::Digit(d))) => digits.push(d),
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        digits
+    }
+
+    #[tokio::test]
+    async fn a_keypad_tone_in_the_audio_is_a_digit_without_telephone_event() {
+        let media = Media {
+            codec: Codec::Pcma,
+            audio_pt: PT_PCMA,
+            dtmf: None,
+        };
+        assert_eq!(digits(media).await, "5");
+        // With telephone-event agreed, keys come as events and the tone is
+        // not counted a second time.
+        let with_events = Media {
+            dtmf: Some((101, 8000)),
+            ..media
+        };
+        assert_eq!(digits(with_events).await, "");
     }
 }
