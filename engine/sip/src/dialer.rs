@@ -8,13 +8,12 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::{Header, Response, StatusCode, StatusCodeKind, Uri};
-use rsipstack::transport::SipAddr;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use voicecare_telephony::CallLeg;
 use voicecare_telephony::port::rtp_leg;
 
-use crate::digest::Challenge;
+use crate::digest::authorization;
 use crate::failure::CallFailure;
 use crate::gateway::SipGateway;
 use crate::indialog::{REQUESTED_SESSION_EXPIRES, Role, SessionTimer};
@@ -62,7 +61,10 @@ impl SipGateway {
                 // Answered once: a second challenge means the password is wrong.
                 Ringing::Challenged(resp) if !challenged => {
                     challenged = true;
-                    let Some(auth) = self.authorization(&resp, &option) else {
+                    let creds = self.trunk.credentials.as_ref();
+                    let uri = option.callee.to_string();
+                    let Some(auth) = creds.and_then(|c| authorization(&resp, c, "INVITE", &uri))
+                    else {
                         return Err(refused(&resp, false));
                     };
                     let mut headers = option.headers.take().unwrap_or_default();
@@ -130,13 +132,7 @@ impl SipGateway {
         let caller = Uri::try_from(format!("sip:{}@{host}", t.from_number)).map_err(bad)?;
         let contact =
             Uri::try_from(format!("sip:{}@{}", t.from_number, self.local)).map_err(bad)?;
-        let destination = match t.transport {
-            Transport::Udp => None,
-            Transport::Tcp => Some(SipAddr {
-                r#type: Some(rsipstack::sip::Transport::Tcp),
-                addr: callee.host_with_port.clone(),
-            }),
-        };
+        let destination = t.next_hop();
         Ok(InviteOption {
             caller_display_name: t.display_name.clone(),
             caller,
@@ -146,44 +142,18 @@ impl SipGateway {
             content_type: Some("application/sdp".into()),
             offer: Some(offer.into_bytes()),
             // Session timers (RFC 4028): a trunk that wants them gets them.
-            headers: Some(vec![
-                Header::Supported("timer".into()),
-                Header::SessionExpires(REQUESTED_SESSION_EXPIRES.to_string().into()),
-            ]),
+            headers: Some(
+                [
+                    Header::Supported("timer".into()),
+                    Header::SessionExpires(REQUESTED_SESSION_EXPIRES.to_string().into()),
+                ]
+                .into_iter()
+                .chain(t.preloaded_route())
+                .collect(),
+            ),
             // Challenges are answered here (digest.rs), not by the stack.
             credential: None,
             ..Default::default()
-        })
-    }
-
-    /// The header answering a 401 (`Authorization`) or 407
-    /// (`Proxy-Authorization`), with the strongest digest offered. `None`
-    /// without credentials or without a challenge we can answer.
-    fn authorization(&self, resp: &Response, option: &InviteOption) -> Option<Header> {
-        let creds = self.trunk.credentials.as_ref()?;
-        let proxy = resp.status_code.code() == 407;
-        let offered = resp.headers.iter().filter_map(|h| match h {
-            Header::WwwAuthenticate(v) if !proxy => Some(v.value()),
-            Header::ProxyAuthenticate(v) if proxy => Some(v.value()),
-            _ => None,
-        });
-        let Some(challenge) = Challenge::best(offered) else {
-            warn!("the trunk's challenge offers no digest algorithm we know (MD5, SHA-256)");
-            return None;
-        };
-        let cnonce = format!("{:016x}", rand::random::<u64>());
-        let value = challenge.answer(
-            &creds.username,
-            creds.password.expose(),
-            "INVITE",
-            &option.callee.to_string(),
-            &cnonce,
-        );
-        debug!(algorithm = ?challenge.algorithm, proxy, "answering the trunk's digest challenge");
-        Some(if proxy {
-            Header::ProxyAuthorization(value.into())
-        } else {
-            Header::Authorization(value.into())
         })
     }
 
@@ -338,7 +308,7 @@ fn dialable(number: &str) -> Result<String, CallFailure> {
     Ok(n)
 }
 
-fn host_port(host: &str, port: u16) -> String {
+pub(crate) fn host_port(host: &str, port: u16) -> String {
     if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]:{port}")
     } else {

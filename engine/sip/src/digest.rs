@@ -185,6 +185,43 @@ fn params_of(s: &str) -> Vec<(String, String)> {
     }
 }
 
+/// The header answering a 401 (`Authorization`) or 407
+/// (`Proxy-Authorization`) to a `method` request for `uri`, with the
+/// strongest digest the response offers. `None` without a challenge we can
+/// answer.
+pub(crate) fn authorization(
+    resp: &rsipstack::sip::Response,
+    creds: &crate::trunk::Credentials,
+    method: &str,
+    uri: &str,
+) -> Option<rsipstack::sip::Header> {
+    use rsipstack::sip::Header;
+    let proxy = resp.status_code.code() == 407;
+    let offered = resp.headers.iter().filter_map(|h| match h {
+        Header::WwwAuthenticate(v) if !proxy => Some(v.value()),
+        Header::ProxyAuthenticate(v) if proxy => Some(v.value()),
+        _ => None,
+    });
+    let Some(challenge) = Challenge::best(offered) else {
+        tracing::warn!("the trunk's challenge offers no digest algorithm we know (MD5, SHA-256)");
+        return None;
+    };
+    let cnonce = format!("{:016x}", rand::random::<u64>());
+    let value = challenge.answer(
+        &creds.username,
+        creds.password.expose(),
+        method,
+        uri,
+        &cnonce,
+    );
+    tracing::debug!(algorithm = ?challenge.algorithm, proxy, method, "answering the trunk's digest challenge");
+    Some(if proxy {
+        Header::ProxyAuthorization(value.into())
+    } else {
+        Header::Authorization(value.into())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

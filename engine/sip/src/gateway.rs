@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 use voicecare_telephony::LegConfig;
 
 use crate::inbound::{self, Context, IncomingCall};
+use crate::register::RegistrationState;
 use crate::trunk::Trunk;
 
 /// Calls delivered and not yet taken by the engine. Beyond this the trunk
@@ -39,6 +40,7 @@ pub struct SipGateway {
     token: CancellationToken,
     incoming: std::sync::Mutex<Option<mpsc::Receiver<IncomingCall>>>,
     pub(crate) limits: Arc<Limits>,
+    registration: tokio::sync::watch::Receiver<RegistrationState>,
 }
 
 /// The trunk's channels and call rate, shared by calls out and in.
@@ -123,6 +125,20 @@ impl SipGateway {
             .build();
         let incoming = endpoint.incoming_transactions().map_err(bind_error)?;
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let (reg_tx, registration) = tokio::sync::watch::channel(match trunk.register_expires {
+            Some(_) => RegistrationState::Pending,
+            None => RegistrationState::NotUsed,
+        });
+        if let Some(expires) = trunk.register_expires {
+            tokio::spawn(crate::register::keep_registered(
+                endpoint.inner.clone(),
+                trunk.clone(),
+                expires,
+                local,
+                reg_tx,
+                token.child_token(),
+            ));
+        }
         tokio::spawn(async move { endpoint.serve().await });
         let allowed = allowed_sources(&trunk).await;
         let (calls_tx, calls) = mpsc::channel(INCOMING_QUEUE);
@@ -144,6 +160,7 @@ impl SipGateway {
             token,
             incoming: std::sync::Mutex::new(Some(calls)),
             limits,
+            registration,
         })
     }
 
@@ -151,6 +168,11 @@ impl SipGateway {
     /// answers them. Not taken, they are refused with 480.
     pub fn take_incoming(&self) -> Option<mpsc::Receiver<IncomingCall>> {
         self.incoming.lock().ok()?.take()
+    }
+
+    /// Where registration with the trunk stands, and its changes.
+    pub fn registration(&self) -> tokio::sync::watch::Receiver<RegistrationState> {
+        self.registration.clone()
     }
 
     /// Our SIP address (useful when the configuration asked for port 0).

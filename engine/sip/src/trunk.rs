@@ -77,6 +77,13 @@ pub struct Trunk {
     /// New outbound calls per second the carrier accepts (CPS); calls
     /// beyond it wait their turn. 0: no limit.
     pub calls_per_second: f64,
+    /// Register with the trunk for this many seconds, refreshed at half
+    /// time (a trunk that knows us by a registered contact). `None`: the
+    /// trunk authenticates our IP address and nothing is registered.
+    pub register_expires: Option<u32>,
+    /// Send every request to this proxy (host, port) rather than to the
+    /// trunk host, which stays in the Request-URI (RFC 3261 §8.1.2).
+    pub outbound_proxy: Option<(String, u16)>,
 }
 
 impl Trunk {
@@ -98,7 +105,46 @@ impl Trunk {
             accept_from: Vec::new(),
             max_channels: 0,
             calls_per_second: 0.0,
+            register_expires: None,
+            outbound_proxy: None,
         }
+    }
+
+    /// The `Route` naming the outbound proxy as the first hop (loose
+    /// routing), so the proxy knows the request is meant to pass through.
+    pub(crate) fn preloaded_route(&self) -> Option<rsipstack::sip::Header> {
+        let (host, port) = self.outbound_proxy.as_ref()?;
+        let transport = match self.transport {
+            Transport::Udp => "",
+            Transport::Tcp => ";transport=tcp",
+        };
+        Some(rsipstack::sip::Header::Route(
+            format!(
+                "<sip:{};lr{transport}>",
+                crate::dialer::host_port(host, *port)
+            )
+            .into(),
+        ))
+    }
+
+    /// Where requests are sent when that is not simply the Request-URI's
+    /// host over UDP: the outbound proxy, or the trunk over TCP.
+    pub(crate) fn next_hop(&self) -> Option<rsipstack::transport::SipAddr> {
+        let r#type = match self.transport {
+            Transport::Udp => rsipstack::sip::Transport::Udp,
+            Transport::Tcp => rsipstack::sip::Transport::Tcp,
+        };
+        let (host, port) = match &self.outbound_proxy {
+            Some((h, p)) => (h.as_str(), *p),
+            None if self.transport == Transport::Tcp => (self.host.as_str(), self.port),
+            None => return None,
+        };
+        let addr =
+            rsipstack::sip::HostWithPort::try_from(crate::dialer::host_port(host, port)).ok()?;
+        Some(rsipstack::transport::SipAddr {
+            r#type: Some(r#type),
+            addr,
+        })
     }
 }
 

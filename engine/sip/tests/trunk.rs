@@ -563,3 +563,110 @@ async fn a_session_the_far_end_stops_refreshing_is_ended_before_it_expires() {
         sipp.messages()
     );
 }
+
+/// Wait until the gateway's registration satisfies `done`.
+async fn registration_until(
+    gw: &SipGateway,
+    done: impl Fn(&voicecare_sip::RegistrationState) -> bool,
+) -> voicecare_sip::RegistrationState {
+    let mut rx = gw.registration();
+    let state = tokio::time::timeout(PEER_TIMEOUT, rx.wait_for(|s| done(s)))
+        .await
+        .expect("registration settles")
+        .expect("the gateway is running")
+        .clone();
+    state
+}
+
+#[tokio::test]
+async fn registers_with_digest_and_refreshes_at_half_the_granted_time() {
+    use voicecare_sip::RegistrationState::Registered;
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-registrar.xml").await;
+    let gw = gateway(&sipp, |t| {
+        t.register_expires = Some(600);
+        t.credentials = Some(Credentials {
+            username: "care".into(),
+            password: Secret::new("secret"),
+        });
+    })
+    .await;
+    let first = registration_until(&gw, |s| matches!(s, Registered { .. })).await;
+    assert_eq!(
+        first,
+        Registered {
+            expires: Duration::from_secs(2)
+        }
+    );
+    let t0 = Instant::now();
+    let refreshed = registration_until(&gw, |s| {
+        *s == Registered {
+            expires: Duration::from_secs(600),
+        }
+    })
+    .await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "{refreshed:?} after {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "both digests verified:\n{}",
+        sipp.messages()
+    );
+    let messages = sipp.messages();
+    let register = format!("REGISTER sip:127.0.0.1:{} SIP/2.0", sipp.addr.port());
+    assert!(messages.contains(&register), "{messages}");
+    assert!(messages.contains("Expires: 600"), "{messages}");
+    assert!(messages.contains("<sip:care@127.0.0.1:"), "{messages}");
+}
+
+#[tokio::test]
+async fn a_wrong_registration_password_is_reported_and_not_hidden() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-registrar.xml").await;
+    let gw = gateway(&sipp, |t| {
+        t.register_expires = Some(600);
+        t.credentials = Some(Credentials {
+            username: "care".into(),
+            password: Secret::new("wrong"),
+        });
+    })
+    .await;
+    let state = registration_until(&gw, |s| {
+        matches!(s, voicecare_sip::RegistrationState::Failed { .. })
+    })
+    .await;
+    assert!(format!("{state:?}").contains("403"), "{state:?}");
+    assert!(!format!("{state:?}").contains("wrong"), "{state:?}");
+    assert_eq!(sipp.finish().await, 0);
+}
+
+#[tokio::test]
+async fn an_outbound_proxy_gets_the_call_for_the_trunk() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer.xml").await;
+    let gw = gateway(&sipp, |t| {
+        // The trunk's own name need not resolve here: only the proxy is reached.
+        t.host = "trunk.invalid".into();
+        t.port = 5060;
+        t.accept_from = vec!["127.0.0.1".parse().unwrap()];
+        t.outbound_proxy = Some(("127.0.0.1".into(), sipp.addr.port()));
+    })
+    .await;
+    let mut leg = call(&gw, "13800138000")
+        .await
+        .expect("answered through the proxy");
+    let heard = listen(&mut leg, |_| false).await;
+    assert_eq!(heard.digits, "1");
+    assert_eq!(sipp.finish().await, 0);
+    let messages = sipp.messages();
+    assert!(
+        messages.contains("INVITE sip:13800138000@trunk.invalid:5060 SIP/2.0"),
+        "{messages}"
+    );
+    let route = format!("Route: <sip:127.0.0.1:{};lr>", sipp.addr.port());
+    assert!(messages.contains(&route), "{messages}");
+}
