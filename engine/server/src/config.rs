@@ -212,6 +212,15 @@ pub struct SipArgs {
     /// (default: the trunk host's addresses).
     #[arg(long, env = "VOICECARE_SIP_ACCEPT_FROM", value_delimiter = ',')]
     pub sip_accept_from: Vec<std::net::IpAddr>,
+    /// Register with the trunk for this many seconds, refreshed at half
+    /// time (trunks that know us by a registered contact); 0: do not
+    /// register (the trunk authenticates our IP address).
+    #[arg(long, env = "VOICECARE_SIP_REGISTER_EXPIRES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86400))]
+    pub sip_register_expires: u32,
+    /// Send every SIP request to this proxy (HOST:PORT); the trunk stays the
+    /// destination named in the request.
+    #[arg(long, env = "VOICECARE_SIP_OUTBOUND_PROXY")]
+    pub sip_outbound_proxy: Option<HostPort>,
 }
 
 fn cps(s: &str) -> Result<f64, String> {

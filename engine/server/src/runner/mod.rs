@@ -211,6 +211,16 @@ async fn sip_gateway(
     trunk.accept_from = args.sip_accept_from.clone();
     trunk.max_channels = args.sip_max_channels;
     trunk.calls_per_second = args.sip_cps;
+    trunk.register_expires = (args.sip_register_expires > 0).then_some(args.sip_register_expires);
+    trunk.outbound_proxy = args
+        .sip_outbound_proxy
+        .as_ref()
+        .map(|p| (p.host.clone(), p.port));
+    if trunk.register_expires.is_some() && args.sip_username.is_none() {
+        anyhow::bail!(
+            "--sip-register-expires needs the trunk's credentials (--sip-username and --sip-password-file)"
+        );
+    }
     trunk.transport = match args.sip_transport.as_str() {
         "tcp" => voicecare_sip::Transport::Tcp,
         _ => voicecare_sip::Transport::Udp,
@@ -231,7 +241,26 @@ async fn sip_gateway(
     let gateway = SipGateway::start(trunk, leg)
         .await
         .map_err(|e| anyhow::anyhow!("SIP trunk {}:{}: {e}", addr.host, addr.port))?;
+    watch_registration(gateway.registration());
     Ok(Some(Arc::new(gateway)))
+}
+
+/// `voicecare_sip_registered` is 1 while the trunk holds our registration
+/// (or none is used) and 0 while it does not, for an alert.
+fn watch_registration(mut state: tokio::sync::watch::Receiver<voicecare_sip::RegistrationState>) {
+    use voicecare_sip::RegistrationState::{Failed, NotUsed, Pending, Registered};
+    tokio::spawn(async move {
+        loop {
+            let up = match &*state.borrow_and_update() {
+                NotUsed | Registered { .. } => 1.0,
+                Pending | Failed { .. } => 0.0,
+            };
+            metrics::gauge!("voicecare_sip_registered").set(up);
+            if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArgs) -> RunnerConfig {
