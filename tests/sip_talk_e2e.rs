@@ -671,6 +671,47 @@ async fn an_operator_calls_an_elder_back_on_the_phone_through_the_trunk() {
     assert_number_not_logged(&engine);
 }
 
+/// A call back to a busy phone: the operator is told in words, the talk
+/// fails, and the call back ends unreachable with a `busy` attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_back_to_a_busy_phone_is_told_to_the_operator() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("busy");
+    let elder = enrol_phone_only(&pool).await;
+    let esc = flag_ended_call(&pool, elder).await;
+    let ports = Sipp::ports();
+    let sip = free_ports(45_000, 46_900, 1);
+    let engine = Engine::start(&db, &tmp.join("data"), Some((ports.0, sip)));
+    let mut sipp = Sipp::run("uas-reject-486.xml", ports, &[]).await;
+
+    let op = Operator::login(&engine.base).await;
+    op.claim(esc).await;
+    let Err(e) = op.talk(esc, "call_back", "live").await else {
+        panic!("a call back to a busy phone went live");
+    };
+    assert_eq!(e["code"], "busy", "{e}");
+    assert!(e["message"].as_str().unwrap().contains("busy"), "{e}");
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+
+    let (kind, status, _, _) = talk_row(&pool, esc).await;
+    assert_eq!((kind.as_str(), status.as_str()), ("callback", "failed"));
+    let (call_status, attempt): (String, String) = sqlx::query_as(
+        "SELECT c.status, a.status FROM calls c JOIN call_attempts a ON a.call_id = c.id
+         JOIN operator_talks t ON t.call_id = c.id WHERE t.escalation_id = $1",
+    )
+    .bind(esc)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (call_status.as_str(), attempt.as_str()),
+        ("unreachable", "busy")
+    );
+    assert_number_not_logged(&engine);
+}
+
 /// Without a trunk, a call back to an elder who has only a phone number is
 /// refused before anything rings, in words that say why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
