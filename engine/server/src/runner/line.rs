@@ -1,4 +1,5 @@
-//! The line of a running call, whatever transport carries it.
+//! The line of a running call, whatever transport carries it, and ringing
+//! a telephone number through the SIP trunk for the ladder and call-backs.
 
 use std::sync::{Arc, Mutex};
 
