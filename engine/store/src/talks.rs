@@ -9,6 +9,7 @@ use serde::Serialize;
 use sqlx::PgPool;
 
 use crate::audit::{self, Actor, NewEvent};
+use crate::elders::Phone;
 use crate::error::{Result, StoreError};
 use crate::operators::Scope;
 
@@ -23,6 +24,9 @@ pub struct TalkTarget {
     pub call_node: Option<String>,
     pub elder_on_line: bool,
     pub device_id: Option<String>,
+    /// The elder's telephone number, rung through the SIP trunk when there
+    /// is no device to ring. Redacted in `Debug`.
+    pub phone: Option<Phone>,
     /// `zh` or `en`.
     pub language: String,
 }
@@ -46,7 +50,7 @@ pub async fn target(
     }
     let r: Option<Row> = sqlx::query_as(
         "SELECT e.id AS escalation_id, e.elder_id, e.call_id, c.status AS call_status, c.node_id AS call_node,
-                e.elder_on_line, el.device_id, el.language,
+                e.elder_on_line, el.device_id, el.phone, el.language,
                 e.status, e.claimed_by, o.display_name AS holder,
                 coalesce(e.lease_expires_at > $3, false) AS lease_live
          FROM escalations e JOIN calls c ON c.id = e.call_id JOIN elders el ON el.id = e.elder_id

@@ -219,18 +219,16 @@ impl SetupFailure {
     pub fn for_operator(self) -> (&'static str, &'static str) {
         match self {
             SetupFailure::NoAnswer => ("no_answer", "the elder did not answer"),
-            SetupFailure::Busy => ("busy", "the elder's device is busy"),
+            SetupFailure::Busy => ("busy", "the elder's line is busy"),
             SetupFailure::Declined => ("declined", "the elder declined the call"),
             SetupFailure::DeviceDisconnected | SetupFailure::DeviceNotConnected => {
                 ("device_offline", "the elder's device disconnected")
             }
-            SetupFailure::NoDevice | SetupFailure::TransportDown => {
-                ("no_device", "the elder has no device this engine can ring")
-            }
-            _ => (
-                "media_failed",
-                "the call to the elder's device could not be set up",
+            SetupFailure::NoDevice | SetupFailure::TransportDown => (
+                "no_device",
+                "the elder has no device or telephone number this engine can ring",
             ),
+            _ => ("media_failed", "the call to the elder could not be set up"),
         }
     }
 

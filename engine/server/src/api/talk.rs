@@ -2,8 +2,9 @@
 //! to a WebSocket carrying the operator browser's WebRTC signalling (offer,
 //! answer, candidates, hang-up; docs/signalling.md). The operator must hold
 //! the escalation's claim. `join` takes over the call that keeps the elder on
-//! the line; `call_back` rings the elder's device. Either way the two legs
-//! are bridged and recorded (runner/live.rs).
+//! the line; `call_back` rings the elder's device, or their telephone
+//! through the SIP trunk. Either way the two legs are bridged and recorded
+//! (runner/live.rs).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot, watch};
+use voicecare_core::session::SetupFailure;
 use voicecare_store::StoreError;
 use voicecare_store::operators::{Role, Scope};
 use voicecare_store::talks::{self, TalkTarget};
@@ -508,19 +510,29 @@ fn check(engine: &Engine, t: &TalkTarget, mode: Mode) -> Result<(), TalkState> {
                             .into(),
                 });
             }
-            let Some(device) = t.device_id.as_deref() else {
-                return Err(TalkState::Failed {
-                    code: "no_device",
-                    message: "the elder has no device this engine can ring; call their telephone number instead".into(),
-                });
-            };
-            if !engine.hub().is_some_and(|h| h.is_registered(device)) {
-                return Err(TalkState::Failed {
-                    code: "device_offline",
-                    message: format!(
-                        "the elder's device is not connected to this engine node ({here:?}); call their telephone number instead"
-                    ),
-                });
+            match crate::runner::live::callback_route(engine, t) {
+                Ok(_) => {}
+                Err(SetupFailure::DeviceNotConnected) => {
+                    return Err(TalkState::Failed {
+                        code: "device_offline",
+                        message: format!(
+                            "the elder's device is not connected to this engine node ({here:?}), and this node cannot ring their telephone; call their telephone number instead"
+                        ),
+                    });
+                }
+                Err(_) if t.phone.is_some() => {
+                    return Err(TalkState::Failed {
+                        code: "no_device",
+                        message: "the elder has no device this engine can ring, and this engine has no telephone trunk for their number; call their telephone number instead".into(),
+                    });
+                }
+                Err(_) => {
+                    return Err(TalkState::Failed {
+                        code: "no_device",
+                        message: "the elder has no device or telephone number this engine can ring"
+                            .into(),
+                    });
+                }
             }
         }
     }

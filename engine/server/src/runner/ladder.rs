@@ -16,7 +16,6 @@ use voicecare_core::session::policy::{self, CHECKIN_FLOW, CONTACT_FLOW};
 use voicecare_core::session::{
     AttemptStatus, CallOutcome, Direction, EndReason, SessionEnd, SetupFailure,
 };
-use voicecare_sip::{CallFailure, SipGateway};
 use voicecare_store::StoreError;
 use voicecare_store::dialer::{self, CallEnd, Callee, Claimed, Party};
 use voicecare_store::elders::Phone;
@@ -24,7 +23,7 @@ use voicecare_telephony::leg::CallLeg;
 
 use super::driver::{self, CallSpec};
 use super::engine::Engine;
-use super::line::{LineSlot, setup_failure};
+use super::line::{LineSlot, ring_phone, setup_failure};
 use super::record;
 
 /// The ladder and what it asked for next, kept in `calls.ladder` between attempts.
@@ -373,33 +372,4 @@ impl Attempts<'_> {
             AttemptOutcome::ContactNoAnswer
         }))
     }
-}
-
-/// Call a phone number through the SIP trunk. The number stays out of the
-/// log: only the SIP status and what the session makes of it are written.
-async fn ring_phone(sip: &SipGateway, number: &Phone) -> Result<CallLeg, SetupFailure> {
-    sip.call(number.as_str()).await.map_err(|failure| {
-        let outcome = failure.setup_failure();
-        // The stack's own errors may quote a SIP URI, number included.
-        let detail = match &failure {
-            CallFailure::BadNumber(_) => "not a dialable number".to_string(),
-            CallFailure::Signalling(e) => {
-                // Digits hidden: the stack's message may hold the number.
-                let e: String = e
-                    .chars()
-                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                    .collect();
-                tracing::debug!(error = %e, "SIP signalling failed");
-                "signalling failed".to_string()
-            }
-            other => other.to_string(),
-        };
-        tracing::info!(
-            sip_status = failure.status_code(),
-            outcome = outcome.as_str(),
-            %detail,
-            "telephone call not answered"
-        );
-        outcome
-    })
 }

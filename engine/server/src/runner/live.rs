@@ -3,7 +3,8 @@
 //! Once a held call's session hands the call over ([`super::hold`]), its
 //! driver runs [`converse`]: the two legs bridged, the conversation
 //! recorded, the talk closed in the database with who left first. An
-//! operator can also [`call_back`] an elder whose call has ended.
+//! operator can also [`call_back`] an elder whose call has ended, on their
+//! device or, through the SIP trunk, their telephone.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use voicecare_core::Lang;
 use voicecare_core::session::policy;
 use voicecare_core::session::{AttemptStatus, CallOutcome, EndReason, SetupFailure};
 use voicecare_store::dialer::{self, CallEnd, Party};
+use voicecare_store::elders::Phone;
 use voicecare_store::operators::Scope;
 use voicecare_store::talks::{self, EndedBy, TalkEnd};
 use voicecare_telephony::TelephonyError;
@@ -23,7 +25,7 @@ use voicecare_telephony::leg::{CallLeg, EndReason as LegEnd};
 use super::engine::Engine;
 use super::hold::TalkState;
 use super::lease::{self, AbortOnDrop};
-use super::line::setup_failure;
+use super::line::{ring_phone, setup_failure};
 
 /// Bridge the elder (`a`) with the operator (`b`) until one side leaves or
 /// the call's lease is lost; record the conversation and close the talk.
@@ -284,9 +286,43 @@ async fn play_notice(engine: &Engine, elder: &mut CallLeg, lang: Lang, missed: b
     }
 }
 
-/// Ring the elder's device for an operator whose leg is connected, and
-/// bridge the two when the elder answers. The call back is a call of its own
-/// (`purpose = 'callback'`) held by this node under a lease like any other.
+/// How a call back reaches the elder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route<'a> {
+    /// Their device, connected to this node.
+    Device(&'a str),
+    /// Their telephone number, through the SIP trunk.
+    Phone(&'a Phone),
+}
+
+/// The elder's device when it is connected to this node, else their
+/// telephone number when this node has a SIP trunk; else why neither can
+/// be rung.
+pub fn callback_route<'a>(
+    engine: &Engine,
+    t: &'a talks::TalkTarget,
+) -> Result<Route<'a>, SetupFailure> {
+    let hub = engine.hub();
+    let device = t.device_id.as_deref();
+    if let (Some(d), Some(hub)) = (device, &hub)
+        && hub.is_registered(d)
+    {
+        return Ok(Route::Device(d));
+    }
+    if let (Some(number), Some(_)) = (t.phone.as_ref(), &engine.sip) {
+        return Ok(Route::Phone(number));
+    }
+    Err(match (device, hub) {
+        (None, _) => SetupFailure::NoDevice,
+        (Some(_), None) => SetupFailure::TransportDown,
+        (Some(_), Some(_)) => SetupFailure::DeviceNotConnected,
+    })
+}
+
+/// Ring the elder for an operator whose leg is connected, on their device
+/// or their telephone ([`callback_route`]), and bridge the two when the
+/// elder answers. The call back is a call of its own (`purpose =
+/// 'callback'`) held by this node under a lease like any other.
 pub async fn call_back(
     engine: &Arc<Engine>,
     t: &talks::TalkTarget,
@@ -294,21 +330,31 @@ pub async fn call_back(
     operator: CallLeg,
     state: &watch::Sender<TalkState>,
 ) {
+    let route = match callback_route(engine, t) {
+        Ok(r) => r,
+        Err(f) => {
+            operator.control().hang_up();
+            let (code, message) = f.for_operator();
+            let _ = state.send(TalkState::Failed {
+                code,
+                message: message.into(),
+            });
+            return;
+        }
+    };
     let Some(cb) = CallBack::open(engine, t, scope, &operator, state).await else {
         return;
     };
     // The ring runs to its end even if the operator hangs up meanwhile: an
     // elder who answers then is hung up at once rather than left ringing.
-    let ringing = match engine.hub() {
-        Some(hub) => {
-            hub.call_device(t.device_id.as_deref().unwrap_or_default())
-                .await
-        }
-        None => Err(TelephonyError::NotRegistered),
+    let ringing = match (route, engine.hub(), &engine.sip) {
+        (Route::Device(d), Some(hub), _) => hub.call_device(d).await.map_err(|e| setup_failure(&e)),
+        (Route::Phone(number), _, Some(sip)) => ring_phone(sip, number).await,
+        _ => Err(SetupFailure::TransportDown),
     };
     match ringing {
         Ok(elder) => cb.answered(t, elder, operator).await,
-        Err(e) => cb.not_reached(setup_failure(&e), &operator).await,
+        Err(f) => cb.not_reached(f, &operator).await,
     }
 }
 
@@ -337,11 +383,6 @@ impl<'a> CallBack<'a> {
             operator.control().hang_up();
             let _ = state.send(TalkState::Failed { code, message });
         };
-        if engine.hub().is_none() || t.device_id.is_none() {
-            let (code, message) = SetupFailure::NoDevice.for_operator();
-            fail(code, message.into());
-            return None;
-        }
         let pool = &engine.pool;
         let node = &engine.cfg.node_id;
         let opened = talks::start_callback(

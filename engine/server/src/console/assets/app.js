@@ -644,7 +644,7 @@ function renderDetail(view, d) {
   const onLine = e.elder_on_line && c0.status === 'in_progress';
   const talk = talkPanel(e.id, {
     canJoin: mine && onLine,
-    canCallBack: mine && !onLine && !!el.device_id,
+    canCallBack: mine && !onLine && !!(el.device_id || el.phone),
   }, () => setTimeout(() => refreshDetail(true), 300));
 
   // Resolve form (or reopen for supervisors once resolved).
