@@ -217,6 +217,10 @@ pub struct SipArgs {
     /// register (the trunk authenticates our IP address).
     #[arg(long, env = "VOICECARE_SIP_REGISTER_EXPIRES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86400))]
     pub sip_register_expires: u32,
+    /// Our public IP when this host is behind a one-to-one NAT: the SDP and
+    /// the SIP Contact name it, while sockets stay bound to --sip-bind.
+    #[arg(long, env = "VOICECARE_SIP_PUBLIC_IP")]
+    pub sip_public_ip: Option<std::net::IpAddr>,
     /// Send every SIP request to this proxy (HOST:PORT); the trunk stays the
     /// destination named in the request.
     #[arg(long, env = "VOICECARE_SIP_OUTBOUND_PROXY")]

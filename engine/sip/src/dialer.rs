@@ -40,7 +40,7 @@ impl SipGateway {
             .local_addr()
             .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
         let offer = sdp::offer(
-            self.media_ip(),
+            self.advertised_ip(),
             rtp_port.port(),
             rand::random::<u32>().into(),
         );
@@ -130,8 +130,12 @@ impl SipGateway {
         };
         let callee = Uri::try_from(format!("sip:{number}@{host}{transport}")).map_err(bad)?;
         let caller = Uri::try_from(format!("sip:{}@{host}", t.from_number)).map_err(bad)?;
-        let contact =
-            Uri::try_from(format!("sip:{}@{}", t.from_number, self.local)).map_err(bad)?;
+        let contact = Uri::try_from(format!(
+            "sip:{}@{}",
+            t.from_number,
+            host_port(&self.advertised_ip().to_string(), self.local.port())
+        ))
+        .map_err(bad)?;
         let destination = t.next_hop();
         Ok(InviteOption {
             caller_display_name: t.display_name.clone(),

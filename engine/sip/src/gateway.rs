@@ -148,6 +148,7 @@ impl SipGateway {
             leg: leg.clone(),
             dialogs: dialogs.clone(),
             media_ip: local.ip(),
+            advertised_ip: trunk.public_ip.unwrap_or(local.ip()),
             limits: limits.clone(),
         });
         tokio::spawn(serve_incoming(incoming, ctx, allowed, calls_tx));
@@ -180,9 +181,15 @@ impl SipGateway {
         self.local
     }
 
-    /// The IP our SDP advertises and RTP binds to.
+    /// The IP RTP binds to.
     pub(crate) fn media_ip(&self) -> IpAddr {
         self.local.ip()
+    }
+
+    /// The IP our SDP advertises and our Contact names: the public one
+    /// behind a one-to-one NAT, else the bound one.
+    pub(crate) fn advertised_ip(&self) -> IpAddr {
+        self.trunk.public_ip.unwrap_or(self.local.ip())
     }
 
     pub fn trunk(&self) -> &Trunk {

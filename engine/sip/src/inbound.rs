@@ -53,6 +53,8 @@ pub(crate) struct Context {
     pub leg: LegConfig,
     pub dialogs: Arc<DialogLayer>,
     pub media_ip: IpAddr,
+    /// What our SDP names (the public IP behind a one-to-one NAT).
+    pub advertised_ip: IpAddr,
     pub limits: Arc<crate::gateway::Limits>,
 }
 
@@ -104,7 +106,7 @@ impl IncomingCall {
             .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?
             .port();
         let answer = sdp::answer(
-            ctx.media_ip,
+            ctx.advertised_ip,
             port,
             rand::random::<u32>().into(),
             &self.offer.media,

@@ -139,6 +139,7 @@ struct Registration {
 
 impl Registration {
     fn new(endpoint: EndpointInnerRef, trunk: Trunk, expires: u32, local: SocketAddr) -> Self {
+        let trunk_public = trunk.public_ip;
         Self {
             endpoint,
             trunk,
@@ -146,7 +147,7 @@ impl Registration {
             call_id: make_call_id(None, Default::default()).to_string(),
             tag: make_tag().to_string(),
             seq: 0,
-            contact: local,
+            contact: SocketAddr::new(trunk_public.unwrap_or(local.ip()), local.port()),
         }
     }
 

@@ -81,6 +81,10 @@ pub struct Trunk {
     /// time (a trunk that knows us by a registered contact). `None`: the
     /// trunk authenticates our IP address and nothing is registered.
     pub register_expires: Option<u32>,
+    /// Our address as the far end must see it, when this host is behind a
+    /// one-to-one NAT (a cloud VM's public IP): the SDP and the Contact name
+    /// it, while sockets stay bound to `bind`. `None`: the bound IP.
+    pub public_ip: Option<std::net::IpAddr>,
     /// Send every request to this proxy (host, port) rather than to the
     /// trunk host, which stays in the Request-URI (RFC 3261 §8.1.2).
     pub outbound_proxy: Option<(String, u16)>,
@@ -106,6 +110,7 @@ impl Trunk {
             max_channels: 0,
             calls_per_second: 0.0,
             register_expires: None,
+            public_ip: None,
             outbound_proxy: None,
         }
     }

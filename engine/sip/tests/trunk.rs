@@ -670,3 +670,19 @@ async fn an_outbound_proxy_gets_the_call_for_the_trunk() {
     let route = format!("Route: <sip:127.0.0.1:{};lr>", sipp.addr.port());
     assert!(messages.contains(&route), "{messages}");
 }
+
+#[tokio::test]
+async fn behind_a_one_to_one_nat_the_public_address_is_advertised() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer-stay.xml").await;
+    let gw = gateway(&sipp, |t| t.public_ip = Some("192.0.2.1".parse().unwrap())).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    assert_eq!(sipp.finish().await, 0, "sipp saw our BYE");
+    let messages = sipp.messages();
+    let invite = messages.split("SIP/2.0 100").next().unwrap();
+    assert!(invite.contains("c=IN IP4 192.0.2.1"), "{invite}");
+    let contact = format!("@192.0.2.1:{}", gw.local_addr().port());
+    assert!(invite.contains(&contact), "{invite}");
+}

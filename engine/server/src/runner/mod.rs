@@ -212,6 +212,7 @@ async fn sip_gateway(
     trunk.max_channels = args.sip_max_channels;
     trunk.calls_per_second = args.sip_cps;
     trunk.register_expires = (args.sip_register_expires > 0).then_some(args.sip_register_expires);
+    trunk.public_ip = args.sip_public_ip;
     trunk.outbound_proxy = args
         .sip_outbound_proxy
         .as_ref()
