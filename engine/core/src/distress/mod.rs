@@ -136,8 +136,9 @@ impl fmt::Display for Category {
     }
 }
 
-/// One thing the elder said, as the recogniser heard it.
-#[derive(Debug, Clone, Copy)]
+/// One thing the elder said, as the recogniser heard it. Its `Debug` leaves
+/// the words out: they are health data and must not reach a log.
+#[derive(Clone, Copy)]
 pub struct Utterance<'a> {
     pub text: &'a str,
     /// A hint. `En` reads English only; `Zh` and `None` read both, because
@@ -166,7 +167,8 @@ impl<'a> Utterance<'a> {
 }
 
 /// Why a level was given: one finding, quoting the words that triggered it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` (and so an [`Assessment`]'s) leaves the elder's words out.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reason {
     pub category: Category,
     /// The level this finding alone gives, after negation, time and subject.
@@ -188,6 +190,33 @@ pub struct Reason {
     pub distance: Option<f32>,
     /// One line for the operator: label, quoted evidence, and any qualifier.
     pub summary: String,
+}
+
+impl std::fmt::Debug for Utterance<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Utterance")
+            .field("text_chars", &self.text.chars().count())
+            .field("lang", &self.lang)
+            .field("asr_confidence", &self.asr_confidence)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The rule, the lexicon phrase and the span say what matched
+        // without quoting the elder.
+        f.debug_struct("Reason")
+            .field("category", &self.category)
+            .field("level", &self.level)
+            .field("rule", &self.rule)
+            .field("span", &self.span)
+            .field("phonetic", &self.phonetic)
+            .field("sounds_like", &self.sounds_like)
+            .field("distance", &self.distance)
+            .field("evidence_chars", &self.evidence.chars().count())
+            .finish()
+    }
 }
 
 /// The classifier's decision on an utterance or a whole call.

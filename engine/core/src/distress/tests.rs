@@ -525,3 +525,19 @@ fn long_lie_presyncope_passed_symptoms_and_someone_elses_trouble() {
         assert_eq!(level(t), Level::Ok, "{t}: {:?}", assess(t));
     }
 }
+
+#[test]
+fn debug_output_leaves_the_elders_words_out() {
+    let words = "I fell down and cannot get up";
+    let u = Utterance::new(words).lang(Lang::En);
+    let a = Classifier::shared().assess(&u);
+    assert_eq!(a.level, Level::Emergency, "{a:?}");
+    let shown = format!("{u:?} {a:?}");
+    for word in ["fell", "cannot", "get up"] {
+        assert!(!shown.contains(word), "{shown}");
+    }
+    assert!(
+        shown.contains("text_chars: 29") && shown.contains("rule:"),
+        "{shown}"
+    );
+}
