@@ -572,12 +572,11 @@ async fn registration_until(
     done: impl Fn(&voicecare_sip::RegistrationState) -> bool,
 ) -> voicecare_sip::RegistrationState {
     let mut rx = gw.registration();
-    let state = tokio::time::timeout(PEER_TIMEOUT, rx.wait_for(|s| done(s)))
+    let settled = tokio::time::timeout(PEER_TIMEOUT, rx.wait_for(|s| done(s)))
         .await
         .expect("registration settles")
-        .expect("the gateway is running")
-        .clone();
-    state
+        .expect("the gateway is running");
+    settled.clone()
 }
 
 #[tokio::test]
