@@ -316,7 +316,158 @@ async fn a_busy_phone_is_recorded_as_busy() {
     )
     .await;
     assert_eq!(status, "busy");
+    let outcome: Option<String> = sqlx::query_scalar(
+        "SELECT a.outcome FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 ORDER BY a.id LIMIT 1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(outcome.as_deref(), Some("busy"));
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+}
+
+/// Attempts of one call: (status, outcome), in order.
+async fn attempt_outcomes(pool: &PgPool, call: i64) -> Vec<(String, Option<String>)> {
+    sqlx::query_as(
+        "SELECT status, outcome FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vacant_number_is_not_rung_again_and_an_admin_is_asked_to_fix_it() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("vacant");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    // A ladder minute of 200 ms: a retry, were there one, would come within seconds.
+    let engine = Engine::start_with(
+        &db,
+        &tmp.join("data"),
+        ports.0,
+        0,
+        &["--ladder-minute-ms", "200"],
+    );
+    // Rings for a second, then 404 Not Found.
+    let mut sipp = Sipp::run("uas-reject-404.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let call: i64 = wait_for(
+        &pool,
+        "the call to end",
+        60,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status IN ('completed', 'unreachable') ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await;
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+    // Three calls were allowed and a retry would be due in 2 s: wait past it.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        attempt_outcomes(&pool, call).await,
+        vec![("failed".to_string(), Some("invalid_number".to_string()))],
+        "one attempt, not retried"
+    );
+    let scheduled: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM calls WHERE elder_id = $1 AND id <> $2 AND due_at < now() + interval '1 hour'",
+    )
+    .bind(elder)
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(scheduled, 0, "no other call to the number today");
+
+    // No contacts on file: the item says why the elder was not rung again.
+    let reason: String =
+        sqlx::query_scalar("SELECT reasons::text FROM escalations WHERE call_id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("number does not exist"), "{reason}");
+
+    // The administrator's task, with its audit trail.
+    let (kind, occurrences, open): (String, i32, bool) = sqlx::query_as(
+        "SELECT kind, occurrences, resolved_at IS NULL FROM enrolment_tasks WHERE elder_id = $1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((kind.as_str(), occurrences, open), ("fix_phone", 1, true));
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_events WHERE elder_id = $1 ORDER BY id")
+            .bind(elder)
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    for want in ["call.attempt_outcome", "enrolment_task.open"] {
+        assert!(actions.iter().any(|a| a == want), "{want} in {actions:?}");
+    }
+
+    // `voicecare elders numbers-to-fix` lists the elder.
+    let out = Command::new(env!("CARGO_BIN_EXE_voicecare"))
+        .arg("--data-dir")
+        .arg(tmp.join("cli"))
+        .args([
+            "--database-url",
+            &db.url,
+            "elders",
+            "numbers-to-fix",
+            "--json",
+        ])
+        .output()
+        .expect("run voicecare elders numbers-to-fix");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<serde_json::Value> = listed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{listed}");
+    assert_eq!(rows[0]["elder_id"], elder);
+    assert_eq!(rows[0]["outcome"], "invalid_number");
+    assert!(!listed.contains(&NUMBER[1..]), "the list shows no number");
+
+    // Correcting the number closes the task.
+    let out = Command::new(env!("CARGO_BIN_EXE_voicecare"))
+        .arg("--data-dir")
+        .arg(tmp.join("cli"))
+        .args(["--database-url", &db.url, "elders", "set-phone"])
+        .args([&elder.to_string(), "+8613912345679"])
+        .output()
+        .expect("run voicecare elders set-phone");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM enrolment_tasks WHERE elder_id = $1 AND resolved_at IS NULL",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(open, 0, "the task closed with the new number");
+
+    let log = engine.log();
+    assert!(
+        !log.contains(&NUMBER[1..]),
+        "the phone number reached the log"
+    );
 }
 
 /// The engine's SIP port for calls into the service.

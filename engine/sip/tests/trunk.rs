@@ -230,12 +230,14 @@ async fn a_call_whose_media_stops_is_ended_with_bye() {
 }
 
 #[tokio::test]
-async fn refusals_map_to_busy_declined_and_no_answer() {
+async fn refusals_map_to_their_outcomes() {
     let _serial = SERIAL.lock().await;
     for (scenario, code, outcome) in [
         ("uas-reject-486.xml", 486, SetupFailure::Busy),
         ("uas-reject-603.xml", 603, SetupFailure::Declined),
         ("uas-reject-480.xml", 480, SetupFailure::NoAnswer),
+        ("uas-reject-404.xml", 404, SetupFailure::InvalidNumber),
+        ("uas-reject-503.xml", 503, SetupFailure::TrunkFailure),
     ] {
         let mut sipp = Sipp::start(scenario).await;
         let gw = gateway(&sipp, |_| {}).await;
@@ -276,7 +278,7 @@ async fn an_answer_with_unusable_sdp_is_hung_up() {
     let gw = gateway(&sipp, |_| {}).await;
     let failure = call(&gw, "13800138000").await.expect_err("no usable media");
     assert!(matches!(failure, CallFailure::BadAnswer(_)), "{failure:?}");
-    assert_eq!(failure.setup_failure(), SetupFailure::SetupFailed);
+    assert_eq!(failure.setup_failure(), SetupFailure::CodecMismatch);
     assert_eq!(sipp.finish().await, 0, "sipp got ACK and BYE");
 }
 
@@ -570,12 +572,11 @@ async fn registration_until(
     done: impl Fn(&voicecare_sip::RegistrationState) -> bool,
 ) -> voicecare_sip::RegistrationState {
     let mut rx = gw.registration();
-    let state = tokio::time::timeout(PEER_TIMEOUT, rx.wait_for(|s| done(s)))
+    let settled = tokio::time::timeout(PEER_TIMEOUT, rx.wait_for(|s| done(s)))
         .await
         .expect("registration settles")
-        .expect("the gateway is running")
-        .clone();
-    state
+        .expect("the gateway is running");
+    settled.clone()
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@
 use chrono::{DateTime, NaiveTime, Utc};
 use serde::Serialize;
 use sqlx::{PgExecutor, PgPool};
-use voicecare_core::session::{AttemptStatus, CallOutcome, EndReason};
+use voicecare_core::session::{AttemptStatus, CallOutcome, DialOutcome, EndReason};
 
 use crate::audit::{self, Actor, NewEvent};
 use crate::elders::Phone;
@@ -580,7 +580,8 @@ pub async fn update_attempt<'e>(
         "UPDATE call_attempts SET status = $2,
                 answered_at = CASE WHEN $2 = 'answered' THEN $4 ELSE answered_at END,
                 ended_at = CASE WHEN $2 IN ('ended', 'no_answer', 'busy', 'failed', 'interrupted') THEN $4 ELSE ended_at END,
-                end_reason = coalesce($3, end_reason)
+                end_reason = coalesce($3, end_reason),
+                outcome = CASE WHEN $2 = 'answered' THEN coalesce(outcome, 'answered') ELSE outcome END
          WHERE id = $1",
     )
     .bind(attempt_id)
@@ -590,6 +591,111 @@ pub async fn update_attempt<'e>(
     .execute(db)
     .await?;
     Ok(())
+}
+
+/// An attempt that did not reach its callee: its end state, reason and
+/// outcome code and the audit event, in one transaction. With `fix_number`
+/// (the core's [`DialOutcome::needs_number_fix`]) the elder also gets a task
+/// for an administrator to correct their number: opened, or counted again
+/// when one is already open. Returns the task's id, if any.
+pub async fn not_reached(
+    pool: &PgPool,
+    attempt_id: i64,
+    status: AttemptStatus,
+    reason: EndReason,
+    outcome: DialOutcome,
+    fix_number: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>> {
+    let mut tx = pool.begin().await?;
+    update_attempt(&mut *tx, attempt_id, status, Some(reason), now).await?;
+    let (call_id, elder_id, callee): (i64, i64, String) = sqlx::query_as(
+        "UPDATE call_attempts a SET outcome = $2 FROM calls c
+         WHERE a.id = $1 AND c.id = a.call_id RETURNING c.id, c.elder_id, a.callee",
+    )
+    .bind(attempt_id)
+    .bind(outcome.as_str())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound {
+        entity: "call attempt",
+        id: attempt_id,
+    })?;
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor: Actor::Engine,
+            action: "call.attempt_outcome",
+            entity: "call",
+            entity_id: Some(call_id),
+            elder_id: Some(elder_id),
+            details: serde_json::json!({
+                "attempt_id": attempt_id,
+                "status": status.as_str(),
+                "outcome": outcome.as_str(),
+                "reason": reason.as_str(),
+            }),
+        },
+    )
+    .await?;
+    // Only the elder's own number: a contact's is not the elder's enrolment.
+    let task = if fix_number && callee == "elder" {
+        Some(open_number_fix(&mut tx, elder_id, attempt_id, outcome, now).await?)
+    } else {
+        None
+    };
+    tx.commit().await?;
+    Ok(task)
+}
+
+/// Open the elder's `fix_phone` task, or count another failure on the open one.
+async fn open_number_fix(
+    tx: &mut sqlx::PgConnection,
+    elder_id: i64,
+    attempt_id: i64,
+    outcome: DialOutcome,
+    now: DateTime<Utc>,
+) -> Result<i64> {
+    let (id, occurrences): (i64, i32) = sqlx::query_as(
+        "INSERT INTO enrolment_tasks (elder_id, kind, outcome, first_attempt_id, last_attempt_id, created_at, last_seen_at)
+         VALUES ($1, 'fix_phone', $2, $3, $3, $4, $4)
+         ON CONFLICT (elder_id, kind) WHERE resolved_at IS NULL
+         DO UPDATE SET occurrences = enrolment_tasks.occurrences + 1, outcome = EXCLUDED.outcome,
+                       last_attempt_id = EXCLUDED.last_attempt_id, last_seen_at = EXCLUDED.last_seen_at
+         RETURNING id, occurrences",
+    )
+    .bind(elder_id)
+    .bind(outcome.as_str())
+    .bind(attempt_id)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let action = if occurrences == 1 {
+        "enrolment_task.open"
+    } else {
+        "enrolment_task.repeat"
+    };
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor: Actor::Engine,
+            action,
+            entity: "elder",
+            entity_id: Some(elder_id),
+            elder_id: Some(elder_id),
+            details: serde_json::json!({
+                "task_id": id,
+                "kind": "fix_phone",
+                "outcome": outcome.as_str(),
+                "attempt_id": attempt_id,
+                "occurrences": occurrences,
+            }),
+        },
+    )
+    .await?;
+    Ok(id)
 }
 
 /// Put a call this node holds back in the schedule for a later attempt,

@@ -330,3 +330,110 @@ pub async fn search(
     tx.commit().await?;
     Ok(rows)
 }
+
+/// An elder whose telephone number an administrator must correct: the
+/// network said it does not exist. `Debug` prints the name as redacted.
+#[derive(Clone, Serialize, sqlx::FromRow)]
+pub struct NumberToFix {
+    pub task_id: i64,
+    pub elder_id: i64,
+    pub external_ref: Option<String>,
+    pub full_name: String,
+    pub community: String,
+    /// The attempt outcome that raised it (`invalid_number`).
+    pub outcome: String,
+    /// Attempts that failed this way since the task was opened.
+    pub occurrences: i32,
+    pub created_at: DateTime<Utc>,
+    pub last_seen_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for NumberToFix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NumberToFix")
+            .field("task_id", &self.task_id)
+            .field("elder_id", &self.elder_id)
+            .field("full_name", &voicecare_core::redact::Personal::new(()))
+            .field("community", &self.community)
+            .field("outcome", &self.outcome)
+            .field("occurrences", &self.occurrences)
+            .finish()
+    }
+}
+
+/// The open `fix_phone` tasks of elders under `unit_id`, oldest first; the
+/// read is audited like any read of elders' records.
+pub async fn numbers_to_fix(
+    pool: &PgPool,
+    actor: Actor,
+    unit_id: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<NumberToFix>> {
+    let mut tx = pool.begin().await?;
+    let rows: Vec<NumberToFix> = sqlx::query_as(
+        "SELECT t.id AS task_id, el.id AS elder_id, el.external_ref, el.full_name, u.name AS community,
+                t.outcome, t.occurrences, t.created_at, t.last_seen_at
+         FROM enrolment_tasks t JOIN elders el ON el.id = t.elder_id JOIN org_units u ON u.id = el.community_id
+         WHERE t.kind = 'fix_phone' AND t.resolved_at IS NULL AND el.active AND $1::bigint = ANY(u.path)
+         ORDER BY t.created_at, t.id LIMIT 1000",
+    )
+    .bind(unit_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor,
+            action: "elder.numbers_to_fix",
+            entity: "elder",
+            entity_id: None,
+            elder_id: None,
+            details: serde_json::json!({
+                "unit_id": unit_id,
+                "results": rows.iter().map(|r| r.elder_id).collect::<Vec<_>>(),
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(rows)
+}
+
+/// Correct an elder's telephone number; the open `fix_phone` task closes
+/// with it (a database trigger, with its own audit event). The number stays
+/// out of the audit details.
+pub async fn set_phone(
+    pool: &PgPool,
+    actor: Actor,
+    elder_id: i64,
+    phone: &Phone,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let found: Option<i64> =
+        sqlx::query_scalar("UPDATE elders SET phone = $2 WHERE id = $1 RETURNING id")
+            .bind(elder_id)
+            .bind(phone.as_str())
+            .fetch_optional(&mut *tx)
+            .await?;
+    found.ok_or(StoreError::NotFound {
+        entity: "elder",
+        id: elder_id,
+    })?;
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor,
+            action: "elder.set_phone",
+            entity: "elder",
+            entity_id: Some(elder_id),
+            elder_id: Some(elder_id),
+            details: serde_json::json!({"field": "phone"}),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -101,6 +101,87 @@ pub async fn totals(
     .await?)
 }
 
+/// Calls to elders by what they came to (`call_attempts.outcome`), for one unit.
+#[derive(Debug, Clone, Default, Serialize, sqlx::FromRow)]
+pub struct AttemptsReport {
+    pub unit_id: i64,
+    pub unit_name: String,
+    /// A person answered.
+    pub reached: i64,
+    pub busy: i64,
+    pub no_answer: i64,
+    pub declined: i64,
+    pub voicemail: i64,
+    pub invalid_number: i64,
+    pub switched_off: i64,
+    pub trunk_failure: i64,
+    /// Codec mismatch, care-app device offline, anything else.
+    pub other: i64,
+}
+
+/// The figures of [`AttemptsReport`] over attempts `a`.
+const ATTEMPT_COUNTS: &str = "
+    count(a.id) FILTER (WHERE a.outcome = 'answered') AS reached,
+    count(a.id) FILTER (WHERE a.outcome = 'busy') AS busy,
+    count(a.id) FILTER (WHERE a.outcome = 'no_answer') AS no_answer,
+    count(a.id) FILTER (WHERE a.outcome = 'declined') AS declined,
+    count(a.id) FILTER (WHERE a.outcome = 'voicemail') AS voicemail,
+    count(a.id) FILTER (WHERE a.outcome = 'invalid_number') AS invalid_number,
+    count(a.id) FILTER (WHERE a.outcome = 'switched_off') AS switched_off,
+    count(a.id) FILTER (WHERE a.outcome = 'trunk_failure') AS trunk_failure,
+    count(a.id) FILTER (WHERE a.outcome IN ('codec_mismatch', 'device_offline', 'failed')) AS other";
+
+/// Calls to elders started since `since`, by outcome, per unit at level
+/// `by` within scope (units above the caller's own show only its part).
+pub async fn attempts_by_unit(
+    pool: &PgPool,
+    scope: &Scope,
+    by: UnitLevel,
+    since: DateTime<Utc>,
+) -> Result<Vec<AttemptsReport>> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT g.id AS unit_id, g.name AS unit_name, {ATTEMPT_COUNTS}
+         FROM org_units g
+         LEFT JOIN (org_units u JOIN elders el ON el.community_id = u.id
+                    JOIN calls c ON c.elder_id = el.id
+                    JOIN call_attempts a ON a.call_id = c.id AND a.callee = 'elder'
+                         AND a.outcome IS NOT NULL AND a.started_at >= $2)
+              ON u.path[$3] = g.id AND $1::bigint = ANY(u.path)
+         WHERE g.level = $4
+           AND ($1::bigint = ANY(g.path) OR EXISTS (SELECT 1 FROM org_units me WHERE me.id = $1 AND g.id = ANY(me.path)))
+         GROUP BY g.id, g.name ORDER BY g.name"
+    )))
+    .bind(scope.unit_id)
+    .bind(since)
+    .bind(by.path_index())
+    .bind(by.as_str())
+    .fetch_all(pool)
+    .await?)
+}
+
+/// The same figures for the caller's whole scope.
+pub async fn attempts_total(
+    pool: &PgPool,
+    scope: &Scope,
+    since: DateTime<Utc>,
+) -> Result<AttemptsReport> {
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT me.id AS unit_id, me.name AS unit_name, {ATTEMPT_COUNTS}
+         FROM org_units me
+         LEFT JOIN (org_units u JOIN elders el ON el.community_id = u.id
+                    JOIN calls c ON c.elder_id = el.id
+                    JOIN call_attempts a ON a.call_id = c.id AND a.callee = 'elder'
+                         AND a.outcome IS NOT NULL AND a.started_at >= $2)
+              ON $1::bigint = ANY(u.path)
+         WHERE me.id = $1
+         GROUP BY me.id, me.name"
+    )))
+    .bind(scope.unit_id)
+    .bind(since)
+    .fetch_one(pool)
+    .await?)
+}
+
 /// One operator's workload.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct OperatorReport {

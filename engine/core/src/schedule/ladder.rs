@@ -24,6 +24,15 @@ pub struct LadderPolicy {
     pub retry_after_minutes: u32,
     /// Wait after a busy line (they are on the phone, so probably well).
     pub busy_retry_after_minutes: u32,
+    /// Wait after the trunk or the carrier failed (not the elder's doing).
+    pub trunk_retry_after_minutes: u32,
+    /// Trunk failures retried without counting as calls to the elder; past
+    /// this many in one check-in they count as failed calls, so a trunk
+    /// down all day still ends with someone checking on the elder.
+    pub trunk_retries: u32,
+    /// Declined calls after which the elder is not rung again this time and
+    /// the emergency contacts are tried (0: declines follow the ladder).
+    pub declines_before_contacts: u32,
     /// Whether an answered-but-silent call counts as reaching the elder.
     pub answered_silent: SilentPolicy,
     /// Wait between one emergency contact and the next.
@@ -38,6 +47,9 @@ impl Default for LadderPolicy {
             attempts: 3,
             retry_after_minutes: 10,
             busy_retry_after_minutes: 5,
+            trunk_retry_after_minutes: 2,
+            trunk_retries: 6,
+            declines_before_contacts: 2,
             answered_silent: SilentPolicy::Retry,
             contact_gap_minutes: 0,
             escalate_level: Level::Urgent,
@@ -52,6 +64,9 @@ struct PolicyOverrides {
     attempts: Option<u32>,
     retry_after_minutes: Option<u32>,
     busy_retry_after_minutes: Option<u32>,
+    trunk_retry_after_minutes: Option<u32>,
+    trunk_retries: Option<u32>,
+    declines_before_contacts: Option<u32>,
     answered_silent: Option<SilentPolicy>,
     contact_gap_minutes: Option<u32>,
     escalate_level: Option<Level>,
@@ -97,6 +112,13 @@ impl LadderPolicy {
             busy_retry_after_minutes: o
                 .busy_retry_after_minutes
                 .unwrap_or(self.busy_retry_after_minutes),
+            trunk_retry_after_minutes: o
+                .trunk_retry_after_minutes
+                .unwrap_or(self.trunk_retry_after_minutes),
+            trunk_retries: o.trunk_retries.unwrap_or(self.trunk_retries),
+            declines_before_contacts: o
+                .declines_before_contacts
+                .unwrap_or(self.declines_before_contacts),
             answered_silent: o.answered_silent.unwrap_or(self.answered_silent),
             contact_gap_minutes: o.contact_gap_minutes.unwrap_or(self.contact_gap_minutes),
             escalate_level: o.escalate_level.unwrap_or(self.escalate_level),
@@ -112,10 +134,19 @@ impl LadderPolicy {
                 self.attempts
             )));
         }
-        if self.retry_after_minutes == 0 || self.busy_retry_after_minutes == 0 {
+        if self.retry_after_minutes == 0
+            || self.busy_retry_after_minutes == 0
+            || self.trunk_retry_after_minutes == 0
+        {
             return Err(LadderError::Policy(
                 "retry waits must be at least one minute".into(),
             ));
+        }
+        if self.trunk_retries > 50 {
+            return Err(LadderError::Policy(format!(
+                "trunk_retries = {} must be 0..=50",
+                self.trunk_retries
+            )));
         }
         if self.escalate_level < Level::Urgent {
             return Err(LadderError::Policy(format!(
@@ -137,7 +168,15 @@ pub enum AttemptOutcome {
     AnsweredSilent,
     NoAnswer,
     Busy,
-    /// The call could not be placed (network, number).
+    /// A voicemail box or answering machine answered: not reached.
+    Voicemail,
+    /// The elder rejected the call.
+    Declined,
+    /// The number does not exist: ringing it again cannot help.
+    InvalidNumber,
+    /// Our trunk or the carrier failed: not the elder's doing.
+    TrunkFailure,
+    /// The call could not be placed (anything else).
     Failed,
     /// The contact pressed the key confirming they will check on the elder.
     ContactConfirmed,
@@ -152,6 +191,10 @@ impl fmt::Display for AttemptOutcome {
             AttemptOutcome::AnsweredSilent => "answered_silent",
             AttemptOutcome::NoAnswer => "no_answer",
             AttemptOutcome::Busy => "busy",
+            AttemptOutcome::Voicemail => "voicemail",
+            AttemptOutcome::Declined => "declined",
+            AttemptOutcome::InvalidNumber => "invalid_number",
+            AttemptOutcome::TrunkFailure => "trunk_failure",
             AttemptOutcome::Failed => "failed",
             AttemptOutcome::ContactConfirmed => "contact_confirmed",
             AttemptOutcome::ContactNoAnswer => "contact_no_answer",
@@ -202,6 +245,15 @@ pub struct Ladder {
     busy: u32,
     failed: u32,
     silent: u32,
+    // Later additions: a ladder stored before them reads as zero.
+    #[serde(default)]
+    voicemail: u32,
+    #[serde(default)]
+    declined: u32,
+    #[serde(default)]
+    trunk_failures: u32,
+    #[serde(default)]
+    invalid_number: bool,
 }
 
 impl Ladder {
@@ -223,6 +275,10 @@ impl Ladder {
             busy: 0,
             failed: 0,
             silent: 0,
+            voicemail: 0,
+            declined: 0,
+            trunk_failures: 0,
+            invalid_number: false,
         };
         Ok((ladder, LadderAction::CallElder { at: now }))
     }
@@ -238,9 +294,15 @@ impl Ladder {
         }
     }
 
-    /// Calls placed to the elder so far.
+    /// Calls to the elder that counted against the ladder so far (calls
+    /// lost to trunk failures that were retried do not count).
     pub fn elder_calls(&self) -> u32 {
         self.elder_calls
+    }
+
+    /// Trunk failures retried without counting against the elder.
+    pub fn trunk_failures(&self) -> u32 {
+        self.trunk_failures
     }
 
     /// Reports how the call the ladder last asked for ended.
@@ -257,26 +319,30 @@ impl Ladder {
                 O::AnsweredSilent if self.policy.answered_silent == SilentPolicy::Reached => {
                     Ok(self.finish(LadderResult::ReachedElder))
                 }
-                O::AnsweredSilent | O::NoAnswer | O::Busy | O::Failed => {
-                    let wait = match outcome {
-                        O::AnsweredSilent => {
-                            self.silent += 1;
-                            self.policy.retry_after_minutes
-                        }
-                        O::Busy => {
-                            self.busy += 1;
-                            self.policy.busy_retry_after_minutes
-                        }
-                        O::Failed => {
-                            self.failed += 1;
-                            self.policy.retry_after_minutes
-                        }
-                        _ => {
-                            self.no_answer += 1;
-                            self.policy.retry_after_minutes
-                        }
-                    };
-                    if self.elder_calls < self.policy.attempts {
+                // Ringing a number that does not exist again cannot help:
+                // straight on to the contacts (the enrolment gets fixed apart).
+                O::InvalidNumber => {
+                    self.invalid_number = true;
+                    Ok(self.next_contact_at(0, now))
+                }
+                // Our trunk's fault: try again soon, without using up a call.
+                O::TrunkFailure if self.trunk_failures < self.policy.trunk_retries => {
+                    self.trunk_failures += 1;
+                    Ok(LadderAction::CallElder {
+                        at: later(now, self.policy.trunk_retry_after_minutes),
+                    })
+                }
+                O::AnsweredSilent
+                | O::NoAnswer
+                | O::Busy
+                | O::Voicemail
+                | O::Declined
+                | O::TrunkFailure
+                | O::Failed => {
+                    let wait = self.count(outcome);
+                    let declined_enough = self.policy.declines_before_contacts > 0
+                        && self.declined >= self.policy.declines_before_contacts;
+                    if self.elder_calls < self.policy.attempts && !declined_enough {
                         self.elder_calls += 1;
                         Ok(LadderAction::CallElder {
                             at: later(now, wait),
@@ -294,6 +360,10 @@ impl Ladder {
                 O::ContactNoAnswer
                 | O::NoAnswer
                 | O::Busy
+                | O::Voicemail
+                | O::Declined
+                | O::InvalidNumber
+                | O::TrunkFailure
                 | O::Failed
                 | O::Answered
                 | O::AnsweredSilent => {
@@ -301,6 +371,39 @@ impl Ladder {
                     Ok(self.next_contact_at(index + 1, at))
                 }
             },
+        }
+    }
+
+    /// Tallies an elder's call that counts against the ladder; returns the
+    /// wait before the next one.
+    fn count(&mut self, outcome: AttemptOutcome) -> u32 {
+        use AttemptOutcome as O;
+        let p = &self.policy;
+        match outcome {
+            O::AnsweredSilent => {
+                self.silent += 1;
+                p.retry_after_minutes
+            }
+            O::Busy => {
+                self.busy += 1;
+                p.busy_retry_after_minutes
+            }
+            O::Voicemail => {
+                self.voicemail += 1;
+                p.retry_after_minutes
+            }
+            O::Declined => {
+                self.declined += 1;
+                p.retry_after_minutes
+            }
+            O::Failed | O::TrunkFailure => {
+                self.failed += 1;
+                p.retry_after_minutes
+            }
+            _ => {
+                self.no_answer += 1;
+                p.retry_after_minutes
+            }
         }
     }
 
@@ -323,12 +426,23 @@ impl Ladder {
         for (n, what) in [
             (self.no_answer, "not answered"),
             (self.silent, "answered but silent"),
+            (self.voicemail, "voicemail"),
+            (self.declined, "declined"),
             (self.busy, "busy"),
             (self.failed, "failed"),
         ] {
             if n > 0 {
                 parts.push(format!("{n} {what}"));
             }
+        }
+        if self.trunk_failures > 0 {
+            parts.push(format!(
+                "{} trunk failures retried, not counted",
+                self.trunk_failures
+            ));
+        }
+        if self.invalid_number {
+            parts.push("the number does not exist: the enrolment needs correcting".into());
         }
         let contacts = match self.contacts {
             0 => "no emergency contacts on file".to_string(),
@@ -370,4 +484,173 @@ fn toml_error(source: &str, e: &toml::de::Error) -> LadderError {
         .map(|p| format!("{}:{}: ", p.line, p.col))
         .unwrap_or_default();
     LadderError::Policy(format!("{at}{}", e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AttemptOutcome as O;
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000, 0).expect("valid")
+    }
+
+    /// A default ladder with `contacts` contacts after its first call.
+    fn ladder(contacts: usize) -> Ladder {
+        Ladder::start(LadderPolicy::default(), contacts, t0())
+            .expect("valid")
+            .0
+    }
+
+    fn call_elder_in(action: LadderAction) -> i64 {
+        match action {
+            LadderAction::CallElder { at } => (at - t0()).num_minutes(),
+            other => panic!("expected another call to the elder, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn busy_retries_sooner_than_no_answer() {
+        let mut l = ladder(0);
+        assert_eq!(call_elder_in(l.record(O::Busy, t0()).unwrap()), 5);
+        assert_eq!(call_elder_in(l.record(O::NoAnswer, t0()).unwrap()), 10);
+        assert_eq!(l.elder_calls(), 3);
+    }
+
+    #[test]
+    fn no_answer_follows_the_ladder_to_the_contacts() {
+        let mut l = ladder(1);
+        assert_eq!(call_elder_in(l.record(O::NoAnswer, t0()).unwrap()), 10);
+        assert_eq!(call_elder_in(l.record(O::NoAnswer, t0()).unwrap()), 10);
+        assert_eq!(
+            l.record(O::NoAnswer, t0()),
+            Ok(LadderAction::CallContact { index: 0, at: t0() })
+        );
+    }
+
+    #[test]
+    fn voicemail_counts_as_not_reached() {
+        let mut l = ladder(0);
+        assert_eq!(call_elder_in(l.record(O::Voicemail, t0()).unwrap()), 10);
+        assert_eq!(call_elder_in(l.record(O::Voicemail, t0()).unwrap()), 10);
+        match l.record(O::Voicemail, t0()) {
+            Ok(LadderAction::Escalate { reason, .. }) => {
+                assert!(reason.contains("3 voicemail"), "{reason}")
+            }
+            other => panic!("expected escalation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_decline_moves_on_to_the_contacts() {
+        let mut l = ladder(2);
+        assert_eq!(call_elder_in(l.record(O::Declined, t0()).unwrap()), 10);
+        assert_eq!(
+            l.record(O::Declined, t0()),
+            Ok(LadderAction::CallContact { index: 0, at: t0() })
+        );
+        assert_eq!(l.elder_calls(), 2, "the third call was not placed");
+
+        // With the rule off, declines follow the ladder like no answer.
+        let policy = LadderPolicy {
+            declines_before_contacts: 0,
+            ..LadderPolicy::default()
+        };
+        let (mut l, _) = Ladder::start(policy, 1, t0()).unwrap();
+        call_elder_in(l.record(O::Declined, t0()).unwrap());
+        call_elder_in(l.record(O::Declined, t0()).unwrap());
+        assert!(matches!(
+            l.record(O::Declined, t0()),
+            Ok(LadderAction::CallContact { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn an_invalid_number_is_not_rung_again() {
+        let mut l = ladder(1);
+        assert_eq!(
+            l.record(O::InvalidNumber, t0()),
+            Ok(LadderAction::CallContact { index: 0, at: t0() })
+        );
+        assert_eq!(l.elder_calls(), 1);
+        // No contact confirmed: the item says why the elder was not rung.
+        match l.record(O::ContactNoAnswer, t0()) {
+            Ok(LadderAction::Escalate { reason, .. }) => {
+                assert!(reason.contains("number does not exist"), "{reason}")
+            }
+            other => panic!("expected escalation, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn trunk_failures_retry_soon_and_do_not_count_against_the_elder() {
+        let mut l = ladder(0);
+        for _ in 0..6 {
+            assert_eq!(call_elder_in(l.record(O::TrunkFailure, t0()).unwrap()), 2);
+        }
+        assert_eq!(l.elder_calls(), 1, "no call used up");
+        assert_eq!(l.trunk_failures(), 6);
+        // Then the elder answers: reached, nothing escalated.
+        assert_eq!(
+            l.record(O::Answered, t0()),
+            Ok(LadderAction::Done(LadderResult::ReachedElder))
+        );
+    }
+
+    #[test]
+    fn a_trunk_down_past_its_retries_counts_as_failed_calls() {
+        let policy = LadderPolicy {
+            trunk_retries: 1,
+            ..LadderPolicy::default()
+        };
+        let (mut l, _) = Ladder::start(policy, 0, t0()).unwrap();
+        assert_eq!(call_elder_in(l.record(O::TrunkFailure, t0()).unwrap()), 2);
+        assert_eq!(call_elder_in(l.record(O::TrunkFailure, t0()).unwrap()), 10);
+        assert_eq!(l.elder_calls(), 2);
+    }
+
+    #[test]
+    fn outcomes_ringing_a_contact_move_on_to_the_next() {
+        for outcome in [O::Voicemail, O::Declined, O::InvalidNumber, O::TrunkFailure] {
+            let mut l = ladder(2);
+            assert!(matches!(
+                l.record(O::InvalidNumber, t0()),
+                Ok(LadderAction::CallContact { index: 0, .. })
+            ));
+            assert_eq!(
+                l.record(outcome, t0()),
+                Ok(LadderAction::CallContact { index: 1, at: t0() }),
+                "{outcome}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_ladder_stored_before_the_outcome_counters_still_reads() {
+        let mut json = serde_json::to_value(ladder(0)).unwrap();
+        let obj = json.as_object_mut().unwrap();
+        for key in ["voicemail", "declined", "trunk_failures", "invalid_number"] {
+            obj.remove(key);
+        }
+        let l: Ladder = serde_json::from_value(json).unwrap();
+        assert_eq!(l.trunk_failures(), 0);
+    }
+
+    #[test]
+    fn new_policy_keys_read_from_toml() {
+        let p = LadderPolicy::from_toml(
+            "trunk_retry_after_minutes = 1\ntrunk_retries = 3\ndeclines_before_contacts = 1",
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                p.trunk_retry_after_minutes,
+                p.trunk_retries,
+                p.declines_before_contacts
+            ),
+            (1, 3, 1)
+        );
+        assert!(LadderPolicy::from_toml("trunk_retry_after_minutes = 0").is_err());
+        assert!(LadderPolicy::from_toml("trunk_retries = 51").is_err());
+    }
 }

@@ -28,7 +28,7 @@ use crate::distress::{self, Assessment, Classifier};
 use crate::flow::{self, Action, Call, CallReport, Event, Flow, Heard, Millis, Play, PromptId};
 use crate::{Lang, Level};
 use escalation::{Escalation, Trigger};
-pub use outcome::{AttemptStatus, CallOutcome, EndReason, SetupFailure, TalkEndedBy};
+pub use outcome::{AttemptStatus, CallOutcome, DialOutcome, EndReason, SetupFailure, TalkEndedBy};
 
 /// Who placed the call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

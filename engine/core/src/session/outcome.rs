@@ -186,6 +186,16 @@ pub enum SetupFailure {
     NoAnswer,
     Busy,
     Declined,
+    /// The number does not exist or cannot be dialled (SIP 404, 484, 604).
+    InvalidNumber,
+    /// The phone is switched off or out of coverage (Q.850 cause 20; later
+    /// also the carrier's announcement).
+    SwitchedOff,
+    /// No codec in common with the far end (SIP 488, 415, 606).
+    CodecMismatch,
+    /// Our trunk or the carrier failed, or refused us (SIP 403, 5xx, no
+    /// response): nothing to do with the callee.
+    TrunkFailure,
     /// Anything else that stopped the call being set up.
     SetupFailed,
     ContactRemoved,
@@ -205,6 +215,10 @@ impl SetupFailure {
             SetupFailure::NoAnswer => "no answer",
             SetupFailure::Busy => "busy",
             SetupFailure::Declined => "declined",
+            SetupFailure::InvalidNumber => "the number does not exist",
+            SetupFailure::SwitchedOff => "the phone is switched off or unreachable",
+            SetupFailure::CodecMismatch => "no common codec with the far end",
+            SetupFailure::TrunkFailure => "the telephone trunk failed",
             SetupFailure::SetupFailed => "call setup failed",
             SetupFailure::ContactRemoved => "the emergency contact was removed",
             SetupFailure::ContactHasNoDevice => {
@@ -228,6 +242,18 @@ impl SetupFailure {
                 "no_device",
                 "the elder has no device or telephone number this engine can ring",
             ),
+            SetupFailure::InvalidNumber => (
+                "invalid_number",
+                "the elder's telephone number does not exist; the enrolment needs correcting",
+            ),
+            SetupFailure::SwitchedOff => (
+                "switched_off",
+                "the elder's phone is switched off or out of reach",
+            ),
+            SetupFailure::TrunkFailure => (
+                "trunk_failure",
+                "the telephone line could not place the call; try again shortly",
+            ),
             _ => ("media_failed", "the call to the elder could not be set up"),
         }
     }
@@ -235,20 +261,132 @@ impl SetupFailure {
     /// The attempt's stored status.
     pub fn status(self) -> AttemptStatus {
         match self {
-            SetupFailure::NoAnswer | SetupFailure::Declined => AttemptStatus::NoAnswer,
+            SetupFailure::NoAnswer | SetupFailure::Declined | SetupFailure::SwitchedOff => {
+                AttemptStatus::NoAnswer
+            }
             SetupFailure::Busy => AttemptStatus::Busy,
             _ => AttemptStatus::Failed,
         }
     }
 
-    /// What the no-answer ladder makes of it for the elder: busy retries
-    /// sooner; a declined ring counts as not answered; the rest failed.
-    pub fn elder_outcome(self) -> AttemptOutcome {
+    /// The attempt's stored outcome code.
+    pub fn dial_outcome(self) -> DialOutcome {
         match self {
-            SetupFailure::NoAnswer | SetupFailure::Declined => AttemptOutcome::NoAnswer,
-            SetupFailure::Busy => AttemptOutcome::Busy,
-            _ => AttemptOutcome::Failed,
+            SetupFailure::NoAnswer => DialOutcome::NoAnswer,
+            SetupFailure::Busy => DialOutcome::Busy,
+            SetupFailure::Declined => DialOutcome::Declined,
+            SetupFailure::InvalidNumber => DialOutcome::InvalidNumber,
+            SetupFailure::SwitchedOff => DialOutcome::SwitchedOff,
+            SetupFailure::CodecMismatch => DialOutcome::CodecMismatch,
+            SetupFailure::TrunkFailure => DialOutcome::TrunkFailure,
+            SetupFailure::DeviceNotConnected
+            | SetupFailure::DeviceDisconnected
+            | SetupFailure::ContactDeviceNotConnected => DialOutcome::DeviceOffline,
+            SetupFailure::NoDevice
+            | SetupFailure::TransportDown
+            | SetupFailure::SetupFailed
+            | SetupFailure::ContactRemoved
+            | SetupFailure::ContactHasNoDevice => DialOutcome::Failed,
         }
+    }
+
+    /// What the no-answer ladder makes of it for the elder (see
+    /// [`DialOutcome::ladder`]).
+    pub fn elder_outcome(self) -> AttemptOutcome {
+        self.dial_outcome().ladder()
+    }
+}
+
+/// What one attempt came to, as stored in `call_attempts.outcome` and
+/// counted in the reports: from the SIP final response (and its Q.850
+/// cause), the device signalling, or, later, what was heard on answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DialOutcome {
+    /// A person answered.
+    Answered,
+    /// A voicemail box or answering machine answered (detection comes later).
+    Voicemail,
+    Busy,
+    NoAnswer,
+    /// The callee rejected the call (SIP 603, Q.850 cause 21).
+    Declined,
+    /// The number does not exist: the enrolment must be corrected.
+    InvalidNumber,
+    /// Switched off or out of coverage.
+    SwitchedOff,
+    /// No codec in common: a configuration problem.
+    CodecMismatch,
+    /// Our trunk or the carrier failed; not the callee's doing.
+    TrunkFailure,
+    /// The callee's care-app device was not connected.
+    DeviceOffline,
+    /// Anything else that kept the call from being set up.
+    Failed,
+}
+
+impl DialOutcome {
+    pub const ALL: [DialOutcome; 11] = [
+        DialOutcome::Answered,
+        DialOutcome::Voicemail,
+        DialOutcome::Busy,
+        DialOutcome::NoAnswer,
+        DialOutcome::Declined,
+        DialOutcome::InvalidNumber,
+        DialOutcome::SwitchedOff,
+        DialOutcome::CodecMismatch,
+        DialOutcome::TrunkFailure,
+        DialOutcome::DeviceOffline,
+        DialOutcome::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DialOutcome::Answered => "answered",
+            DialOutcome::Voicemail => "voicemail",
+            DialOutcome::Busy => "busy",
+            DialOutcome::NoAnswer => "no_answer",
+            DialOutcome::Declined => "declined",
+            DialOutcome::InvalidNumber => "invalid_number",
+            DialOutcome::SwitchedOff => "switched_off",
+            DialOutcome::CodecMismatch => "codec_mismatch",
+            DialOutcome::TrunkFailure => "trunk_failure",
+            DialOutcome::DeviceOffline => "device_offline",
+            DialOutcome::Failed => "failed",
+        }
+    }
+
+    /// What the no-answer ladder is told about the elder's attempt. Each
+    /// outcome's rule is the ladder's ([`crate::schedule::Ladder::record`]):
+    /// busy retries sooner; no answer and a switched-off phone follow the
+    /// ladder; voicemail counts as not reached; a decline follows the
+    /// ladder until the elder has declined twice; an invalid number is not
+    /// rung again; a trunk failure retries soon without counting.
+    pub fn ladder(self) -> AttemptOutcome {
+        match self {
+            DialOutcome::Answered => AttemptOutcome::Answered,
+            DialOutcome::Voicemail => AttemptOutcome::Voicemail,
+            DialOutcome::Busy => AttemptOutcome::Busy,
+            DialOutcome::NoAnswer | DialOutcome::SwitchedOff => AttemptOutcome::NoAnswer,
+            DialOutcome::Declined => AttemptOutcome::Declined,
+            DialOutcome::InvalidNumber => AttemptOutcome::InvalidNumber,
+            DialOutcome::TrunkFailure => AttemptOutcome::TrunkFailure,
+            DialOutcome::CodecMismatch | DialOutcome::DeviceOffline | DialOutcome::Failed => {
+                AttemptOutcome::Failed
+            }
+        }
+    }
+
+    /// Whether the outcome opens a task for an administrator to correct
+    /// the elder's enrolment (their telephone number).
+    pub fn needs_number_fix(self) -> bool {
+        self == DialOutcome::InvalidNumber
+    }
+}
+
+impl fmt::Display for DialOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -303,12 +441,94 @@ mod tests {
     }
 
     #[test]
-    fn busy_retries_sooner_and_declined_counts_as_no_answer() {
+    fn dial_outcome_codes_are_distinct() {
+        let codes: std::collections::HashSet<_> =
+            DialOutcome::ALL.iter().map(|o| o.as_str()).collect();
+        assert_eq!(codes.len(), DialOutcome::ALL.len());
+    }
+
+    #[test]
+    fn each_setup_failure_has_a_stored_outcome_and_a_ladder_outcome() {
+        for (f, code, ladder, status) in [
+            (
+                SetupFailure::Busy,
+                "busy",
+                AttemptOutcome::Busy,
+                AttemptStatus::Busy,
+            ),
+            (
+                SetupFailure::NoAnswer,
+                "no_answer",
+                AttemptOutcome::NoAnswer,
+                AttemptStatus::NoAnswer,
+            ),
+            (
+                SetupFailure::SwitchedOff,
+                "switched_off",
+                AttemptOutcome::NoAnswer,
+                AttemptStatus::NoAnswer,
+            ),
+            (
+                SetupFailure::Declined,
+                "declined",
+                AttemptOutcome::Declined,
+                AttemptStatus::NoAnswer,
+            ),
+            (
+                SetupFailure::InvalidNumber,
+                "invalid_number",
+                AttemptOutcome::InvalidNumber,
+                AttemptStatus::Failed,
+            ),
+            (
+                SetupFailure::TrunkFailure,
+                "trunk_failure",
+                AttemptOutcome::TrunkFailure,
+                AttemptStatus::Failed,
+            ),
+            (
+                SetupFailure::CodecMismatch,
+                "codec_mismatch",
+                AttemptOutcome::Failed,
+                AttemptStatus::Failed,
+            ),
+            (
+                SetupFailure::DeviceNotConnected,
+                "device_offline",
+                AttemptOutcome::Failed,
+                AttemptStatus::Failed,
+            ),
+            (
+                SetupFailure::SetupFailed,
+                "failed",
+                AttemptOutcome::Failed,
+                AttemptStatus::Failed,
+            ),
+        ] {
+            assert_eq!(f.dial_outcome().as_str(), code, "{f:?}");
+            assert_eq!(f.elder_outcome(), ladder, "{f:?}");
+            assert_eq!(f.status(), status, "{f:?}");
+        }
+        assert_eq!(DialOutcome::Voicemail.ladder(), AttemptOutcome::Voicemail);
+        assert_eq!(DialOutcome::Answered.ladder(), AttemptOutcome::Answered);
+        let fixes: Vec<_> = DialOutcome::ALL
+            .into_iter()
+            .filter(|o| o.needs_number_fix())
+            .collect();
+        assert_eq!(fixes, vec![DialOutcome::InvalidNumber]);
+        assert_eq!(
+            SetupFailure::InvalidNumber.for_operator().0,
+            "invalid_number"
+        );
+    }
+
+    #[test]
+    fn busy_retries_sooner_and_declined_is_not_reached() {
         assert_eq!(SetupFailure::Busy.elder_outcome(), AttemptOutcome::Busy);
         assert_eq!(SetupFailure::Busy.status(), AttemptStatus::Busy);
         assert_eq!(
             SetupFailure::Declined.elder_outcome(),
-            AttemptOutcome::NoAnswer
+            AttemptOutcome::Declined
         );
         assert_eq!(SetupFailure::Declined.status(), AttemptStatus::NoAnswer);
         assert_eq!(

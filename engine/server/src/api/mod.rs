@@ -128,6 +128,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/reports/overview", get(reports::overview))
         .route("/api/v1/reports/audit-sample", get(reports::audit_sample))
+        .route(
+            "/api/v1/reports/numbers-to-fix",
+            get(reports::numbers_to_fix),
+        )
         .merge(crate::console::router())
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(64 * 1024))

@@ -72,6 +72,10 @@ pub async fn overview(
     let totals = reports::totals(&state.pool, &auth.scope, day_start, now).await?;
     let units = reports::by_unit(&state.pool, &auth.scope, by, day_start, now).await?;
     let operators = reports::operators(&state.pool, &auth.scope, day_start).await?;
+    let attempts = json!({
+        "totals": reports::attempts_total(&state.pool, &auth.scope, day_start).await?,
+        "units": reports::attempts_by_unit(&state.pool, &auth.scope, by, day_start).await?,
+    });
     Ok(Json(json!({
         "by": by,
         "tz": tz.name(),
@@ -81,7 +85,23 @@ pub async fn overview(
         "totals": totals,
         "units": units,
         "operators": operators,
+        "attempts": attempts,
     })))
+}
+
+/// `GET /api/v1/reports/numbers-to-fix`: elders under the caller's unit
+/// whose telephone number the network says does not exist. Admins only;
+/// the read is audited.
+pub async fn numbers_to_fix(
+    State(state): State<AppState>,
+    auth: Authed,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(Role::Admin)?;
+    let actor = voicecare_store::audit::Actor::Operator(auth.scope.operator_id);
+    let items =
+        voicecare_store::elders::numbers_to_fix(&state.pool, actor, auth.scope.unit_id, Utc::now())
+            .await?;
+    Ok(Json(json!({ "items": items })))
 }
 
 #[derive(Deserialize)]

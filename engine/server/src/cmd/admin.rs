@@ -1,5 +1,5 @@
 //! Administration: `voicecare migrate`, `operator add`, `units add`,
-//! `elders import`, `queue list`.
+//! `elders import`, `elders numbers-to-fix`, `elders set-phone`, `queue list`.
 
 use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::{Args, Subcommand};
+use voicecare_store::audit::Actor;
+use voicecare_store::elders::{self as elders_store, Phone};
 use voicecare_store::operators::{self, NewOperator, Password, Role, Scope};
 use voicecare_store::queue::{self, ListFilter};
 use voicecare_store::{import, org};
@@ -107,6 +109,18 @@ pub async fn units(db_args: DbArgs, cmd: UnitsCmd) -> anyhow::Result<()> {
 pub enum EldersCmd {
     /// Enrol elders from a CSV file (see docs/operations.md for the columns).
     Import(EldersImport),
+    /// Elders whose telephone number the network says does not exist (all units).
+    NumbersToFix {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Correct an elder's telephone number (E.164); closes their open number-to-fix task.
+    SetPhone {
+        /// The elder's id.
+        elder_id: i64,
+        /// The new number, e.g. +8613912345678.
+        phone: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -124,7 +138,18 @@ pub struct EldersImport {
 }
 
 pub async fn elders(db_args: DbArgs, cmd: EldersCmd) -> anyhow::Result<()> {
-    let EldersCmd::Import(a) = cmd;
+    let a = match cmd {
+        EldersCmd::Import(a) => a,
+        EldersCmd::NumbersToFix { json } => return numbers_to_fix(db_args, json).await,
+        EldersCmd::SetPhone { elder_id, phone } => {
+            let phone = Phone::parse(&phone).map_err(|e| anyhow::anyhow!("phone: {e}"))?;
+            let db = crate::db::open(&db_args, 2).await?;
+            elders_store::set_phone(&db.pool, Actor::System, elder_id, &phone, Utc::now()).await?;
+            db.close().await?;
+            println!("elder {elder_id}: telephone number changed");
+            return Ok(());
+        }
+    };
     let file = std::fs::File::open(&a.file)
         .with_context(|| format!("cannot open {}", a.file.display()))?;
     let db = crate::db::open(&db_args, 4).await?;
@@ -154,6 +179,41 @@ pub async fn elders(db_args: DbArgs, cmd: EldersCmd) -> anyhow::Result<()> {
     if !report.errors.is_empty() {
         std::process::exit(2);
     }
+    Ok(())
+}
+
+/// The administrator's list of numbers to fix, over every city.
+async fn numbers_to_fix(db_args: DbArgs, json: bool) -> anyhow::Result<()> {
+    let db = crate::db::open(&db_args, 2).await?;
+    let mut rows = Vec::new();
+    for city in org::roots(&db.pool).await? {
+        rows.extend(
+            elders_store::numbers_to_fix(&db.pool, Actor::System, city.id, Utc::now()).await?,
+        );
+    }
+    db.close().await?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(());
+    }
+    println!(
+        "{:>6}  {:<15}  {:>5}  {:<20}  elder",
+        "elder", "outcome", "times", "last failed"
+    );
+    for r in &rows {
+        println!(
+            "{:>6}  {:<15}  {:>5}  {:<20}  {} ({})",
+            r.elder_id,
+            r.outcome,
+            r.occurrences,
+            r.last_seen_at.format("%Y-%m-%d %H:%M:%S"),
+            r.full_name,
+            r.community
+        );
+    }
+    println!("{} number(s) to fix", rows.len());
     Ok(())
 }
 

@@ -224,8 +224,22 @@ impl Attempts<'_> {
                     .await
             }
             Err(f) => {
-                let reason = Some(EndReason::NotReached(*f));
-                dialer::update_attempt(pool, attempt, f.status(), reason, Utc::now()).await
+                let (reason, outcome) = (EndReason::NotReached(*f), f.dial_outcome());
+                let fix = outcome.needs_number_fix();
+                let task = dialer::not_reached(
+                    pool,
+                    attempt,
+                    f.status(),
+                    reason,
+                    outcome,
+                    fix,
+                    Utc::now(),
+                )
+                .await;
+                if let Ok(Some(task)) = task {
+                    tracing::info!(task, "the elder's telephone number needs correcting");
+                }
+                task.map(|_| ())
             }
         };
         if let (Err(_), Ok(leg)) = (&recorded, &reached) {
@@ -330,8 +344,18 @@ impl Attempts<'_> {
                     f,
                     SetupFailure::ContactRemoved | SetupFailure::ContactHasNoDevice
                 ) {
-                    let reason = Some(EndReason::NotReached(f));
-                    dialer::update_attempt(pool, attempt, f.status(), reason, Utc::now()).await?;
+                    let reason = EndReason::NotReached(f);
+                    let outcome = f.dial_outcome();
+                    dialer::not_reached(
+                        pool,
+                        attempt,
+                        f.status(),
+                        reason,
+                        outcome,
+                        false,
+                        Utc::now(),
+                    )
+                    .await?;
                 }
                 tracing::info!(
                     contact = position,

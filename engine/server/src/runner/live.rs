@@ -446,8 +446,17 @@ impl<'a> CallBack<'a> {
 
     /// Everything is recorded before the page is told.
     async fn not_reached(self, f: SetupFailure, operator: &CallLeg) {
-        self.set_attempt(f.status(), Some(EndReason::NotReached(f)))
-            .await;
+        if let Some(a) = self.attempt {
+            let outcome = f.dial_outcome();
+            let (pool, reason) = (&self.engine.pool, EndReason::NotReached(f));
+            let fix = outcome.needs_number_fix();
+            let now = Utc::now();
+            if let Err(e) =
+                dialer::not_reached(pool, a, f.status(), reason, outcome, fix, now).await
+            {
+                tracing::warn!(error = %e, "cannot record the call-back attempt");
+            }
+        }
         operator.control().hang_up();
         let (code, why) = f.for_operator();
         let end = TalkEnd {

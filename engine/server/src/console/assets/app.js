@@ -921,6 +921,7 @@ async function renderSupervisor(view) {
         h('td', { class: 'num' }, oldest(u.oldest_open_secs)),
         h('td', { class: u.breached ? 'breached num' : 'num' }, u.breached),
         h('td', { class: 'num' }, t('sup.slaShare', pct(u.emergencies_in_sla, u.emergencies_today), u.emergencies_in_sla, u.emergencies_today)))))),
+    ...attemptsReport(o.attempts),
     h('h2', {}, t('sup.operators')),
     h('table', { class: 'report', id: 'sup-operators' },
       h('thead', {}, h('tr', {}, [t('sup.operator'), t('sup.unit'), t('sup.holding'), t('sup.claimsToday'), t('sup.resolvedToday'), t('sup.emergResolved')]
@@ -944,6 +945,21 @@ async function renderSupervisor(view) {
           h('td', {}, x.outcome ? t(`outcome.${x.outcome}`) : ''),
           h('td', {}, localTime(x.resolved_at))))))
       : h('p', { class: 'empty', id: 'sup-sample' }, t('sup.noSample')));
+}
+
+/** Today's calls to elders by outcome, per unit, with the totals last. */
+function attemptsReport(a) {
+  if (!a) return [];
+  const cols = ['reached', 'busy', 'no_answer', 'declined', 'voicemail', 'invalid_number', 'switched_off', 'trunk_failure', 'other'];
+  const row = (u, total) => h('tr', { class: total ? 'total' : '' },
+    h('th', { scope: 'row' }, u.unit_name),
+    ...cols.map((c) => h('td', { class: c === 'invalid_number' && u[c] ? 'breached num' : 'num' }, u[c])));
+  return [
+    h('h2', {}, t('sup.attempts')),
+    h('table', { class: 'report', id: 'sup-attempts' },
+      h('thead', {}, h('tr', {}, [t('sup.unit'), ...cols.map((c) => t(`att.${c}`))].map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, a.units.map((u) => row(u, false)), row(a.totals, true))),
+  ];
 }
 
 // ───────────────────────── routing ─────────────────────────
