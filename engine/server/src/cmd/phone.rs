@@ -97,7 +97,7 @@ pub fn run(args: PhoneArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         if args.sip.active() {
             return super::phone_sip::run(&args).await;
         }
@@ -105,7 +105,10 @@ pub fn run(args: PhoneArgs) -> anyhow::Result<()> {
             Some(path) => run_sim(&args, path).await,
             None => run_person(&args).await,
         }
-    })
+    });
+    // A read of the keyboard may still be blocked on stdin: do not wait for it.
+    rt.shutdown_timeout(Duration::from_millis(200));
+    result
 }
 
 fn client_config(args: &PhoneArgs) -> anyhow::Result<ClientConfig> {
