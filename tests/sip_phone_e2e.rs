@@ -454,16 +454,15 @@ fn two_phones_talk_over_sip_and_a_tone_gets_through() {
 /// The elder's number, enrolled; it must never show in the engine's log.
 const NUMBER: &str = "+8613912345678";
 
-/// `voicecare serve` taking calls into the service on `sip` (trunk: loopback).
+/// `voicecare serve` with its SIP on `sip` and its trunk at `trunk`, both
+/// on loopback.
 struct Engine {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Engine {
-    fn start(db: &TestDb, data_dir: &Path, sip: u16) -> Engine {
-        // Nothing answers at the trunk: the engine places no calls here.
-        let trunk = free_ports(46_000, 47_000, 1);
+    fn start(db: &TestDb, data_dir: &Path, sip: u16, trunk: u16) -> Engine {
         let mut child = Command::new(voicecare())
             .arg("--data-dir")
             .arg(data_dir)
@@ -478,7 +477,7 @@ impl Engine {
             .args(["--sip-trunk", &format!("127.0.0.1:{trunk}")])
             .args(["--sip-bind", &format!("127.0.0.1:{sip}")])
             .args(["--sip-rtp-ports", "47000-48999"])
-            .args(["--sip-country-code", "86"])
+            .args(["--sip-country-code", "86", "--sip-from", "95000"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -523,23 +522,16 @@ async fn an_elder_dials_the_service_from_the_phone_and_key_1_escalates() {
     let _one = SERIAL.lock().await;
     let db = TestDb::new().await;
     let pool = db.pool.clone();
-    let c = community(&pool).await;
-    let elder: i64 = sqlx::query_scalar(
-        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
-         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
-    )
-    .bind(NUMBER)
-    .bind(c)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    let elder = enrol_phone_only(&pool).await;
     let dir = tempdir("service");
     let sip = free_ports(40_000, 42_000, 1);
-    let engine = Engine::start(&db, &dir.join("data"), sip);
+    // Nothing answers at the trunk: the engine places no calls here.
+    let trunk = free_ports(46_000, 47_000, 1);
+    let engine = Engine::start(&db, &dir.join("data"), sip, trunk);
     let heard = dir.join("heard.wav");
     let rtp = free_ports(42_000, 44_000, 2);
     // The elder's landline, calling in national form as a PBX would send it.
-    let mut phone = tokio::task::spawn_blocking({
+    let phone = tokio::task::spawn_blocking({
         let heard = heard.clone();
         move || {
             Phone::start(&[
@@ -558,15 +550,9 @@ async fn an_elder_dials_the_service_from_the_phone_and_key_1_escalates() {
     })
     .await
     .unwrap();
-    let mut phone = tokio::task::spawn_blocking(move || {
-        phone.wait_log("connected", 60);
-        // Let the greeting start, then press 1 for help.
-        std::thread::sleep(Duration::from_secs(3));
-        phone.type_line("1");
-        phone
-    })
-    .await
-    .unwrap();
+    let mut phone = tokio::task::spawn_blocking(move || press_1_once_connected(phone))
+        .await
+        .unwrap();
 
     let call: i64 = wait_for(
         &pool,
@@ -597,5 +583,108 @@ async fn an_elder_dials_the_service_from_the_phone_and_key_1_escalates() {
     assert!(
         !log.contains("3912345678"),
         "the caller's number reached the log"
+    );
+}
+
+/// An elder with a phone number and no device, speaking Mandarin.
+async fn enrol_phone_only(pool: &sqlx::PgPool) -> i64 {
+    let c = community(pool).await;
+    sqlx::query_scalar(
+        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
+         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
+    )
+    .bind(NUMBER)
+    .bind(c)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Let the service's greeting start, then press 1 for help, as the elder.
+fn press_1_once_connected(mut phone: Phone) -> Phone {
+    phone.wait_log("connected", 90);
+    std::thread::sleep(Duration::from_secs(3));
+    phone.type_line("1");
+    phone
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_service_rings_the_phone_for_a_checkin_and_key_1_escalates() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let elder = enrol_phone_only(&pool).await;
+    let dir = tempdir("checkin");
+    // The phone stands where the trunk would: the engine rings it directly.
+    let (phone_sip, rtp) = (free_ports(46_000, 47_000, 1), free_ports(42_000, 44_000, 2));
+    let heard = dir.join("heard.wav");
+    let phone = Phone::start(&[
+        "--sip-answer",
+        "--sip-bind",
+        &format!("127.0.0.1:{phone_sip}"),
+        "--sip-rtp-ports",
+        &format!("{rtp}-{}", rtp + 1),
+        "--record",
+        heard.to_str().unwrap(),
+        "--hang-up-after",
+        "20",
+    ]);
+    wait_bound(phone_sip, "the phone");
+    let engine = Engine::start(
+        &db,
+        &dir.join("data"),
+        free_ports(40_000, 42_000, 1),
+        phone_sip,
+    );
+    sqlx::query(
+        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
+         VALUES ($1, (now() AT TIME ZONE 'Asia/Shanghai' - interval '1 hour')::time,
+                     (now() AT TIME ZONE 'Asia/Shanghai' + interval '2 hours')::time, 1, 10)",
+    )
+    .bind(elder)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut phone = tokio::task::spawn_blocking(move || press_1_once_connected(phone))
+        .await
+        .unwrap();
+
+    let call: i64 = wait_for(
+        &pool,
+        "an escalation of the check-in",
+        90,
+        "SELECT c.id FROM calls c JOIN escalations e ON e.call_id = c.id
+         WHERE c.elder_id = $1 AND c.direction = 'outbound' ORDER BY c.id LIMIT 1",
+        elder,
+    )
+    .await;
+    let level: String = sqlx::query_scalar("SELECT level FROM escalations WHERE call_id = $1")
+        .bind(call)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(level, "emergency", "key 1 asks for help");
+    let answered: bool = sqlx::query_scalar(
+        "SELECT bool_or(answered_at IS NOT NULL) FROM call_attempts WHERE call_id = $1",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(answered, "the phone answered the attempt");
+    let (code, report, log) = tokio::task::spawn_blocking(move || {
+        let (code, report) = phone.finish(60);
+        (code, report, phone.log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "the phone failed:\n{log}");
+    assert_eq!(str_of(&report, "transport"), "sip", "{report}");
+    assert!(num_of(&report, "loud_seconds") >= 2.0, "{report}");
+    assert!(loud_seconds(&read_recording(&heard)) >= 2.0);
+    let log = engine.log.lock().unwrap().join("\n");
+    assert!(
+        !log.contains(&NUMBER[1..]),
+        "the elder's number reached the log"
     );
 }
