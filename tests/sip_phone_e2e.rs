@@ -459,6 +459,8 @@ const NUMBER: &str = "+8613912345678";
 struct Engine {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The operator API and device signalling (HOST:PORT).
+    http: String,
 }
 
 impl Engine {
@@ -499,14 +501,15 @@ impl Engine {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("voicecare listening on") {
-                    let _ = tx.send(());
+                if let Some(addr) = line.strip_prefix("voicecare listening on http://") {
+                    let _ = tx.send(addr.split_whitespace().next().unwrap_or(addr).to_string());
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(120))
+        let http = rx
+            .recv_timeout(Duration::from_secs(120))
             .expect("voicecare serve did not start listening");
-        Engine { child, log }
+        Engine { child, log, http }
     }
 }
 
@@ -687,4 +690,89 @@ async fn the_service_rings_the_phone_for_a_checkin_and_key_1_escalates() {
         !log.contains(&NUMBER[1..]),
         "the elder's number reached the log"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_phone_answers_a_checkin_over_webrtc_with_wav_files() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let c = community(&pool).await;
+    let device = "tablet-webrtc-phone";
+    let elder: i64 = sqlx::query_scalar(
+        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
+         VALUES ('Mary Test', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
+    )
+    .bind(device)
+    .bind(c)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    let token = "secret-token-for-the-webrtc-phone";
+    voicecare_store::dialer::set_device_token(
+        &pool,
+        device,
+        &voicecare_server::runner::gateway::token_hash(token),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    let dir = tempdir("webrtc");
+    let trunk = free_ports(46_000, 47_000, 1);
+    let engine = Engine::start(&db, &dir.join("data"), free_ports(40_000, 42_000, 1), trunk);
+    let heard = dir.join("heard.wav");
+    let server = format!("ws://{}/v1/devices/ws", engine.http);
+    let phone = Phone::start(&[
+        "--server",
+        &server,
+        "--device",
+        device,
+        "--token",
+        token,
+        "--bind",
+        "127.0.0.1:0",
+        "--record",
+        heard.to_str().unwrap(),
+        "--hang-up-after",
+        "20",
+    ]);
+    phone.wait_log("registered as", 30);
+    sqlx::query(
+        "INSERT INTO checkin_schedules (elder_id, window_start, window_end, max_attempts, retry_minutes)
+         VALUES ($1, (now() AT TIME ZONE 'Asia/Shanghai' - interval '1 hour')::time,
+                     (now() AT TIME ZONE 'Asia/Shanghai' + interval '2 hours')::time, 1, 10)",
+    )
+    .bind(elder)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut phone = tokio::task::spawn_blocking(move || press_1_once_connected(phone))
+        .await
+        .unwrap();
+
+    let call: i64 = wait_for(
+        &pool,
+        "an escalation of the check-in",
+        90,
+        "SELECT c.id FROM calls c JOIN escalations e ON e.call_id = c.id
+         WHERE c.elder_id = $1 ORDER BY c.id LIMIT 1",
+        elder,
+    )
+    .await;
+    let level: String = sqlx::query_scalar("SELECT level FROM escalations WHERE call_id = $1")
+        .bind(call)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(level, "emergency", "key 1 asks for help");
+    let (code, report, log) = tokio::task::spawn_blocking(move || {
+        let (code, report) = phone.finish(60);
+        (code, report, phone.log())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 0, "the phone failed:\n{log}");
+    assert_eq!(str_of(&report, "transport"), "webrtc", "{report}");
+    assert!(num_of(&report, "loud_seconds") >= 2.0, "{report}");
+    assert!(loud_seconds(&read_recording(&heard)) >= 2.0);
 }
