@@ -24,14 +24,6 @@ use support::{community, repo, wait_for};
 /// One call at a time: the timing of 20 ms packets on two cores.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The binary under test. `VOICECARE_BIN` names another build of it, for a
-/// target directory that several checkouts share.
-fn voicecare() -> PathBuf {
-    std::env::var_os("VOICECARE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_voicecare")))
-}
-
 fn scenarios() -> PathBuf {
     repo().join("engine/sip/tests/scenarios")
 }
@@ -132,7 +124,7 @@ struct Phone {
 
 impl Phone {
     fn start(args: &[&str]) -> Phone {
-        let mut child = Command::new(voicecare())
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
             .arg("phone")
             .args(args)
             .env("RUST_LOG", "info")
@@ -409,7 +401,7 @@ fn two_phones_talk_over_sip_and_a_tone_gets_through() {
     let heard = dir.join("heard.wav");
     let tone = dir.join("tone.wav");
     tone_wav(&tone, 440.0, 3.0);
-    let (sip, rtp) = (free_ports(40_000, 42_000, 1), free_ports(42_000, 44_000, 4));
+    let (sip, rtp) = (free_ports(40_000, 42_000, 1), free_ports(42_000, 44_000, 6));
     let bind = format!("127.0.0.1:{sip}");
     let mut callee = Phone::start(&[
         "--sip-answer",
@@ -431,6 +423,20 @@ fn two_phones_talk_over_sip_and_a_tone_gets_through() {
         "--hang-up-after",
         "5",
     ]);
+
+    // A second caller meanwhile finds the line busy.
+    caller.wait_log("answered", 20);
+    let mut third = Phone::start(&[
+        "--sip-call",
+        &format!("sip:95000@{bind}"),
+        "--sip-rtp-ports",
+        &format!("{}-{}", rtp + 4, rtp + 5),
+        "--record",
+        dir.join("third.wav").to_str().unwrap(),
+    ]);
+    let (code, busy) = third.finish(20);
+    assert_ne!(code, 0, "the second call was not refused");
+    assert_eq!(busy["status"], 486, "{busy}");
 
     let (code, said) = caller.finish(30);
     assert_eq!(code, 0, "the calling phone failed:\n{}", caller.log());
@@ -465,7 +471,7 @@ struct Engine {
 
 impl Engine {
     fn start(db: &TestDb, data_dir: &Path, sip: u16, trunk: u16) -> Engine {
-        let mut child = Command::new(voicecare())
+        let mut child = Command::new(env!("CARGO_BIN_EXE_voicecare"))
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--database-url")

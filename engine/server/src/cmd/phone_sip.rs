@@ -233,7 +233,15 @@ async fn answer_calls(args: &PhoneArgs, ends: &Ends) -> anyhow::Result<()> {
             .answer()
             .await
             .map_err(|f| anyhow::anyhow!("answering: {f}"))?;
-        let report = talk(leg, ends, handled).await?;
+        // One call at a time, as a phone: another caller meanwhile hears busy.
+        let call = talk(leg, ends, handled);
+        tokio::pin!(call);
+        let report = loop {
+            tokio::select! {
+                report = &mut call => break report?,
+                Some(other) = incoming.recv() => other.reject(486, "busy on another call"),
+            }
+        };
         println!("{}", report.json(handled, "sip"));
     }
     gateway.shutdown();
