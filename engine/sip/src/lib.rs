@@ -14,6 +14,7 @@
 
 mod dialer;
 pub mod digest;
+mod early;
 pub mod failure;
 pub mod gateway;
 pub mod inbound;
@@ -24,6 +25,7 @@ pub mod sdp;
 mod supervise;
 pub mod trunk;
 
+pub use dialer::Attempt;
 pub use failure::CallFailure;
 pub use gateway::{GatewayError, SipGateway};
 pub use inbound::IncomingCall;

@@ -687,3 +687,32 @@ async fn behind_a_one_to_one_nat_the_public_address_is_advertised() {
     let contact = format!("@192.0.2.1:{}", gw.local_addr().port());
     assert!(invite.contains(&contact), "{invite}");
 }
+
+#[tokio::test]
+async fn a_carriers_announcement_in_early_media_is_kept_with_the_failure() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-early-media-480.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let attempt = tokio::time::timeout(PEER_TIMEOUT, gw.call_with_early_media("13800138000"))
+        .await
+        .expect("the call resolves");
+    match &attempt.result {
+        Err(f @ CallFailure::Refused { code: 480, .. }) => {
+            assert_eq!(f.setup_failure(), SetupFailure::NoAnswer, "{f:?}")
+        }
+        other => panic!("expected 480, got {:?}", other.as_ref().map(|_| "a leg")),
+    }
+    // About 9 s of announcement, mostly speech, as 16 kHz PCM.
+    let pcm = &attempt.early_media;
+    let secs = pcm.len() as f64 / 16_000.0;
+    assert!((7.0..=12.0).contains(&secs), "{secs} s of early media");
+    let loud = pcm
+        .chunks(320)
+        .filter(|f| {
+            (f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len() as f64).sqrt()
+                > SPEECH_RMS
+        })
+        .count();
+    assert!(loud >= 150, "{loud} loud frames");
+    assert_eq!(sipp.finish().await, 0);
+}
