@@ -716,3 +716,20 @@ async fn a_carriers_announcement_in_early_media_is_kept_with_the_failure() {
     assert!(loud >= 150, "{loud} loud frames");
     assert_eq!(sipp.finish().await, 0);
 }
+
+#[tokio::test]
+async fn bound_to_every_interface_the_sdp_names_the_one_that_reaches_the_trunk() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer-stay.xml").await;
+    let gw = gateway(&sipp, |t| t.bind = "0.0.0.0:0".parse().unwrap()).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let heard = listen(&mut leg, |h| h.digits == "1").await;
+    assert_eq!(heard.digits, "1", "media flows both ways: {heard:?}");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    assert_eq!(sipp.finish().await, 0);
+    let messages = sipp.messages();
+    let invite = messages.split("SIP/2.0 100").next().unwrap();
+    assert!(invite.contains("c=IN IP4 127.0.0.1"), "{invite}");
+    assert!(!invite.contains("0.0.0.0"), "{invite}");
+}
