@@ -620,4 +620,11 @@ fn silence_or_a_key_is_treated_as_a_person() {
     l.now += 200;
     l.feed(Input::Digit('1'));
     assert!(!l.playing.is_empty(), "a key is a person");
+    l.play_out();
+    assert_eq!(
+        l.escalations().first().map(|e| e.level),
+        Some(Level::Emergency),
+        "and the key counts: 1 asks for help: {:#?}",
+        l.log
+    );
 }

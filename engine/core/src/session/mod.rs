@@ -404,7 +404,14 @@ impl Session {
             // Readings of a greeting still going on decide nothing.
             Input::Reading(_) => screen::Screened::Undecided,
             Input::Timer => screen.tick(now, out),
-            Input::Digit(_) => screen.digit(),
+            Input::Digit(d) => {
+                // Only a person presses a key, and it means something: the
+                // flow starts and takes it (a 1 for help at once).
+                let s = screen.digit();
+                self.screened(now, s, out);
+                self.flow(now, Event::Digit(*d), out);
+                return true;
+            }
             Input::Tone { hz } => screen.tone(now, *hz),
             Input::HungUp => {
                 out.push(Output::StopListening);
