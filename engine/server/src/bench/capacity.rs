@@ -537,11 +537,20 @@ fn print_ratios(r: &Ratios) {
         })
         .collect();
     println!(
-        "SIP / WebRTC: check-ins per core-hour {:.2}x; CPU % of a core per call {:.2}x ({})",
-        r.calls_per_hour_per_core,
-        r.cpu_pct_per_call,
+        "SIP / WebRTC: check-ins per core-hour {}; CPU % of a core per call {} ({})",
+        times(r.calls_per_hour_per_core),
+        times(r.cpu_pct_per_call),
         steps.join(", ")
     );
+}
+
+/// A ratio as `1.23x`, or `n/a` when there is none.
+fn times(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}x")
+    } else {
+        "n/a".into()
+    }
 }
 
 fn print_header(label: bool) {
