@@ -59,7 +59,11 @@ impl Engine {
             .args(["--sip-rtp-ports", "47000-48999"])
             .args(["--sip-from", "+8610000000", "--ring-secs", "20"])
             .args(extra)
-            .env("RUST_LOG", "info")
+            // VC_TEST_LOG=debug,… raises the engine's log level when a test needs looking into.
+            .env(
+                "RUST_LOG",
+                std::env::var("VC_TEST_LOG").unwrap_or("info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -326,6 +330,83 @@ async fn a_busy_phone_is_recorded_as_busy() {
     .unwrap();
     assert_eq!(outcome.as_deref(), Some("busy"));
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
+}
+
+/// The 8 kHz μ-law fixture `clip` as a 16-bit WAV a phone can speak.
+fn telephone_wav(dir: &Path, clip: &str) -> PathBuf {
+    let ulaw = std::fs::read(repo().join("audio-fixtures").join(clip)).unwrap();
+    let pcm = voicecare_media::g711::decode_ulaw(&ulaw);
+    let out = dir.join("mic.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(&out, spec).unwrap();
+    // A second of quiet before the elder speaks, as on picking up.
+    for s in std::iter::repeat_n(0, 8000).chain(pcm) {
+        w.write_sample(s).unwrap();
+    }
+    w.finalize().unwrap();
+    out
+}
+
+/// baresip, a real phone independent of ours, answers the check-in and its
+/// elder cries for help at once: the emergency is in the queue with the
+/// elder's words, and the call ends cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_phone_answers_with_a_spoken_emergency_and_it_is_queued_with_the_words() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("baresip");
+    let elder = enrol_phone_only(&pool).await;
+    // 救命啊，我摔倒了，起不来了。 in a recorded human voice, telephone band.
+    let mic = telephone_wav(&tmp, "gcin/gcin_emergency_1_8k.ul");
+    let phone = support::baresip::Baresip::start(&mic, NUMBER).await;
+    let engine = Engine::start(&db, &tmp.join("data"), phone.addr.port());
+    schedule_now(&pool, elder, 3).await;
+
+    let call: i64 = wait_for(
+        &pool,
+        "an escalation of the check-in",
+        120,
+        "SELECT call_id FROM escalations WHERE elder_id = $1 ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await;
+    let (level, reasons): (String, serde_json::Value) =
+        sqlx::query_as("SELECT level, reasons FROM escalations WHERE call_id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(level, "emergency", "{reasons}\n{}", engine.log());
+    let words: Vec<String> = sqlx::query_scalar(
+        "SELECT transcript FROM utterances WHERE call_id = $1 AND speaker = 'elder' ORDER BY seq",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        words.iter().any(|w| !w.trim().is_empty()),
+        "the elder's words are kept for the operator: {words:?}"
+    );
+    // The check-in goes on to its end (nobody answers its questions) and
+    // hangs up the real phone cleanly.
+    let status: String = wait_for(
+        &pool,
+        "the call to end",
+        180,
+        "SELECT status FROM calls WHERE id = $1 AND status IN ('completed', 'unreachable')",
+        call,
+    )
+    .await;
+    assert_eq!(status, "completed");
+    let log = engine.log();
+    assert!(!log.contains(&NUMBER[1..]), "the number reached the log");
 }
 
 /// The first attempt to ring the elder: (status, outcome).

@@ -1,6 +1,8 @@
 //! Setup shared by the end-to-end test binaries (`mod support;` in each).
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod baresip;
+
 use std::path::{Path, PathBuf};
 
 use sqlx::PgPool;

@@ -557,11 +557,13 @@ fn a_person_who_says_hello_and_waits_gets_the_check_in() {
 fn a_long_greeting_is_an_answering_machine_and_the_call_is_not_reached() {
     let mut l = screened_call();
     l.now += 400;
-    l.feed(Input::SpeechStarted);
-    // The machine talks on: the detector decides while it speaks.
-    while l.end().is_none() && l.now < 10_000 {
-        l.fire_timer();
-    }
+    // Six seconds of greeting: long enough for a machine by its shape...
+    greet(
+        &mut l,
+        6000,
+        Some("您好，这里是王家，我们出去了，晚点再打过来吧"),
+    );
+    // ...and its words are no one in trouble.
     let end = l.end().expect("decided");
     assert_eq!(
         end.reason,
@@ -570,6 +572,36 @@ fn a_long_greeting_is_an_answering_machine_and_the_call_is_not_reached() {
     assert!(l.log.contains(&Output::HangUp));
     assert!(l.playing.is_empty(), "no check-in is left on a machine");
     assert!(l.escalations().is_empty());
+    assert_eq!(stored(&l), 0);
+    // A greeting that never stops is a machine too, once its words are overdue.
+    let mut l = screened_call();
+    l.now += 400;
+    l.feed(Input::SpeechStarted);
+    while l.end().is_none() && l.now < 20_000 {
+        l.fire_timer();
+    }
+    assert_eq!(
+        l.end().map(|e| e.reason),
+        Some(EndReason::NotReached(
+            voicecare_core::session::SetupFailure::Voicemail
+        ))
+    );
+}
+
+#[test]
+fn an_elder_who_answers_with_a_long_cry_for_help_is_a_person_and_is_heard() {
+    let mut l = screened_call();
+    l.now += 300;
+    greet(&mut l, 5000, Some("我摔倒了，起不来了，快来人救救我"));
+    assert!(l.end().is_none(), "not a machine: {:#?}", l.log);
+    assert_eq!(
+        l.escalations().first().map(|e| e.level),
+        Some(Level::Emergency),
+        "the emergency is raised at once: {:#?}",
+        l.log
+    );
+    assert_eq!(stored(&l), 1, "and the words are kept");
+    assert!(!l.playing.is_empty(), "the call goes on");
 }
 
 #[test]
@@ -627,4 +659,36 @@ fn silence_or_a_key_is_treated_as_a_person() {
         "and the key counts: 1 asks for help: {:#?}",
         l.log
     );
+}
+
+#[test]
+fn a_cry_for_help_then_a_hang_up_on_answering_is_still_heard() {
+    let mut l = screened_call();
+    l.now += 300;
+    l.feed(Input::SpeechStarted);
+    l.now += 4000;
+    l.feed(Input::UtteranceEnded);
+    let seq = *l.asked.last().expect("read");
+    // The phone hangs up before the words are read: the session waits for them.
+    l.feed(Input::HungUp);
+    assert!(
+        l.s.readings_pending() > 0,
+        "the driver must wait for the reading"
+    );
+    l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: Some(Words {
+            text: "救命啊，我摔倒了，起不来了".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+    assert_eq!(
+        l.escalations().first().map(|e| e.level),
+        Some(Level::Emergency),
+        "{:#?}",
+        l.log
+    );
+    assert_eq!(stored(&l), 1);
 }

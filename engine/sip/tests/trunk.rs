@@ -16,6 +16,13 @@ use voicecare_telephony::{CallLeg, Codec, EndReason, LegConfig, LegEvent};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
+#[path = "../../../tests/support/baresip.rs"]
+mod baresip;
+use baresip::Baresip;
+
+/// The number baresip answers as.
+const PHONE: &str = "13800138000";
+
 /// Most a SIPp run may take before the test fails instead of hanging.
 const PEER_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -402,92 +409,17 @@ async fn signalling_over_tcp() {
     assert_eq!(sipp.finish().await, 0);
 }
 
-/// baresip as the phone: a real user agent that answers at once, plays
-/// greeting.wav and records what it hears of us.
-struct Baresip {
-    child: Child,
-    addr: SocketAddr,
-    dir: tempfile::TempDir,
-}
-
-impl Baresip {
-    const NUMBER: &str = "13800138000";
-
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_ports(40_000, 43_000, 1);
-        let rtp = free_ports(43_000, 45_000, 8);
-        let greeting = scenarios().join("greeting.wav");
-        let config = format!(
-            "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
-             dns_server 127.0.0.1:53\naudio_source aufile,{}\naudio_player aubridge,nil\n\
-             audio_alert aubridge,nil\nausrc_format s16\nauplay_format s16\n\
-             rtp_ports {rtp}-{}\nrtcp_mux no\nmodule_path /usr/lib/baresip/modules\n\
-             module g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\n\
-             module_tmp account.so\nmodule_app menu.so\nsnd_path {}\n",
-            greeting.display(),
-            rtp + 7,
-            dir.path().display()
-        );
-        std::fs::write(dir.path().join("config"), config).unwrap();
-        // The phone answers calls to its number by itself, G.711 only.
-        let account = format!(
-            "<sip:{}@127.0.0.1:{port}>;regint=0;answermode=auto;audio_codecs=PCMA,PCMU;ptime=20\n",
-            Self::NUMBER
-        );
-        std::fs::write(dir.path().join("accounts"), account).unwrap();
-        std::fs::write(dir.path().join("contacts"), "").unwrap();
-        let child = Command::new("baresip")
-            .arg("-f")
-            .arg(dir.path())
-            .args(["-t", "50"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("baresip is not installed: run scripts/prepare.sh (package baresip-core)");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(addr).is_ok() {
-            assert!(Instant::now() < deadline, "baresip did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Self { child, addr, dir }
-    }
-
-    /// The RMS of the loudest second of what the phone heard from us,
-    /// once it has written its recording of the call.
-    async fn loudest_second_heard(&mut self) -> f64 {
-        let _ = self.child.kill().await;
-        let dump = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .find(|p| p.to_string_lossy().ends_with("-dec.wav"))
-            .expect("baresip recorded the call");
-        let samples: Vec<i16> = hound::WavReader::open(dump)
-            .unwrap()
-            .into_samples::<i16>()
-            .map(Result::unwrap)
-            .collect();
-        samples
-            .chunks(8000)
-            .map(|s| (s.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / s.len() as f64).sqrt())
-            .fold(0.0, f64::max)
-    }
-}
-
 #[tokio::test]
 async fn a_real_phone_answers_hears_us_and_is_heard() {
     let _serial = SERIAL.lock().await;
-    let mut phone = Baresip::start().await;
+    let mut phone = Baresip::start(&scenarios().join("greeting.wav"), PHONE).await;
     let mut trunk = Trunk::new("baresip", "127.0.0.1", phone.addr.port());
     trunk.bind = "127.0.0.1:0".parse().unwrap();
     trunk.rtp_ports = 45_000..=46_999;
     let gw = SipGateway::start(trunk, LegConfig::loopback())
         .await
         .unwrap();
-    let mut leg = call(&gw, Baresip::NUMBER).await.expect("answered");
+    let mut leg = call(&gw, PHONE).await.expect("answered");
     assert_eq!(leg.codec(), Codec::Pcma);
 
     // A second of 440 Hz at a speaking level, while we listen to its greeting.

@@ -13,6 +13,8 @@ use serde::Serialize;
 
 /// Rule ids of escalations raised before the end of a reply.
 pub const EARLY_RULE: &str = "runner.early_transcript";
+/// Rule of a finding in what a callee said on picking up the phone.
+pub const ON_ANSWER_RULE: &str = "session.on_answer";
 pub const PARTIAL_RULE: &str = "runner.partial_transcript";
 
 /// One reason an operator reads. Findings of the classifier keep all their
@@ -77,6 +79,9 @@ pub enum Trigger<'a> {
     },
     /// Words read after the call had ended.
     HeardAfterEnd { assessment: &'a Assessment },
+    /// Words said on picking up a telephone, before the check-in began
+    /// (while the answer was screened, `session::screen`).
+    HeardOnAnswer { assessment: &'a Assessment },
     /// The flow could not continue.
     FlowAborted { reason: &'a str },
     /// An elder called in and there is no help flow to answer with.
@@ -132,6 +137,15 @@ pub fn decide(trigger: Trigger<'_>) -> Option<Escalation> {
                     .collect(),
                 elder_on_line: keep_on_line,
             })
+        }
+        Trigger::HeardOnAnswer { assessment } => {
+            let mut e = from_assessment(assessment)?;
+            e.reasons.push(Reason::note(
+                "on_answer",
+                "said on picking up the phone, before the check-in began",
+                ON_ANSWER_RULE,
+            ));
+            Some(e)
         }
         Trigger::HeardAfterEnd { assessment } => {
             let mut e = from_assessment(assessment)?;

@@ -377,14 +377,27 @@ impl Session {
             return false;
         };
         // The screen's readings are never answers, even once it decided.
-        if let Input::Reading(Reading::Final { seq, words, .. }) = input
+        if let Input::Reading(Reading::Final { seq, words, audio }) = input
             && screen.owns(*seq)
         {
-            let s = match words {
-                Some(w) => screen.words(now, &w.text),
-                None => screen::Screened::Undecided,
-            };
+            self.reading.remove(seq);
+            let text = words
+                .as_ref()
+                .map(|w| w.text.trim())
+                .filter(|t| !t.is_empty());
+            let s = screen.words(now, text, self.lang);
+            // Words that are no machine's or carrier's are the callee's: a
+            // cry for help on answering is heard, stored and escalated.
+            if !matches!(s, screen::Screened::NotReached(_))
+                && let Some(w) = words
+            {
+                self.answered_with(*seq, w, audio.clone(), out);
+            }
             self.screened(now, s, out);
+            if self.reading.is_empty() && self.tick_held {
+                self.tick_held = false;
+                self.flow(now, Event::Tick, out);
+            }
             return true;
         }
         if !screen.is_deciding() || self.end.is_some() {
@@ -395,6 +408,8 @@ impl Session {
             Input::UtteranceEnded => {
                 self.seq += 1;
                 let seq = self.seq;
+                // Counted as pending, so a hang-up waits for these words too.
+                self.reading.insert(seq, Some("answer".into()));
                 out.push(Output::Transcribe { seq });
                 match self.screen.as_mut() {
                     Some(screen) => screen.utterance_ended(now, seq),
@@ -422,6 +437,37 @@ impl Session {
         };
         self.screened(now, s, out);
         true
+    }
+
+    /// What the callee said on answering, judged: anything of concern is
+    /// stored, and urgent or worse raised at once.
+    fn answered_with(&mut self, seq: i32, w: &Words, audio: AudioInfo, out: &mut Vec<Output>) {
+        let text = w.text.trim();
+        if text.is_empty() {
+            return;
+        }
+        let a = Classifier::shared().assess(
+            &distress::Utterance::new(text)
+                .lang(self.lang)
+                .asr_confidence(w.confidence),
+        );
+        if a.level == Level::Ok {
+            return;
+        }
+        // Urgent or worse goes to the queue at once, confirmed or not: the
+        // check-in that follows may never get to ask.
+        if a.level >= Level::Urgent {
+            self.raise(Trigger::HeardOnAnswer { assessment: &a }, out);
+        }
+        out.push(Output::StoreUtterance(UtteranceRecord {
+            seq,
+            step: Some("answer".into()),
+            transcript: text.to_string(),
+            lang: self.lang,
+            confidence: w.confidence.clamp(0.0, 1.0),
+            assessment: a,
+            audio,
+        }));
     }
 
     fn screened(&mut self, now: Millis, s: screen::Screened, out: &mut Vec<Output>) {

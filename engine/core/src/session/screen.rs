@@ -14,8 +14,10 @@
 use std::collections::HashSet;
 
 use super::{Output, SetupFailure};
-use crate::carrier::amd::{Amd, AmdConfig, AmdEvent, Verdict};
+use crate::Level;
+use crate::carrier::amd::{Amd, AmdConfig, AmdEvent, Cause, Decision, Verdict};
 use crate::carrier::announcement::{self, AnnouncementKind};
+use crate::distress::{Classifier, Utterance};
 use crate::flow::Millis;
 
 /// How often the detector is given the time while nothing happens.
@@ -23,6 +25,9 @@ const TICK_MS: u64 = 250;
 /// Silence that ends a piece of the greeting: short, so a "喂？" is read
 /// while the person waits.
 const END_SILENCE_MS: u32 = 500;
+/// A greeting long enough for a machine is held up to this long for its
+/// words before the call is taken for a machine.
+const WORDS_WAIT_MS: u64 = 8000;
 
 /// What the screen concluded, if anything yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +45,10 @@ pub(crate) struct Screen {
     /// Utterances read for the screen: their words are not the elder's answers.
     seqs: HashSet<i32>,
     decided: bool,
+    /// The greeting's shape says machine (a long greeting), but an elder
+    /// who answers with a long cry for help sounds the same: the words
+    /// decide, and this is when the shape did.
+    machine_by_shape: Option<Millis>,
 }
 
 impl Screen {
@@ -55,6 +64,7 @@ impl Screen {
             amd: Amd::new(AmdConfig::default(), now.0),
             seqs: HashSet::new(),
             decided: false,
+            machine_by_shape: None,
         }
     }
 
@@ -78,16 +88,28 @@ impl Screen {
         self.amd_event(now, AmdEvent::SpeechEnded { at_ms })
     }
 
-    /// The words of a piece of the greeting.
-    pub fn words(&mut self, now: Millis, text: &str) -> Screened {
+    /// The words of a piece of the greeting (`None`: it held no words).
+    pub fn words(&mut self, now: Millis, text: Option<&str>, lang: crate::Lang) -> Screened {
         if self.decided {
             return Screened::Undecided;
         }
+        let Some(text) = text else {
+            return match self.machine_by_shape {
+                Some(_) => self.decide(Screened::NotReached(SetupFailure::Voicemail)),
+                None => Screened::Undecided,
+            };
+        };
         if let Some(a) = announcement::classify(text)
             && let Some(f) = failure_of(a.kind)
         {
-            self.decided = true;
-            return Screened::NotReached(f);
+            return self.decide(Screened::NotReached(f));
+        }
+        // Someone in trouble is a person, however they answered.
+        if of_concern(text, lang) {
+            return self.decide(Screened::Person);
+        }
+        if self.machine_by_shape.is_some() {
+            return self.decide(Screened::NotReached(SetupFailure::Voicemail));
         }
         self.amd_event(now, AmdEvent::Words(text))
     }
@@ -99,7 +121,14 @@ impl Screen {
 
     /// The screen's timer fired; it re-arms itself while undecided.
     pub fn tick(&mut self, now: Millis, out: &mut Vec<Output>) -> Screened {
-        let s = self.amd_event(now, AmdEvent::Tick);
+        let s = match self.machine_by_shape {
+            // The words never came (a greeting that does not stop).
+            Some(at) if now.0 >= at.0 + WORDS_WAIT_MS => {
+                self.decide(Screened::NotReached(SetupFailure::Voicemail))
+            }
+            Some(_) => Screened::Undecided,
+            None => self.amd_event(now, AmdEvent::Tick),
+        };
         if s == Screened::Undecided && !self.decided {
             out.push(Output::SetTimer {
                 at: now.plus(TICK_MS),
@@ -118,6 +147,16 @@ impl Screen {
             return Screened::Undecided;
         }
         match self.amd.handle(now.0, event) {
+            // A long greeting is a machine only once its words say nothing
+            // of concern (see `words`).
+            Some(Verdict {
+                decision: Decision::Machine,
+                cause: Cause::LongGreeting { .. },
+                ..
+            }) => {
+                self.machine_by_shape = Some(now);
+                Screened::Undecided
+            }
             Some(v) => self.decide(screened(v)),
             None => Screened::Undecided,
         }
@@ -130,6 +169,15 @@ impl Screen {
         self.decided = true;
         s
     }
+}
+
+/// Words that would escalate a reply: whoever says them is a person who
+/// needs the call.
+fn of_concern(text: &str, lang: crate::Lang) -> bool {
+    Classifier::shared()
+        .assess(&Utterance::new(text).lang(lang))
+        .level
+        >= Level::Urgent
 }
 
 fn screened(v: Verdict) -> Screened {
