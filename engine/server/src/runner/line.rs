@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use voicecare_core::session::SetupFailure;
-use voicecare_sip::{CallFailure, SipGateway};
+use voicecare_sip::{CallFailure, TrunkGroup};
 use voicecare_store::elders::Phone;
 use voicecare_telephony::TelephonyError;
 use voicecare_telephony::leg::{CallLeg, LegControl};
@@ -24,9 +24,10 @@ pub fn setup_failure(e: &TelephonyError) -> SetupFailure {
     }
 }
 
-/// Call a phone number through the SIP trunk. The number stays out of the
-/// log: only the SIP status and what the session makes of it are written.
-pub async fn ring_phone(sip: &SipGateway, number: &Phone) -> Result<CallLeg, SetupFailure> {
+/// Call a phone number through the SIP trunks (the next one when a trunk
+/// fails the call). The number stays out of the log: only the SIP status
+/// and what the session makes of it are written.
+pub async fn ring_phone(sip: &TrunkGroup, number: &Phone) -> Result<CallLeg, SetupFailure> {
     sip.call(number.as_str()).await.map_err(|failure| {
         let outcome = failure.setup_failure();
         // The stack's own errors may quote a SIP URI, number included.
