@@ -58,6 +58,8 @@ impl Engine {
             .args(["--sip-bind", &format!("127.0.0.1:{sip_port}")])
             .args(["--sip-rtp-ports", "47000-48999"])
             .args(["--sip-from", "+8610000000", "--ring-secs", "20"])
+            // SIPp running one call takes an OPTIONS ping for that call.
+            .args(["--sip-options-interval", "0"])
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

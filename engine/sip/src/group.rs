@@ -232,10 +232,10 @@ impl TrunkGroup {
                         _ = token.cancelled() => return,
                         call = calls.recv() => call,
                     };
+                    let Some(call) = call else { return };
                     // A call nobody takes any more is refused as it drops.
-                    match call {
-                        Some(call) if tx.send(call).await.is_ok() => {}
-                        _ => return,
+                    if tx.send(call).await.is_err() {
+                        return;
                     }
                 }
             });

@@ -61,8 +61,8 @@ impl Sipp {
             "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
         );
         let logs = tempfile::tempdir().unwrap();
-        let port = free_ports(47_000, 49_000, 1);
-        let media = free_ports(49_000, 50_000, 4);
+        let port = free_ports(51_000, 53_000, 1);
+        let media = free_ports(53_000, 54_000, 4);
         let child = Command::new("sipp")
             .current_dir(scenarios())
             .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
@@ -113,7 +113,7 @@ async fn gateway(name: &str, sipp: &Sipp) -> SipGateway {
     let mut trunk = Trunk::new(name, "127.0.0.1", sipp.addr.port());
     trunk.bind = "127.0.0.1:0".parse().unwrap();
     trunk.from_number = "+8610000000".into();
-    trunk.rtp_ports = 50_000..=51_999;
+    trunk.rtp_ports = 54_000..=55_999;
     SipGateway::start(trunk, LegConfig::loopback())
         .await
         .unwrap()
@@ -153,7 +153,11 @@ async fn hang_up(mut leg: CallLeg) {
 }
 
 /// Wait until the group's view of its trunks satisfies `done`.
-async fn until(group: &TrunkGroup, what: &str, done: impl Fn(&[voicecare_sip::TrunkStatus]) -> bool) {
+async fn until(
+    group: &TrunkGroup,
+    what: &str,
+    done: impl Fn(&[voicecare_sip::TrunkStatus]) -> bool,
+) {
     let mut status = group.status();
     let waiting = async {
         loop {
@@ -259,7 +263,11 @@ async fn a_trunk_that_stops_answering_options_is_marked_down_and_passed_over() {
         "{}",
         a.messages()
     );
-    assert_eq!(g.trunks()[0].failovers, 0, "nothing failed over: a was skipped");
+    assert_eq!(
+        g.trunks()[0].failovers,
+        0,
+        "nothing failed over: a was skipped"
+    );
 }
 
 #[tokio::test]

@@ -27,9 +27,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     match voicecare_store::db::ping(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
-            Json(
-                json!({"status": "ok", "database": "ok", "spool": spool, "sip_trunks": trunks}),
-            ),
+            Json(json!({"status": "ok", "database": "ok", "spool": spool, "sip_trunks": trunks})),
         ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,

@@ -268,8 +268,12 @@ fn trunk_bind(bind: std::net::SocketAddr, index: usize) -> anyhow::Result<std::n
     if bind.port() == 0 {
         return Ok(bind);
     }
-    let port = u16::try_from(usize::from(bind.port()) + index)
-        .map_err(|_| anyhow::anyhow!("--sip-bind: no port {} + {index} for the trunk", bind.port()))?;
+    let port = u16::try_from(usize::from(bind.port()) + index).map_err(|_| {
+        anyhow::anyhow!(
+            "--sip-bind: no port {} + {index} for the trunk",
+            bind.port()
+        )
+    })?;
     Ok(std::net::SocketAddr::new(bind.ip(), port))
 }
 
@@ -306,7 +310,8 @@ fn watch_trunks(mut status: tokio::sync::watch::Receiver<Vec<voicecare_sip::Trun
                 let up = if t.up { 1.0 } else { 0.0 };
                 metrics::gauge!("voicecare_sip_trunk_up", "trunk" => t.name.clone()).set(up);
                 let seen = counted.entry(t.name.clone()).or_insert(0);
-                let failovers = metrics::counter!("voicecare_sip_trunk_failovers_total", "trunk" => t.name);
+                let failovers =
+                    metrics::counter!("voicecare_sip_trunk_failovers_total", "trunk" => t.name);
                 // Present from the start, at 0, so an alert's rate works.
                 failovers.increment(t.failovers.saturating_sub(*seen));
                 *seen = t.failovers;
