@@ -352,3 +352,20 @@ fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArg
         country_code: args.sip.sip_country_code.clone(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::trunk_bind;
+
+    #[test]
+    fn each_trunk_binds_the_next_sip_port_and_port_0_stays_0() {
+        use std::net::SocketAddr;
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let bind = addr("10.0.0.5:5060");
+        assert_eq!(trunk_bind(bind, 0).unwrap(), bind);
+        assert_eq!(trunk_bind(bind, 2).unwrap(), addr("10.0.0.5:5062"));
+        let any = addr("127.0.0.1:0");
+        assert_eq!(trunk_bind(any, 3).unwrap(), any);
+        assert!(trunk_bind(addr("0.0.0.0:65535"), 1).is_err());
+    }
+}
