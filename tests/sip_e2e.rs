@@ -330,6 +330,55 @@ async fn a_busy_phone_is_recorded_as_busy() {
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("failover");
+    let elder = enrol_phone_only(&pool).await;
+    let (first, second) = (Sipp::ports(), Sipp::ports());
+    // A second --sip-trunk adds a trunk after the first, as a comma does.
+    let backup = format!("127.0.0.1:{}", second.0);
+    let engine = Engine::start_with(
+        &db,
+        &tmp.join("data"),
+        first.0,
+        0,
+        &["--sip-trunk", &backup],
+    );
+    let mut failing = Sipp::run("uas-reject-503.xml", first).await;
+    let mut answering = Sipp::run("uas-answer.xml", second).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let call: i64 = wait_for(
+        &pool,
+        "the call to end",
+        120,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status IN ('completed', 'unreachable') ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await;
+    assert_eq!(failing.finish().await, 0, "sipp:\n{}", failing.messages());
+    assert_eq!(answering.finish().await, 0, "sipp:\n{}", answering.messages());
+    // One attempt, answered: the trunk's 503 was not the elder's.
+    let attempts: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT status, answered_at IS NOT NULL FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, vec![("ended".to_string(), true)]);
+    let log = engine.log();
+    assert!(
+        log.contains("the trunk failed the call: trying the next trunk"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("next={backup}")), "{log}");
+    assert!(!log.contains(&NUMBER[1..]), "the phone number reached the log");
+}
+
 /// Attempts of one call: (status, outcome), in order.
 async fn attempt_outcomes(pool: &PgPool, call: i64) -> Vec<(String, Option<String>)> {
     sqlx::query_as(
