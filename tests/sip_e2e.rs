@@ -360,7 +360,12 @@ async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
     )
     .await;
     assert_eq!(failing.finish().await, 0, "sipp:\n{}", failing.messages());
-    assert_eq!(answering.finish().await, 0, "sipp:\n{}", answering.messages());
+    assert_eq!(
+        answering.finish().await,
+        0,
+        "sipp:\n{}",
+        answering.messages()
+    );
     // One attempt, answered: the trunk's 503 was not the elder's.
     let attempts: Vec<(String, bool)> = sqlx::query_as(
         "SELECT status, answered_at IS NOT NULL FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
@@ -376,7 +381,10 @@ async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
         "{log}"
     );
     assert!(log.contains(&format!("next={backup}")), "{log}");
-    assert!(!log.contains(&NUMBER[1..]), "the phone number reached the log");
+    assert!(
+        !log.contains(&NUMBER[1..]),
+        "the phone number reached the log"
+    );
 }
 
 /// Attempts of one call: (status, outcome), in order.
