@@ -28,6 +28,8 @@ const NUMBER: &str = "+8613912345678";
 struct Engine {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The HTTP address, `127.0.0.1:<port>`.
+    http: String,
 }
 
 impl Engine {
@@ -82,14 +84,26 @@ impl Engine {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("voicecare listening on") {
-                    let _ = tx.send(());
+                if let Some(url) = line.strip_prefix("voicecare listening on http://") {
+                    let _ = tx.send(url.trim().to_string());
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(120))
+        let http = rx
+            .recv_timeout(Duration::from_secs(120))
             .expect("voicecare serve did not start listening");
-        Engine { child, log }
+        Engine { child, log, http }
+    }
+
+    /// The body of an unauthenticated `GET path` (`/metrics`, `/healthz`).
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
     }
 
     fn log(&self) -> String {
@@ -381,6 +395,21 @@ async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
         "{log}"
     );
     assert!(log.contains(&format!("next={backup}")), "{log}");
+    let metrics = engine.get("/metrics");
+    let primary = format!("127.0.0.1:{}", first.0);
+    for line in [
+        format!("voicecare_sip_trunk_failovers_total{{trunk=\"{primary}\"}} 1"),
+        format!("voicecare_sip_trunk_failovers_total{{trunk=\"{backup}\"}} 0"),
+        format!("voicecare_sip_trunk_up{{trunk=\"{backup}\"}} 1"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("voicecare_sip_trunk_up{{trunk=\"{primary}\"}}")),
+        "{metrics}"
+    );
+    let health = engine.get("/healthz");
+    assert!(health.contains("\"total\":2"), "{health}");
     assert!(
         !log.contains(&NUMBER[1..]),
         "the phone number reached the log"
