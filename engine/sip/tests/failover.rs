@@ -310,3 +310,46 @@ async fn a_trunk_that_answers_pings_again_comes_back_up() {
     until(&g, "a comes back up", |t| t[0].up).await;
     assert_eq!(g.trunks()[0].reason, None);
 }
+
+#[tokio::test]
+async fn calls_into_the_service_from_every_trunk_arrive_in_one_queue() {
+    let _serial = SERIAL.lock().await;
+    let start = |name: &str, port: u16| {
+        let mut trunk = Trunk::new(name, "127.0.0.1", port);
+        trunk.bind = "127.0.0.1:0".parse().unwrap();
+        trunk.rtp_ports = 54_000..=55_999;
+        SipGateway::start(trunk, LegConfig::loopback())
+    };
+    // Nothing is called out: the trunks' own ports do not matter here.
+    let gateways = vec![start("a", 9).await.unwrap(), start("b", 9).await.unwrap()];
+    let g = TrunkGroup::new(gateways, no_pings()).unwrap();
+    let mut incoming = g.take_incoming().expect("the queue");
+    assert!(g.take_incoming().is_none(), "taken once");
+    let second = g.gateways().nth(1).unwrap().local_addr().to_string();
+    // SIPp as the second trunk delivering a call from an elder.
+    let caller = Sipp::start(
+        "uac-dial-in.xml",
+        &[
+            "-key",
+            "caller",
+            "+8613912345678",
+            "-s",
+            "95000",
+            "-key",
+            "offer",
+            "8 0 101",
+            "-m",
+            "1",
+            &second,
+        ],
+    )
+    .await;
+    let call = tokio::time::timeout(PEER_TIMEOUT, incoming.recv())
+        .await
+        .expect("a call arrives")
+        .expect("the queue is open");
+    assert_eq!(call.caller(), "+8613912345678");
+    assert_eq!(call.called(), "95000");
+    call.reject(486, "busy here");
+    drop(caller);
+}
