@@ -518,3 +518,123 @@ fn transcribe_reports_lying_audio_headers_and_exits_non_zero() {
     assert!(t.contains("2 of 2 files could not be transcribed"), "{t}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn curl(args: &[&str]) -> Output {
+    Command::new("curl")
+        .args(["-sS", "--max-time", "20"])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/prepare.sh)")
+}
+
+/// `serve --tls-cert --tls-key` speaks HTTPS itself: a real client (curl)
+/// trusting the certificate gets the API, the session cookie is `Secure`,
+/// plain HTTP on the port gets no answer, a client that never completes its
+/// handshake holds nobody up, and a missing certificate names the flag.
+#[test]
+fn serve_terminates_tls_and_marks_its_session_cookie_secure() {
+    use std::io::BufRead;
+    let cwd = private_temp_dir("serve-tls");
+    std::os::unix::fs::symlink(support_repo().join("ivr-flows"), cwd.join("ivr-flows")).unwrap();
+    let made = Command::new("openssl")
+        .current_dir(&cwd)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+        .output()
+        .expect("openssl is installed");
+    assert!(made.status.success(), "{}", text(&made));
+
+    let missing = voicecare_in(&cwd, &["serve", "--no-calls", "--listen", "127.0.0.1:0"])
+        .args(["--tls-cert", "nowhere.pem", "--tls-key", "key.pem"])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(
+        text(&missing).contains("--tls-cert nowhere.pem"),
+        "{}",
+        text(&missing)
+    );
+
+    let add = voicecare_in(&cwd, &["units", "add", "City"])
+        .output()
+        .unwrap();
+    assert!(add.status.success(), "{}", text(&add));
+    let add = voicecare_in(
+        &cwd,
+        &["operator", "add", "--username", "ann", "--unit", "City"],
+    )
+    .env("VOICECARE_OPERATOR_PASSWORD", "correct horse battery")
+    .output()
+    .unwrap();
+    assert!(add.status.success(), "{}", text(&add));
+
+    let mut serve = voicecare_in(&cwd, &["serve", "--no-calls", "--listen", "127.0.0.1:0"])
+        .args(["--tls-cert", "cert.pem", "--tls-key", "key.pem"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start voicecare serve");
+    let stdout = std::io::BufReader::new(serve.stdout.take().unwrap());
+    let addr = stdout.lines().map_while(Result::ok).find_map(|l| {
+        l.strip_prefix("voicecare listening on https://")
+            .map(|a| a.trim().to_string())
+    });
+    let Some(addr) = addr else {
+        let _ = serve.kill();
+        let out = serve.wait_with_output().unwrap();
+        panic!(
+            "serve never listened:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let cert = cwd.join("cert.pem");
+    let cacert = cert.to_str().unwrap();
+
+    // A client that opens a connection and never speaks holds nobody up.
+    let _silent = std::net::TcpStream::connect(&addr).unwrap();
+    let health = curl(&["--cacert", cacert, &format!("https://{addr}/healthz")]);
+    assert!(health.status.success(), "{}", text(&health));
+    assert!(
+        text(&health).contains("ok") || !health.stdout.is_empty(),
+        "{}",
+        text(&health)
+    );
+
+    let login = curl(&[
+        "--cacert",
+        cacert,
+        "-i",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"username":"ann","password":"correct horse battery"}"#,
+        &format!("https://{addr}/api/v1/login"),
+    ]);
+    let shown = String::from_utf8_lossy(&login.stdout).to_string();
+    assert!(shown.starts_with("HTTP/1.1 200"), "{shown}");
+    let cookie = shown
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .unwrap_or_else(|| panic!("no cookie: {shown}"));
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    assert!(cookie.contains("HttpOnly"), "{cookie}");
+
+    // Without trusting the certificate, curl refuses; plain HTTP gets no answer.
+    let untrusted = curl(&[&format!("https://{addr}/healthz")]);
+    assert!(!untrusted.status.success());
+    let plain = http_get(&addr, "/healthz").unwrap_or_default();
+    assert!(!plain.starts_with("HTTP/1.1 200"), "{plain}");
+
+    unsafe_kill(serve.id(), 15);
+    let status = serve.wait().unwrap();
+    assert!(status.success(), "serve exits cleanly on SIGTERM: {status}");
+}

@@ -251,9 +251,9 @@ async fn a_checkin_to_a_phone_number_runs_over_the_trunk_and_key_1_escalates() {
     let elder = enrol_phone_only(&pool).await;
     let ports = Sipp::ports();
     let engine = Engine::start(&db, &tmp.join("data"), ports.0);
-    // Answers after 2 s of ringing, plays a Mandarin greeting for ~11 s,
-    // presses 1 (RFC 4733), then hangs up.
-    let mut sipp = Sipp::run("uas-answer.xml", ports).await;
+    // Answers after 2 s of ringing, says "喂？" and waits as a person does,
+    // presses 1 (RFC 4733) about 11 s after the answer, then hangs up.
+    let mut sipp = Sipp::run("uas-answer-hello.xml", ports).await;
     schedule_now(&pool, elder, 3).await;
 
     let call: i64 = wait_for(
@@ -414,6 +414,100 @@ async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
         !log.contains(&NUMBER[1..]),
         "the phone number reached the log"
     );
+}
+
+/// The first attempt to ring the elder: (status, outcome).
+async fn first_attempt(pool: &PgPool, elder: i64, what: &str) -> (String, Option<String>) {
+    let _: i64 = wait_for(
+        pool,
+        what,
+        120,
+        "SELECT a.id FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 AND a.outcome IS NOT NULL AND a.outcome <> 'answered'
+         ORDER BY a.id LIMIT 1",
+        elder,
+    )
+    .await;
+    sqlx::query_as(
+        "SELECT a.status, a.outcome FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 ORDER BY a.id LIMIT 1",
+    )
+    .bind(elder)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answering_machine_is_not_the_elder_and_hears_no_check_in() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("machine");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let engine = Engine::start(&db, &tmp.join("data"), ports.0);
+    // Answers with an 11 s recorded greeting ending in a beep, as a machine.
+    let mut sipp = Sipp::run("uas-answer.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let (status, outcome) = first_attempt(&pool, elder, "the machine to be recognised").await;
+    assert_eq!(
+        (status.as_str(), outcome.as_deref()),
+        ("ended", Some("voicemail")),
+        "answered, but not by the elder: {}",
+        engine.log()
+    );
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "we hung up on the machine:\n{}",
+        sipp.messages()
+    );
+    let messages = sipp.messages();
+    assert!(messages.contains("BYE sip:"), "{messages}");
+    let escalations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM escalations WHERE elder_id = $1")
+            .bind(elder)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(escalations, 0, "a machine's greeting is nobody's distress");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM utterances u JOIN calls c ON c.id = u.call_id WHERE c.elder_id = $1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        stored, 0,
+        "the machine's words are not stored as the elder's"
+    );
+    assert!(!engine.log().contains(&NUMBER[1..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carriers_announcement_before_a_480_is_read_as_switched_off() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("announce");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let engine = Engine::start(&db, &tmp.join("data"), ports.0);
+    // 183 with "您拨打的电话已关机" in a recorded voice, then 480.
+    let mut sipp = Sipp::run("uas-early-media-off-480.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let (status, outcome) = first_attempt(&pool, elder, "the announcement to be read").await;
+    assert_eq!(
+        (status.as_str(), outcome.as_deref()),
+        ("no_answer", Some("switched_off")),
+        "a plain 480 alone would be no_answer: {}",
+        engine.log()
+    );
+    assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
 }
 
 /// Attempts of one call: (status, outcome), in order.

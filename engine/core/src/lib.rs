@@ -5,6 +5,7 @@
 //! return values. That is what lets a whole call, a day of scheduling or ten
 //! thousand utterances be tested in microseconds.
 
+pub mod carrier;
 pub mod distress;
 pub mod flow;
 pub mod intent;

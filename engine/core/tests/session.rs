@@ -48,6 +48,7 @@ impl Line {
                 inputs,
                 direction,
                 last_seq: 0,
+                screen: false,
             }),
             now: 0,
             playing: Vec::new(),
@@ -446,6 +447,7 @@ prompt.en = "Thank you."
         inputs: BTreeMap::new(),
         direction: Direction::Outbound,
         last_seq: 4,
+        screen: false,
     });
     let mut out = s.handle(Millis(0), Input::Answered);
     let id = out
@@ -476,5 +478,153 @@ prompt.en = "Thank you."
         out.iter()
             .any(|o| matches!(o, Output::Play(p) if p.text == "Thank you.")),
         "{out:?}"
+    );
+}
+
+/// A call to a telephone number: the answer is screened before the flow speaks.
+fn screened_call() -> Line {
+    let mut l = Line::call("daily_checkin", Lang::Zh, Direction::Outbound);
+    l.s = Session::new(Setup {
+        flow: flow("daily_checkin"),
+        lang: Lang::Zh,
+        inputs: BTreeMap::from([
+            ("elder_name".to_string(), "陈阿姨".to_string()),
+            ("service_name".to_string(), "阳光关爱".to_string()),
+        ]),
+        direction: Direction::Outbound,
+        last_seq: 0,
+        screen: true,
+    });
+    l.feed(Input::Answered);
+    assert!(
+        l.listening && l.playing.is_empty(),
+        "it listens first: {:#?}",
+        l.log
+    );
+    l
+}
+
+/// Speech for `ms`, its end, and (if any) its words.
+fn greet(l: &mut Line, ms: u64, words: Option<&str>) {
+    l.feed(Input::SpeechStarted);
+    l.now += ms + 500;
+    l.feed(Input::UtteranceEnded);
+    let seq = *l.asked.last().expect("the greeting is read");
+    l.now += 300;
+    l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: words.map(|t| Words {
+            text: t.into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+}
+
+fn stored(l: &Line) -> usize {
+    l.log
+        .iter()
+        .filter(|o| matches!(o, Output::StoreUtterance(_)))
+        .count()
+}
+
+#[test]
+fn a_person_who_says_hello_and_waits_gets_the_check_in() {
+    let mut l = screened_call();
+    l.now += 600;
+    greet(&mut l, 500, Some("喂？"));
+    // A second of quiet after a short hello: a person.
+    for _ in 0..8 {
+        if !l.playing.is_empty() {
+            break;
+        }
+        l.fire_timer();
+    }
+    assert!(
+        !l.playing.is_empty(),
+        "the greeting prompt plays: {:#?}",
+        l.log
+    );
+    assert!(l.end().is_none());
+    assert_eq!(stored(&l), 0, "the hello is not stored as an answer");
+    l.play_out();
+    let end = l.converse(&["我很好", "是", "是", "睡得很好", "没有"]);
+    assert_eq!(end.outcome(), CallOutcome::Ok, "{:#?}", l.log);
+}
+
+#[test]
+fn a_long_greeting_is_an_answering_machine_and_the_call_is_not_reached() {
+    let mut l = screened_call();
+    l.now += 400;
+    l.feed(Input::SpeechStarted);
+    // The machine talks on: the detector decides while it speaks.
+    while l.end().is_none() && l.now < 10_000 {
+        l.fire_timer();
+    }
+    let end = l.end().expect("decided");
+    assert_eq!(
+        end.reason,
+        EndReason::NotReached(voicecare_core::session::SetupFailure::Voicemail)
+    );
+    assert!(l.log.contains(&Output::HangUp));
+    assert!(l.playing.is_empty(), "no check-in is left on a machine");
+    assert!(l.escalations().is_empty());
+}
+
+#[test]
+fn machine_words_or_a_beep_decide_at_once() {
+    let mut l = screened_call();
+    greet(&mut l, 1200, Some("您好，我现在不方便接听，请在嘀声后留言"));
+    assert_eq!(
+        l.end().map(|e| e.reason),
+        Some(EndReason::NotReached(
+            voicecare_core::session::SetupFailure::Voicemail
+        ))
+    );
+    let mut l = screened_call();
+    l.now += 300;
+    l.feed(Input::Tone { hz: 1000.0 });
+    assert!(l.end().is_some(), "a beep is a machine");
+    // The network's own 450 Hz tone is not.
+    let mut l = screened_call();
+    l.feed(Input::Tone { hz: 450.0 });
+    assert!(l.end().is_none());
+}
+
+#[test]
+fn a_carriers_recording_after_the_answer_is_not_the_elder_and_not_distress() {
+    let mut l = screened_call();
+    greet(&mut l, 1500, Some("您拨打的电话已关机，请稍后再拨"));
+    let end = l.end().expect("decided");
+    assert_eq!(
+        end.reason,
+        EndReason::NotReached(voicecare_core::session::SetupFailure::SwitchedOff)
+    );
+    assert!(l.escalations().is_empty());
+    assert_eq!(stored(&l), 0);
+}
+
+#[test]
+fn silence_or_a_key_is_treated_as_a_person() {
+    let mut l = screened_call();
+    while l.playing.is_empty() && l.now < 10_000 {
+        l.fire_timer();
+    }
+    assert!(
+        !l.playing.is_empty(),
+        "after 4 s of silence the flow speaks"
+    );
+    assert!(l.now >= 4000, "{}", l.now);
+    let mut l = screened_call();
+    l.now += 200;
+    l.feed(Input::Digit('1'));
+    assert!(!l.playing.is_empty(), "a key is a person");
+    l.play_out();
+    assert_eq!(
+        l.escalations().first().map(|e| e.level),
+        Some(Level::Emergency),
+        "and the key counts: 1 asks for help: {:#?}",
+        l.log
     );
 }

@@ -9,10 +9,12 @@ use std::path::PathBuf;
 pub mod audio;
 pub mod g711;
 pub mod resample;
+pub mod tone;
 pub mod vad;
 
 pub use audio::{Audio, MAX_CHANNELS, MAX_RATE, MAX_SECONDS, MIN_RATE, RawFormat, load, write_wav};
 pub use resample::{Resampler, resample};
+pub use tone::{Tone, ToneConfig, ToneDetector, ToneEvent};
 pub use vad::{EndReason, EndpointConfig, Endpointer, Utterance, VadEvent};
 
 /// Errors from reading, writing or converting audio.

@@ -102,6 +102,13 @@ pub struct ServeArgs {
     /// the client address is then read from their `X-Forwarded-For`.
     #[arg(long, env = "VOICECARE_TRUSTED_PROXY", value_delimiter = ',')]
     pub trusted_proxy: Vec<crate::api::IpNet>,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs
+    /// --tls-key. The session cookie is then marked Secure.
+    #[arg(long, env = "VOICECARE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "VOICECARE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// Device signalling sockets not yet registered, per client address.
     #[arg(long, env = "VOICECARE_MAX_PENDING_DEVICE_SOCKETS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_pending_device_sockets: u32,

@@ -15,3 +15,4 @@ pub mod demo;
 pub mod event_stream;
 pub mod runner;
 pub mod telemetry;
+pub mod tls;

@@ -58,7 +58,7 @@ enum Command {
         #[command(subcommand)]
         which: bench::BenchCmd,
     },
-    /// Be an elder's device: a scripted simulated phone (--sim), or you on the sound card.
+    /// Be an elder's phone: a scripted simulated device (--sim), or you on the sound card or WAV files, over WebRTC or SIP (--sip-call, --sip-answer).
     Phone(cmd::phone::PhoneArgs),
     /// IVR flow files: check them before deploying.
     Flow {

@@ -14,6 +14,7 @@ use voicecare_telephony::CallLeg;
 use voicecare_telephony::port::rtp_leg;
 
 use crate::digest::authorization;
+use crate::early::EarlyCapture;
 use crate::failure::CallFailure;
 use crate::gateway::SipGateway;
 use crate::indialog::{REQUESTED_SESSION_EXPIRES, Role, SessionTimer};
@@ -22,11 +23,34 @@ use crate::sdp;
 use crate::supervise::{Call, supervise};
 use crate::trunk::Transport;
 
+/// One call attempt and what the far end played before it answered or
+/// failed (early media, 16 kHz PCM, at most 20 s): a carrier's announcement
+/// is worth hearing to know why the phone was not reached.
+pub struct Attempt {
+    pub result: Result<CallLeg, CallFailure>,
+    pub early_media: Vec<i16>,
+}
+
 impl SipGateway {
     /// Ring `number` through the trunk. Resolves when the call is answered
     /// (a connected leg) or has failed; dropping the future while it rings
     /// cancels the call.
     pub async fn call(&self, number: &str) -> Result<CallLeg, CallFailure> {
+        self.call_with_early_media(number).await.result
+    }
+
+    /// [`SipGateway::call`], keeping the early media.
+    pub async fn call_with_early_media(&self, number: &str) -> Attempt {
+        let mut early = Early::default();
+        let result = self.place(number, &mut early).await;
+        early.finish();
+        Attempt {
+            result,
+            early_media: early.pcm,
+        }
+    }
+
+    async fn place(&self, number: &str, early: &mut Early) -> Result<CallLeg, CallFailure> {
         let number = dialable(number)?;
         let channel = self
             .limits
@@ -39,6 +63,7 @@ impl SipGateway {
         let rtp_port = sock
             .local_addr()
             .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
+        let sock = Arc::new(sock);
         let offer = sdp::offer(
             self.advertised_ip(),
             rtp_port.port(),
@@ -54,7 +79,7 @@ impl SipGateway {
                 .map_err(|e| CallFailure::Signalling(e.to_string()))?;
             info!(trunk = %self.trunk.name, call_id = %dialog.id().call_id, "calling");
             let mut pending = CancelOnDrop(Some(dialog.clone()));
-            let rung = self.ring(&dialog, invite, &mut states).await;
+            let rung = self.ring(&dialog, invite, &mut states, &sock, early).await;
             pending.0 = None;
             match rung {
                 Ringing::Final { id, resp } => break (dialog, id, resp, states),
@@ -86,8 +111,8 @@ impl SipGateway {
             }
         };
         info!(remote = %answer.remote, codec = ?answer.media.codec, "answered");
-
-        let sock = Arc::new(sock);
+        // The call's media takes the socket over from the early media.
+        early.finish();
         let peer = rtp::Peer::new(answer.remote);
         let sink = rtp::Sink {
             sock: sock.clone(),
@@ -168,6 +193,8 @@ impl SipGateway {
         dialog: &InviteDialog,
         mut invite: tokio::task::JoinHandle<rsipstack::dialog::invitation::InviteAsyncResult>,
         states: &mut DialogStateReceiver,
+        sock: &Arc<tokio::net::UdpSocket>,
+        early: &mut Early,
     ) -> Ringing {
         let mut deadline: Option<Instant> = None;
         let mut cancelled = false;
@@ -182,8 +209,13 @@ impl SipGateway {
             tokio::select! {
                 r = &mut invite => break r,
                 state = states.recv(), if states_open => match state {
-                    Some(DialogState::Trying(_) | DialogState::Early(..)) if deadline.is_none() => {
-                        deadline = Some(Instant::now() + self.trunk.ring_timeout);
+                    Some(state @ (DialogState::Trying(_) | DialogState::Early(..))) => {
+                        if deadline.is_none() {
+                            deadline = Some(Instant::now() + self.trunk.ring_timeout);
+                        }
+                        if let DialogState::Early(_, progress) = &state {
+                            early.start(sock, progress);
+                        }
                     }
                     Some(_) => {}
                     None => states_open = false,
@@ -227,6 +259,35 @@ impl SipGateway {
             )));
         }
         Ringing::Failed(refused(&resp, deadline.is_some()))
+    }
+}
+
+/// Early media of an attempt: received from the first 183 with SDP until
+/// the answer or the end.
+#[derive(Default)]
+struct Early {
+    capture: Option<EarlyCapture>,
+    pcm: Vec<i16>,
+}
+
+impl Early {
+    fn start(&mut self, sock: &Arc<tokio::net::UdpSocket>, progress: &Response) {
+        if self.capture.is_some() || progress.body.is_empty() {
+            return;
+        }
+        match sdp::parse_answer(&String::from_utf8_lossy(&progress.body)) {
+            Ok(p) => {
+                debug!(codec = ?p.media.codec, "early media");
+                self.capture = EarlyCapture::start(sock.clone(), &p);
+            }
+            Err(e) => debug!(error = %e, "unusable SDP in a provisional response"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(mut c) = self.capture.take() {
+            self.pcm = c.stop();
+        }
     }
 }
 

@@ -47,6 +47,7 @@ pub struct SipGateway {
     incoming: std::sync::Mutex<Option<mpsc::Receiver<IncomingCall>>>,
     pub(crate) limits: Arc<Limits>,
     registration: tokio::sync::watch::Receiver<RegistrationState>,
+    advertised: IpAddr,
 }
 
 /// The trunk's channels and call rate, shared by calls out and in.
@@ -130,6 +131,12 @@ impl SipGateway {
             .with_cancel_token(token.clone())
             .build();
         let incoming = endpoint.incoming_transactions().map_err(bind_error)?;
+        let advertised = match trunk.public_ip {
+            Some(ip) => ip,
+            // The configured address: the stack reports its own pick for
+            // 0.0.0.0, the first interface, which need not reach the trunk.
+            None => reachable_ip(trunk.bind.ip(), &trunk).await,
+        };
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
         let endpoint_inner = endpoint.inner.clone();
         let (reg_tx, registration) = tokio::sync::watch::channel(match trunk.register_expires {
@@ -141,7 +148,7 @@ impl SipGateway {
                 endpoint.inner.clone(),
                 trunk.clone(),
                 expires,
-                local,
+                SocketAddr::new(advertised, local.port()),
                 reg_tx,
                 token.child_token(),
             ));
@@ -154,8 +161,8 @@ impl SipGateway {
             trunk: trunk.clone(),
             leg: leg.clone(),
             dialogs: dialogs.clone(),
-            media_ip: local.ip(),
-            advertised_ip: trunk.public_ip.unwrap_or(local.ip()),
+            media_ip: trunk.bind.ip(),
+            advertised_ip: advertised,
             limits: limits.clone(),
         });
         tokio::spawn(serve_incoming(incoming, ctx, allowed, calls_tx));
@@ -170,6 +177,7 @@ impl SipGateway {
             incoming: std::sync::Mutex::new(Some(calls)),
             limits,
             registration,
+            advertised,
         })
     }
 
@@ -189,15 +197,16 @@ impl SipGateway {
         self.local
     }
 
-    /// The IP RTP binds to.
+    /// The IP RTP binds to: the configured one, so `0.0.0.0` takes media
+    /// on every interface.
     pub(crate) fn media_ip(&self) -> IpAddr {
-        self.local.ip()
+        self.trunk.bind.ip()
     }
 
     /// The IP our SDP advertises and our Contact names: the public one
-    /// behind a one-to-one NAT, else the bound one.
+    /// behind a one-to-one NAT, else the one we are reached at.
     pub(crate) fn advertised_ip(&self) -> IpAddr {
-        self.trunk.public_ip.unwrap_or(self.local.ip())
+        self.advertised
     }
 
     pub fn trunk(&self) -> &Trunk {
@@ -213,6 +222,36 @@ impl SipGateway {
 impl Drop for SipGateway {
     fn drop(&mut self) {
         self.token.cancel();
+    }
+}
+
+/// The address the trunk reaches us at. Bound to every interface
+/// (`0.0.0.0`), an SDP or Contact must still name one: the interface the
+/// system routes to the trunk through (a UDP "connect" sends nothing). An
+/// SDP with `c=0.0.0.0` would mean "send me nothing".
+async fn reachable_ip(bound: IpAddr, trunk: &Trunk) -> IpAddr {
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let (host, port) = match &trunk.outbound_proxy {
+        Some((h, p)) => (h.clone(), *p),
+        None => (trunk.host.clone(), trunk.port),
+    };
+    let route = async {
+        let target = tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .ok()?
+            .find(|a| a.is_ipv4() == bound.is_ipv4())?;
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(bound, 0)).ok()?;
+        probe.connect(target).ok()?;
+        Some(probe.local_addr().ok()?.ip())
+    };
+    match route.await {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => {
+            warn!(host = %host, "cannot tell which local address reaches the trunk; set --sip-bind to a concrete address or --sip-public-ip");
+            bound
+        }
     }
 }
 

@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use voicecare_core::session::SetupFailure;
 use voicecare_telephony::{CallLeg, LegConfig};
 
+use crate::dialer::Attempt;
 use crate::failure::CallFailure;
 use crate::gateway::{GatewayError, SipGateway};
 use crate::health::{Health, HealthPolicy, Transition};
@@ -167,15 +168,22 @@ impl TrunkGroup {
     /// next ones while trunks fail the call. Dropping the future while it
     /// rings cancels the call.
     pub async fn call(&self, number: &str) -> Result<CallLeg, CallFailure> {
+        self.call_with_early_media(number).await.result
+    }
+
+    /// [`TrunkGroup::call`], keeping the early media of the last trunk
+    /// tried: the one whose answer or failure is returned.
+    pub async fn call_with_early_media(&self, number: &str) -> Attempt {
         let sh = &self.shared;
         let order = sh.order();
         let mut last = None;
         for (pos, &i) in order.iter().enumerate() {
             let member = &sh.members[i];
-            let failure = match member.gateway.call(number).await {
-                Ok(leg) => {
+            let attempt = member.gateway.call_with_early_media(number).await;
+            let failure = match &attempt.result {
+                Ok(_) => {
                     sh.got_through(i);
-                    return Ok(leg);
+                    return attempt;
                 }
                 Err(f) => f,
             };
@@ -187,10 +195,10 @@ impl TrunkGroup {
                 ) {
                     sh.got_through(i);
                 }
-                return Err(failure);
+                return attempt;
             }
-            if faults_the_trunk(&failure) {
-                sh.call_failed(i, &failure);
+            if faults_the_trunk(failure) {
+                sh.call_failed(i, failure);
             }
             if let Some(&next) = order.get(pos + 1) {
                 member.failovers.fetch_add(1, Ordering::Relaxed);
@@ -198,14 +206,14 @@ impl TrunkGroup {
                     trunk = %member.gateway.trunk().name,
                     next = %sh.members[next].gateway.trunk().name,
                     sip_status = failure.status_code(),
-                    failure = kind(&failure),
+                    failure = kind(failure),
                     "the trunk failed the call: trying the next trunk"
                 );
                 sh.publish();
             }
-            last = Some(failure);
+            last = Some(attempt);
         }
-        Err(last.expect("a group has at least one trunk"))
+        last.expect("a group has at least one trunk")
     }
 
     /// Calls any trunk delivers to the service, in one queue, once:

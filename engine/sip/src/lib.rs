@@ -18,6 +18,7 @@
 
 mod dialer;
 pub mod digest;
+mod early;
 pub mod failure;
 pub mod gateway;
 pub mod group;
@@ -30,6 +31,7 @@ pub mod sdp;
 mod supervise;
 pub mod trunk;
 
+pub use dialer::Attempt;
 pub use failure::CallFailure;
 pub use gateway::{GatewayError, SipGateway};
 pub use group::{TrunkGroup, TrunkStatus};

@@ -132,14 +132,13 @@ struct Registration {
     call_id: String,
     tag: String,
     seq: u32,
-    /// Our address for the Contact: the bound one, then the one the
+    /// Our address for the Contact: the advertised one, then the one the
     /// registrar saw.
     contact: SocketAddr,
 }
 
 impl Registration {
     fn new(endpoint: EndpointInnerRef, trunk: Trunk, expires: u32, local: SocketAddr) -> Self {
-        let trunk_public = trunk.public_ip;
         Self {
             endpoint,
             trunk,
@@ -147,7 +146,7 @@ impl Registration {
             call_id: make_call_id(None, Default::default()).to_string(),
             tag: make_tag().to_string(),
             seq: 0,
-            contact: SocketAddr::new(trunk_public.unwrap_or(local.ip()), local.port()),
+            contact: local,
         }
     }
 

@@ -687,3 +687,49 @@ async fn behind_a_one_to_one_nat_the_public_address_is_advertised() {
     let contact = format!("@192.0.2.1:{}", gw.local_addr().port());
     assert!(invite.contains(&contact), "{invite}");
 }
+
+#[tokio::test]
+async fn a_carriers_announcement_in_early_media_is_kept_with_the_failure() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-early-media-480.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let attempt = tokio::time::timeout(PEER_TIMEOUT, gw.call_with_early_media("13800138000"))
+        .await
+        .expect("the call resolves");
+    match &attempt.result {
+        Err(f @ CallFailure::Refused { code: 480, .. }) => {
+            assert_eq!(f.setup_failure(), SetupFailure::NoAnswer, "{f:?}")
+        }
+        other => panic!("expected 480, got {:?}", other.as_ref().map(|_| "a leg")),
+    }
+    // About 9 s of announcement, mostly speech, as 16 kHz PCM.
+    let pcm = &attempt.early_media;
+    let secs = pcm.len() as f64 / 16_000.0;
+    assert!((7.0..=12.0).contains(&secs), "{secs} s of early media");
+    let loud = pcm
+        .chunks(320)
+        .filter(|f| {
+            (f.iter().map(|&s| (s as f64).powi(2)).sum::<f64>() / f.len() as f64).sqrt()
+                > SPEECH_RMS
+        })
+        .count();
+    assert!(loud >= 150, "{loud} loud frames");
+    assert_eq!(sipp.finish().await, 0);
+}
+
+#[tokio::test]
+async fn bound_to_every_interface_the_sdp_names_the_one_that_reaches_the_trunk() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer-stay.xml").await;
+    let gw = gateway(&sipp, |t| t.bind = "0.0.0.0:0".parse().unwrap()).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let heard = listen(&mut leg, |h| h.digits == "1").await;
+    assert_eq!(heard.digits, "1", "media flows both ways: {heard:?}");
+    leg.control().hang_up();
+    assert_eq!(ended(&mut leg).await, EndReason::LocalHangup);
+    assert_eq!(sipp.finish().await, 0);
+    let messages = sipp.messages();
+    let invite = messages.split("SIP/2.0 100").next().unwrap();
+    assert!(invite.contains("c=IN IP4 127.0.0.1"), "{invite}");
+    assert!(!invite.contains("0.0.0.0"), "{invite}");
+}

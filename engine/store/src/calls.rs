@@ -186,6 +186,9 @@ pub struct CallView {
     pub started_at: Option<DateTime<Utc>>,
     pub ended_at: Option<DateTime<Utc>>,
     pub attempts: i64,
+    /// The most severe assessment of the call's replies (`ok` … `emergency`);
+    /// `None` before any reply was judged.
+    pub level: Option<String>,
 }
 
 /// A reply as the console shows it. `Debug` shows the transcript's length
@@ -228,7 +231,8 @@ impl std::fmt::Debug for UtteranceView {
 pub async fn view<'e>(db: impl PgExecutor<'e>, call_id: i64) -> Result<CallView> {
     sqlx::query_as(
         "SELECT c.id, c.elder_id, c.direction, c.purpose, c.status, c.outcome, c.flow, c.flow_path, c.due_at,
-                c.started_at, c.ended_at, (SELECT count(*) FROM call_attempts a WHERE a.call_id = c.id) AS attempts
+                c.started_at, c.ended_at, (SELECT count(*) FROM call_attempts a WHERE a.call_id = c.id) AS attempts,
+                c.level
          FROM calls c WHERE c.id = $1",
     )
     .bind(call_id)

@@ -250,8 +250,13 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
     .fetch_one(pool)
     .await?;
     let highest: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT DISTINCT ON (elder_id) elder_id, level FROM escalations
-          WHERE elder_id = ANY($1) ORDER BY elder_id, priority DESC",
+        // The call carries its level (a watch finding raises no item), and
+        // an item can come without words (a key pressed for help).
+        "SELECT DISTINCT ON (elder_id) elder_id, level FROM (
+             SELECT elder_id, level FROM calls WHERE elder_id = ANY($1) AND level IS NOT NULL
+             UNION ALL
+             SELECT elder_id, level FROM escalations WHERE elder_id = ANY($1)) l
+          ORDER BY elder_id, level_rank(level) DESC",
     )
     .bind(elders)
     .fetch_all(pool)

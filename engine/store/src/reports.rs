@@ -288,3 +288,114 @@ pub async fn audit_sample(
     .fetch_all(pool)
     .await?)
 }
+
+/// An elder on the supervisors' watch list: calls with a concern (watch or
+/// above) within the window. `Debug` leaves the name out.
+#[derive(Clone, Serialize, sqlx::FromRow)]
+pub struct WatchEntry {
+    pub elder_id: i64,
+    pub elder_name: String,
+    pub community: String,
+    /// Calls in the window whose level is watch or above.
+    pub flagged_calls: i64,
+    /// Levels of the elder's last calls with a level, newest first (at most 7).
+    pub recent_levels: Vec<String>,
+    /// The concerns' categories in the window (fall, loneliness, …).
+    pub categories: Vec<String>,
+    pub last_call_at: DateTime<Utc>,
+    /// `worse`, `better` or `steady`: the latest call against the ones before.
+    #[sqlx(skip)]
+    pub trend: &'static str,
+}
+
+impl std::fmt::Debug for WatchEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WatchEntry")
+            .field("elder_id", &self.elder_id)
+            .field("elder_name", &voicecare_core::redact::Personal::new(()))
+            .field("flagged_calls", &self.flagged_calls)
+            .field("recent_levels", &self.recent_levels)
+            .field("trend", &self.trend)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an elder's level is going: the latest call above every one of the
+/// calls before it is `worse`, below every one `better`, else `steady`.
+pub fn trend(recent_newest_first: &[String]) -> &'static str {
+    let rank = |l: &str| match l {
+        "emergency" => 3,
+        "urgent" => 2,
+        "watch" => 1,
+        _ => 0,
+    };
+    let Some((last, before)) = recent_newest_first.split_first() else {
+        return "steady";
+    };
+    if before.is_empty() {
+        return "steady";
+    }
+    let last = rank(last);
+    let ranks = before.iter().map(|l| rank(l));
+    if ranks.clone().all(|r| last > r) {
+        "worse"
+    } else if ranks.clone().all(|r| last < r) {
+        "better"
+    } else {
+        "steady"
+    }
+}
+
+/// Elders under the caller's unit with a concern on a call since `since`,
+/// most severe and most often flagged first (at most 500).
+pub async fn watch_list(
+    pool: &PgPool,
+    scope: &Scope,
+    since: DateTime<Utc>,
+) -> Result<Vec<WatchEntry>> {
+    let mut rows: Vec<WatchEntry> = sqlx::query_as(
+        "SELECT el.id AS elder_id, el.full_name AS elder_name, u.name AS community,
+                count(*) FILTER (WHERE level_rank(c.level) >= 1) AS flagged_calls,
+                (array_agg(c.level ORDER BY c.due_at DESC))[1:7] AS recent_levels,
+                array(SELECT DISTINCT r->>'category'
+                        FROM calls c2, jsonb_array_elements(c2.level_reasons) r
+                       WHERE c2.elder_id = el.id AND c2.due_at >= $2
+                         AND level_rank(c2.level) >= 1 AND r ? 'category'
+                       ORDER BY 1) AS categories,
+                max(c.due_at) AS last_call_at
+           FROM calls c
+           JOIN elders el ON el.id = c.elder_id
+           JOIN org_units u ON u.id = el.community_id
+          WHERE c.level IS NOT NULL AND c.due_at >= $2 AND $1::bigint = ANY(u.path)
+          GROUP BY el.id, el.full_name, u.name
+         HAVING count(*) FILTER (WHERE level_rank(c.level) >= 1) > 0
+          ORDER BY max(level_rank(c.level)) DESC, 4 DESC, max(c.due_at) DESC
+          LIMIT 500",
+    )
+    .bind(scope.unit_id)
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    for r in &mut rows {
+        r.trend = trend(&r.recent_levels);
+    }
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::trend;
+
+    fn levels(l: &[&str]) -> Vec<String> {
+        l.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn the_trend_compares_the_latest_call_with_those_before() {
+        assert_eq!(trend(&levels(&["urgent", "watch", "ok"])), "worse");
+        assert_eq!(trend(&levels(&["ok", "watch", "urgent"])), "better");
+        assert_eq!(trend(&levels(&["watch", "watch", "ok"])), "steady");
+        assert_eq!(trend(&levels(&["watch"])), "steady");
+        assert_eq!(trend(&[]), "steady");
+    }
+}

@@ -144,7 +144,7 @@ impl Encoder {
 }
 
 /// Decodes RTP payloads into 16 kHz PCM.
-pub(crate) enum Decoder {
+pub enum Decoder {
     Pcmu(Upsampler2x),
     Pcma(Upsampler2x),
     #[cfg(feature = "opus")]

@@ -34,7 +34,7 @@ mod call;
 pub mod eval;
 mod lexicon;
 mod matcher;
-mod phonetic;
+pub(crate) mod phonetic;
 mod text;
 mod trend;
 

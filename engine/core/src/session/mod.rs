@@ -20,6 +20,7 @@ pub mod escalation;
 pub mod identify;
 pub mod outcome;
 pub mod policy;
+pub mod screen;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct Setup {
     pub direction: Direction,
     /// The last utterance number already used by this call (earlier attempts).
     pub last_seq: i32,
+    /// Listen before speaking, to tell a person from an answering machine
+    /// or a carrier's recording ([`screen`]): calls to telephone numbers.
+    pub screen: bool,
 }
 
 /// Words read from the elder's audio. `Debug` shows their length only: an
@@ -125,6 +129,11 @@ pub enum Input {
     HungUp,
     /// Another node owns the call now.
     LeaseLost,
+    /// A steady tone of this frequency began (a machine's beep, or the
+    /// network's own tones): only heard while the answer is screened.
+    Tone {
+        hz: f32,
+    },
 }
 
 /// What the driver must do, in order.
@@ -261,6 +270,8 @@ pub struct Session {
     bridged: bool,
     media_failed: bool,
     end: Option<SessionEnd>,
+    screen_on_answer: bool,
+    screen: Option<screen::Screen>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +299,8 @@ impl Session {
             bridged: false,
             media_failed: false,
             end: None,
+            screen_on_answer: setup.screen,
+            screen: None,
         }
     }
 
@@ -314,7 +327,14 @@ impl Session {
     /// Feed one event at `now` (the call's clock); perform what comes back.
     pub fn handle(&mut self, now: Millis, input: Input) -> Vec<Output> {
         let mut out = Vec::new();
+        if self.screening(now, &input, &mut out) {
+            return out;
+        }
         match input {
+            Input::Answered if self.screen_on_answer && self.end.is_none() => {
+                self.ear = Ear::Listening;
+                self.screen = Some(screen::Screen::start(now, &mut out));
+            }
             Input::Answered => self.flow(now, Event::Answered, &mut out),
             Input::MediaFailed => {
                 self.media_failed = true;
@@ -345,8 +365,83 @@ impl Session {
                     self.finish(None, EndReason::LeaseLost, true, &mut out);
                 }
             }
+            Input::Tone { .. } => {}
         }
         out
+    }
+
+    /// While the answer is screened, what is heard goes to the screen, not
+    /// the flow. `true`: the input was the screen's.
+    fn screening(&mut self, now: Millis, input: &Input, out: &mut Vec<Output>) -> bool {
+        let Some(screen) = self.screen.as_mut() else {
+            return false;
+        };
+        // The screen's readings are never answers, even once it decided.
+        if let Input::Reading(Reading::Final { seq, words, .. }) = input
+            && screen.owns(*seq)
+        {
+            let s = match words {
+                Some(w) => screen.words(now, &w.text),
+                None => screen::Screened::Undecided,
+            };
+            self.screened(now, s, out);
+            return true;
+        }
+        if !screen.is_deciding() || self.end.is_some() {
+            return false;
+        }
+        let s = match input {
+            Input::SpeechStarted => screen.speech_started(now),
+            Input::UtteranceEnded => {
+                self.seq += 1;
+                let seq = self.seq;
+                out.push(Output::Transcribe { seq });
+                match self.screen.as_mut() {
+                    Some(screen) => screen.utterance_ended(now, seq),
+                    None => return true,
+                }
+            }
+            // Readings of a greeting still going on decide nothing.
+            Input::Reading(_) => screen::Screened::Undecided,
+            Input::Timer => screen.tick(now, out),
+            Input::Digit(d) => {
+                // Only a person presses a key, and it means something: the
+                // flow starts and takes it (a 1 for help at once).
+                let s = screen.digit();
+                self.screened(now, s, out);
+                self.flow(now, Event::Digit(*d), out);
+                return true;
+            }
+            Input::Tone { hz } => screen.tone(now, *hz),
+            Input::HungUp => {
+                out.push(Output::StopListening);
+                self.finish(None, EndReason::ElderHungUp, false, out);
+                return true;
+            }
+            _ => return false,
+        };
+        self.screened(now, s, out);
+        true
+    }
+
+    fn screened(&mut self, now: Millis, s: screen::Screened, out: &mut Vec<Output>) {
+        match s {
+            screen::Screened::Undecided => {}
+            screen::Screened::Person => {
+                self.ear = Ear::Off;
+                out.push(Output::StopListening);
+                self.flow(now, Event::Answered, out);
+            }
+            screen::Screened::NotReached(f) => {
+                out.push(Output::HangUp);
+                self.finish(None, EndReason::NotReached(f), false, out);
+            }
+        }
+    }
+
+    /// Whether the answer is still being screened (the flow has not begun).
+    pub fn is_screening(&self) -> bool {
+        self.screen.as_ref().is_some_and(|s| s.is_deciding()) && self.end.is_none()
     }
 
     fn utterance_ended(&mut self, out: &mut Vec<Output>) {

@@ -193,6 +193,9 @@ pub enum SetupFailure {
     SwitchedOff,
     /// No codec in common with the far end (SIP 488, 415, 606).
     CodecMismatch,
+    /// An answering machine or voicemail box took the call (heard in the
+    /// first seconds after the answer): no check-in is left on a machine.
+    Voicemail,
     /// Our trunk or the carrier failed, or refused us (SIP 403, 5xx, no
     /// response): nothing to do with the callee.
     TrunkFailure,
@@ -218,6 +221,7 @@ impl SetupFailure {
             SetupFailure::InvalidNumber => "the number does not exist",
             SetupFailure::SwitchedOff => "the phone is switched off or unreachable",
             SetupFailure::CodecMismatch => "no common codec with the far end",
+            SetupFailure::Voicemail => "an answering machine took the call",
             SetupFailure::TrunkFailure => "the telephone trunk failed",
             SetupFailure::SetupFailed => "call setup failed",
             SetupFailure::ContactRemoved => "the emergency contact was removed",
@@ -250,6 +254,10 @@ impl SetupFailure {
                 "switched_off",
                 "the elder's phone is switched off or out of reach",
             ),
+            SetupFailure::Voicemail => (
+                "voicemail",
+                "an answering machine took the call, not the elder",
+            ),
             SetupFailure::TrunkFailure => (
                 "trunk_failure",
                 "the telephone line could not place the call; try again shortly",
@@ -261,9 +269,10 @@ impl SetupFailure {
     /// The attempt's stored status.
     pub fn status(self) -> AttemptStatus {
         match self {
-            SetupFailure::NoAnswer | SetupFailure::Declined | SetupFailure::SwitchedOff => {
-                AttemptStatus::NoAnswer
-            }
+            SetupFailure::NoAnswer
+            | SetupFailure::Declined
+            | SetupFailure::SwitchedOff
+            | SetupFailure::Voicemail => AttemptStatus::NoAnswer,
             SetupFailure::Busy => AttemptStatus::Busy,
             _ => AttemptStatus::Failed,
         }
@@ -278,6 +287,7 @@ impl SetupFailure {
             SetupFailure::InvalidNumber => DialOutcome::InvalidNumber,
             SetupFailure::SwitchedOff => DialOutcome::SwitchedOff,
             SetupFailure::CodecMismatch => DialOutcome::CodecMismatch,
+            SetupFailure::Voicemail => DialOutcome::Voicemail,
             SetupFailure::TrunkFailure => DialOutcome::TrunkFailure,
             SetupFailure::DeviceNotConnected
             | SetupFailure::DeviceDisconnected
@@ -305,7 +315,8 @@ impl SetupFailure {
 pub enum DialOutcome {
     /// A person answered.
     Answered,
-    /// A voicemail box or answering machine answered (detection comes later).
+    /// A voicemail box or answering machine answered (heard in the first
+    /// seconds after the answer, `session::screen`).
     Voicemail,
     Busy,
     NoAnswer,

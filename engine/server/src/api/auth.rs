@@ -320,6 +320,7 @@ pub struct LoginBody {
 pub async fn login(
     State(state): State<AppState>,
     axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
+    https: Option<axum::Extension<crate::tls::Https>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<LoginBody>,
 ) -> Result<Response, ApiError> {
@@ -372,9 +373,10 @@ pub async fn login(
     )
     .await?;
     let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         session.token,
-        state.session_hours * 3600
+        state.session_hours * 3600,
+        secure(https)
     );
     let mut resp = Json(json!({
         "token": session.token,
@@ -391,6 +393,7 @@ pub async fn login(
 
 pub async fn logout(
     State(state): State<AppState>,
+    https: Option<axum::Extension<crate::tls::Https>>,
     headers: HeaderMap,
     _auth: Authed,
 ) -> Result<Response, ApiError> {
@@ -400,11 +403,24 @@ pub async fn logout(
         let _ = state.logouts.send(t.into());
     }
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("vc_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    let cleared = format!(
+        "{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{}",
+        secure(https)
     );
+    if let Ok(v) = HeaderValue::from_str(&cleared) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     Ok(resp)
+}
+
+/// `; Secure` for a request that came over HTTPS: the browser then never
+/// sends the session cookie over plain HTTP.
+fn secure(https: Option<axum::Extension<crate::tls::Https>>) -> &'static str {
+    if https.is_some_and(|h| h.0.0) {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 pub async fn me(auth: Authed) -> Json<serde_json::Value> {

@@ -94,6 +94,19 @@ impl TrustedProxies {
     /// each trusted hop vouches for the entry before it; the first entry not
     /// added by a trusted proxy is the client. Entries further left were
     /// written by the client itself and could say anything.
+    /// A trusted proxy received the request over HTTPS: its last
+    /// `X-Forwarded-Proto` says `https`.
+    pub fn forwarded_https(&self, peer: IpAddr, headers: &HeaderMap) -> bool {
+        self.trusts(canonical(peer))
+            && headers
+                .get_all("x-forwarded-proto")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    }
+
     pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let mut client = canonical(peer);
         if !self.trusts(client) {
@@ -133,6 +146,13 @@ pub async fn resolve(
     if let Some(peer) = peer {
         let client = proxies.client_ip(peer, req.headers());
         req.extensions_mut().insert(ClientAddr(client));
+        // TLS ended here, or at a trusted proxy that says so.
+        let ours = req
+            .extensions()
+            .get::<crate::tls::Https>()
+            .is_some_and(|h| h.0);
+        let https = ours || proxies.forwarded_https(peer, req.headers());
+        req.extensions_mut().insert(crate::tls::Https(https));
     }
     next.run(req).await
 }
@@ -171,6 +191,22 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn https_is_believed_only_from_a_trusted_proxy() {
+        let proxies: TrustedProxies = "10.0.0.0/8".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        assert!(proxies.forwarded_https(ip("10.1.2.3"), &h));
+        assert!(
+            !proxies.forwarded_https(ip("203.0.113.9"), &h),
+            "anyone can send the header"
+        );
+        // The last proxy's word counts.
+        h.insert("x-forwarded-proto", "https, http".parse().unwrap());
+        assert!(!proxies.forwarded_https(ip("10.1.2.3"), &h));
+        assert!(!proxies.forwarded_https(ip("10.1.2.3"), &HeaderMap::new()));
     }
 
     #[test]

@@ -16,6 +16,9 @@ use super::AppState;
 use super::auth::Authed;
 use super::error::ApiError;
 
+/// The watch list covers the calls of this many days.
+pub const WATCH_DAYS: i64 = 14;
+
 /// Resolved reviews drawn per operator per month.
 pub const SAMPLE_PER_OPERATOR: i64 = 2;
 
@@ -72,6 +75,14 @@ pub async fn overview(
     let totals = reports::totals(&state.pool, &auth.scope, day_start, now).await?;
     let units = reports::by_unit(&state.pool, &auth.scope, by, day_start, now).await?;
     let operators = reports::operators(&state.pool, &auth.scope, day_start).await?;
+    // Concerns of the last two weeks: the calls' own levels, so a tired or
+    // lonely elder shows here though no item was queued.
+    let watch = reports::watch_list(
+        &state.pool,
+        &auth.scope,
+        now - chrono::Duration::days(WATCH_DAYS),
+    )
+    .await?;
     let attempts = json!({
         "totals": reports::attempts_total(&state.pool, &auth.scope, day_start).await?,
         "units": reports::attempts_by_unit(&state.pool, &auth.scope, by, day_start).await?,
@@ -86,6 +97,8 @@ pub async fn overview(
         "units": units,
         "operators": operators,
         "attempts": attempts,
+        "watch_days": WATCH_DAYS,
+        "watch_list": watch,
         "trunks": trunks(&state),
     })))
 }

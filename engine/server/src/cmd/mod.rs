@@ -6,5 +6,6 @@ pub mod distress;
 pub mod flow;
 pub mod model;
 pub mod phone;
+pub mod phone_sip;
 pub mod serve;
 pub mod transcribe;

@@ -9,6 +9,11 @@ use crate::api::{self, AppState};
 use crate::config::{DbArgs, ServeArgs};
 
 pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
+    // Checked before anything starts: a bad file is named at once.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+        _ => None,
+    };
     let db = crate::db::open(&db_args, args.db_connections).await?;
     let state = AppState::new(
         db.pool.clone(),
@@ -27,8 +32,9 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "voicecare is serving the operator API");
-    println!("voicecare listening on http://{addr}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "voicecare is serving the operator API");
+    println!("voicecare listening on {scheme}://{addr}");
 
     let app = api::router(
         state
@@ -39,11 +45,16 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     .layer(axum::middleware::from_fn_with_state(
         proxies,
         api::client_addr::resolve,
-    ))
-    .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    ));
+    match tls {
+        Some(config) => crate::tls::serve(listener, config, app, shutdown_signal()).await,
+        None => {
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await?
+        }
+    }
     tracing::info!("shutting down");
     fanout.abort();
     rescuer.abort();

@@ -34,7 +34,7 @@ pub struct ElderResult {
     pub time_zone: String,
     /// `ok`/`watch`/`urgent`/`emergency` for speakers, `silent`, `no_answer`.
     pub expected: String,
-    /// The highest level escalated for this elder, or `ok`.
+    /// The highest level of this elder's calls and escalations, or `ok`.
     pub found: String,
     pub clip: Option<String>,
     pub outcomes: Vec<String>,

@@ -139,6 +139,7 @@ async fn answer_inbound(
                 flow,
                 lang: callee.lang(),
                 inputs: policy::flow_inputs(&callee.full_name, &engine.cfg.service_name),
+                screen: false,
             };
             driver::run(engine, spec, leg, line, lost).await.end
         }

@@ -10,6 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use voicecare_media::tone::{ToneConfig, ToneDetector, ToneEvent};
+use voicecare_telephony::audio::SAMPLE_RATE;
 
 use chrono::Utc;
 use tokio::sync::{mpsc, watch};
@@ -44,6 +46,9 @@ pub struct CallSpec {
     pub flow: Arc<Flow>,
     pub lang: Lang,
     pub inputs: std::collections::BTreeMap<String, String>,
+    /// Screen the answer (person, machine or carrier recording) before the
+    /// flow speaks: calls to telephone numbers.
+    pub screen: bool,
 }
 
 /// How a driven call ended.
@@ -80,6 +85,8 @@ struct Driver<'a> {
     held: bool,
     joined: Option<Joined>,
     end: Option<SessionEnd>,
+    /// Beeps while the answer is screened.
+    tone: Option<ToneDetector>,
 }
 
 /// Run an answered leg until its session ends (and, if an operator joined
@@ -118,6 +125,7 @@ impl<'a> Driver<'a> {
             inputs: spec.inputs.clone(),
             direction: spec.direction,
             last_seq: last_seq(engine, spec).await,
+            screen: spec.screen,
         });
         let recordings = engine.cfg.keep_recordings.then(|| {
             let day = Utc::now().format("%Y-%m-%d").to_string();
@@ -144,6 +152,9 @@ impl<'a> Driver<'a> {
             timer: None,
             plays: HashMap::new(),
             pending: VecDeque::new(),
+            tone: spec
+                .screen
+                .then(|| ToneDetector::new(ToneConfig::for_rate(SAMPLE_RATE))),
             awaiting_reply: None,
             turns: Vec::new(),
             hold: None,
@@ -288,6 +299,20 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// A steady tone starting in this frame, while the answer is screened.
+    fn beep(&mut self, frame: &[i16]) -> Option<Input> {
+        if !self.session.is_screening() {
+            return None;
+        }
+        let detector = self.tone.as_mut()?;
+        let pcm: Vec<f32> = frame.iter().map(|&s| f32::from(s) / 32768.0).collect();
+        let at = self.t0.elapsed().as_millis() as u64;
+        match detector.push(&pcm, at) {
+            Some(ToneEvent::Started(t)) => Some(Input::Tone { hz: t.hz }),
+            _ => None,
+        }
+    }
+
     fn line_event(&mut self, ev: Option<LegEvent>) -> Option<Input> {
         match ev {
             None | Some(LegEvent::Ended(_)) => {
@@ -298,8 +323,16 @@ impl<'a> Driver<'a> {
                 Some(Input::HungUp)
             }
             Some(LegEvent::Audio(frame)) => {
+                let tone = self.beep(&frame);
                 let early = self.session.wants_early_readings();
-                self.hearing.push(&frame, early)
+                let heard = self.hearing.push(&frame, early);
+                match (heard, tone) {
+                    (Some(h), Some(t)) => {
+                        self.pending.push_back(t);
+                        Some(h)
+                    }
+                    (h, t) => h.or(t),
+                }
             }
             Some(LegEvent::Digit(d)) => Some(Input::Digit(d)),
             Some(LegEvent::PlaybackFinished { id, .. }) => {

@@ -203,7 +203,8 @@ impl Attempts<'_> {
         let reached = match (device, self.engine.hub(), phone, &self.engine.sip) {
             (None, _, Some(number), Some(sip)) => {
                 ringing().await?;
-                ring_phone(sip, number).await
+                let hear = Some((&*self.engine.asr, self.callee.lang()));
+                ring_phone(sip, number, hear).await
             }
             (None, ..) => Err(SetupFailure::NoDevice),
             (Some(_), None, ..) => Err(SetupFailure::TransportDown),
@@ -264,9 +265,30 @@ impl Attempts<'_> {
         };
         let flow_id = c.flow.as_deref().unwrap_or(CHECKIN_FLOW);
         let inputs = policy::flow_inputs(&self.callee.full_name, &engine.cfg.service_name);
-        let end = self.session(attempt, flow_id, inputs, leg).await;
+        // A telephone may be answered by a machine or the carrier's
+        // recording: the session listens first (session::screen).
+        let screen = device.is_none() && phone.is_some();
+        let end = self.session(attempt, flow_id, inputs, leg, screen).await;
         if end.lost {
             return Ok((AttemptOutcome::Answered, Some(end)));
+        }
+        if let EndReason::NotReached(f) = end.reason {
+            let outcome = f.dial_outcome();
+            let fix = outcome.needs_number_fix();
+            // Answered, by a machine or a recording: the attempt ended, and
+            // its outcome says the elder was not reached.
+            dialer::not_reached(
+                &engine.pool,
+                attempt,
+                AttemptStatus::Ended,
+                end.reason,
+                outcome,
+                fix,
+                Utc::now(),
+            )
+            .await?;
+            tracing::info!(outcome = outcome.as_str(), "answered, but not by the elder");
+            return Ok((f.elder_outcome(), None));
         }
         let reason = Some(end.reason);
         dialer::update_attempt(
@@ -291,6 +313,7 @@ impl Attempts<'_> {
         flow_id: &str,
         inputs: std::collections::BTreeMap<String, String>,
         leg: CallLeg,
+        screen: bool,
     ) -> SessionEnd {
         let engine = self.engine;
         match engine.flow(flow_id) {
@@ -302,6 +325,7 @@ impl Attempts<'_> {
                     flow,
                     lang: self.callee.lang(),
                     inputs,
+                    screen,
                 };
                 let (line, lost) = (self.line.clone(), self.lost.clone());
                 driver::run(engine, spec, leg, line, lost).await.end
@@ -371,7 +395,9 @@ impl Attempts<'_> {
         };
         let mut inputs = policy::flow_inputs(&self.callee.full_name, &engine.cfg.service_name);
         inputs.insert("contact_name".into(), contact.name.clone());
-        let end = self.session(attempt, CONTACT_FLOW, inputs, leg).await;
+        let end = self
+            .session(attempt, CONTACT_FLOW, inputs, leg, false)
+            .await;
         if end.lost {
             return Ok(None);
         }

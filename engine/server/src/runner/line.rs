@@ -3,10 +3,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use voicecare_core::session::SetupFailure;
+use voicecare_core::Lang;
+use voicecare_core::carrier::announcement::{self, AnnouncementKind};
+use voicecare_core::session::{SetupFailure, screen};
 use voicecare_sip::{CallFailure, TrunkGroup};
+use voicecare_speech::{AsrPool, TranscribeRequest};
 use voicecare_store::elders::Phone;
 use voicecare_telephony::TelephonyError;
+use voicecare_telephony::audio::{FRAME_SAMPLES, rms};
 use voicecare_telephony::leg::{CallLeg, LegControl};
 use voicecare_telephony::signalling::HangupReason;
 
@@ -27,29 +31,82 @@ pub fn setup_failure(e: &TelephonyError) -> SetupFailure {
 /// Call a phone number through the SIP trunks (the next one when a trunk
 /// fails the call). The number stays out of the log: only the SIP status
 /// and what the session makes of it are written.
-pub async fn ring_phone(sip: &TrunkGroup, number: &Phone) -> Result<CallLeg, SetupFailure> {
-    sip.call(number.as_str()).await.map_err(|failure| {
-        let outcome = failure.setup_failure();
-        // The stack's own errors may quote a SIP URI, number included.
-        let detail = match &failure {
-            CallFailure::BadNumber(_) => "not a dialable number".to_string(),
-            CallFailure::Signalling(e) => {
-                // Digits hidden: the stack's message may hold the number.
-                let e: String = e
-                    .chars()
-                    .map(|c| if c.is_ascii_digit() { '#' } else { c })
-                    .collect();
-                tracing::debug!(error = %e, "SIP signalling failed");
-                "signalling failed".to_string()
-            }
-            other => other.to_string(),
-        };
+/// With `hear`, what the carrier played before failing the call (early
+/// media) is read: its recorded announcement says why better than the
+/// status code does ("switched off" behind a plain 480).
+pub async fn ring_phone(
+    sip: &TrunkGroup,
+    number: &Phone,
+    hear: Option<(&AsrPool, Lang)>,
+) -> Result<CallLeg, SetupFailure> {
+    let attempt = sip.call_with_early_media(number.as_str()).await;
+    let failure = match attempt.result {
+        Ok(leg) => return Ok(leg),
+        Err(f) => f,
+    };
+    let mut outcome = failure.setup_failure();
+    // The stack's own errors may quote a SIP URI, number included.
+    let detail = match &failure {
+        CallFailure::BadNumber(_) => "not a dialable number".to_string(),
+        CallFailure::Signalling(e) => {
+            // Digits hidden: the stack's message may hold the number.
+            let e: String = e
+                .chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect();
+            tracing::debug!(error = %e, "SIP signalling failed");
+            "signalling failed".to_string()
+        }
+        other => other.to_string(),
+    };
+    if let Some((asr, lang)) = hear
+        && let Some(kind) = announcement_in(asr, lang, &attempt.early_media).await
+    {
+        metrics::counter!("voicecare_sip_announcements_total", "kind" => kind.as_str())
+            .increment(1);
+        if let Some(f) = screen::failure_of(kind) {
+            outcome = f;
+        }
         tracing::info!(
-            sip_status = failure.status_code(),
-            outcome = outcome.as_str(),
-            %detail,
-            "telephone call not answered"
+            announcement = kind.as_str(),
+            "the carrier played an announcement"
         );
-        outcome
-    })
+    }
+    tracing::info!(
+        sip_status = failure.status_code(),
+        outcome = outcome.as_str(),
+        %detail,
+        "telephone call not answered"
+    );
+    Err(outcome)
 }
+
+/// Speech-level audio below this many 20 ms frames is no announcement.
+const MIN_ANNOUNCEMENT_FRAMES: usize = 50;
+
+/// The carrier's announcement in early media, if one was played. What is
+/// read is a recording, never the elder, and is not kept.
+async fn announcement_in(asr: &AsrPool, lang: Lang, pcm: &[i16]) -> Option<AnnouncementKind> {
+    let loud = pcm
+        .chunks(FRAME_SAMPLES)
+        .filter(|f| rms(f) > SPEECH_RMS)
+        .count();
+    if loud < MIN_ANNOUNCEMENT_FRAMES {
+        return None;
+    }
+    let req = TranscribeRequest {
+        samples_16k: pcm.iter().map(|&s| f32::from(s) / 32768.0).collect(),
+        lang: Some(lang),
+        prompt: None,
+    };
+    match asr.transcribe(req).await {
+        Ok(t) => announcement::classify(&t.text).map(|a| a.kind),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the early media");
+            None
+        }
+    }
+}
+
+/// About -40 dBFS: quieter frames are line noise, not a voice.
+const SPEECH_RMS: f32 = 300.0;

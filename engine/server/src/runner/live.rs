@@ -349,7 +349,7 @@ pub async fn call_back(
     // elder who answers then is hung up at once rather than left ringing.
     let ringing = match (route, engine.hub(), &engine.sip) {
         (Route::Device(d), Some(hub), _) => hub.call_device(d).await.map_err(|e| setup_failure(&e)),
-        (Route::Phone(number), _, Some(sip)) => ring_phone(sip, number).await,
+        (Route::Phone(number), _, Some(sip)) => ring_phone(sip, number, None).await,
         _ => Err(SetupFailure::TransportDown),
     };
     match ringing {

@@ -4,6 +4,9 @@
   greeting-pcmu.pcap   Mandarin greeting, G.711 mu-law, PT 0, 20 ms packets
   greeting-pcma.pcap   same, G.711 A-law, PT 8
   announce-off.pcap    carrier-style announcement "您拨打的电话已关机" (A-law, PT 8)
+  announce-off-gcin.pcap  "您拨打的电话已关机" in a recorded human voice (gcin-voice syllables,
+                       from audio-fixtures/carrier), after the network's 450 Hz tone (A-law, PT 8)
+  hello-pcma.pcap      a person picking up: "喂？" and silence (A-law, PT 8)
   dtmf-1.pcap          RFC 4733 telephone-event digit 1, PT 101, continues the greeting's SSRC/sequence
   dtmf-5.pcap          RFC 4733 telephone-event digit 5, PT 101, own SSRC (sent by the caller stand-in)
   greeting-pcmu.raw    headerless mu-law 8 kHz (for sipp rtp_stream / tests)
@@ -74,11 +77,15 @@ def dtmf_pcap(path, digit, ssrc, duration_ms=200, seq0=0, ts0=0):
     write_pcap(path, pkts)
 
 greet = silence(200) + tts("您好，这里是语音关怀的每日问候。今天您身体好吗？") + silence(300) + tone(1000, 300) + silence(200)
+hello = silence(300) + tts("喂？") + silence(200)
 off = tone(450, 1000) + silence(200) + tts("您拨打的电话已关机。") + silence(500) + tts("The number you dialed is power off.", "en") + silence(300)
 CALLEE, CARRIER, CALLER = 0x56430001, 0x56430002, 0x56430003
 ulaw = g711_pcap("greeting-pcmu.pcap", greet, "u", 0, CALLEE)
 g711_pcap("greeting-pcma.pcap", greet, "a", 8, CALLEE)
 g711_pcap("announce-off.pcap", off, "a", 8, CARRIER)
+g711_pcap("hello-pcma.pcap", hello, "a", 8, CALLEE)
+gcin = audioop.ulaw2lin(open("../../../../audio-fixtures/carrier/ann_off_zh_gcin_8k.ul", "rb").read(), 2)
+g711_pcap("announce-off-gcin.pcap", tone(450, 1000) + silence(200) + gcin + silence(300), "a", 8, CARRIER)
 # the callee's "1" follows its greeting on the same SSRC: next sequence number, timestamp ~0.6 s later
 n = len(greet) // 2 // 160
 dtmf_pcap("dtmf-1.pcap", "1", CALLEE, seq0=n, ts0=n * 160 + 4800)

@@ -732,6 +732,7 @@ function renderDetail(view, d) {
     field(t('call.kind'), `${c.direction} · ${c.purpose}`),
     field(t('call.attempts'), c.attempts),
     field(t('call.status'), `${c.status}${c.outcome ? ` · ${c.outcome}` : ''}`),
+    c.level ? field(t('call.level'), levelBadge(c.level)) : null,
     field(t('call.path'), (c.flow_path || []).length ? h('ol', { class: 'path' }, c.flow_path.map((s) => h('li', {}, s))) : null)));
 
   const reasons = Array.isArray(e.reasons) ? e.reasons : [];
@@ -923,6 +924,7 @@ async function renderSupervisor(view) {
         h('td', { class: 'num' }, t('sup.slaShare', pct(u.emergencies_in_sla, u.emergencies_today), u.emergencies_in_sla, u.emergencies_today)))))),
     ...attemptsReport(o.attempts),
     ...trunksReport(o.trunks),
+    ...watchReport(o.watch_list, o.watch_days),
     h('h2', {}, t('sup.operators')),
     h('table', { class: 'report', id: 'sup-operators' },
       h('thead', {}, h('tr', {}, [t('sup.operator'), t('sup.unit'), t('sup.holding'), t('sup.claimsToday'), t('sup.resolvedToday'), t('sup.emergResolved')]
@@ -977,6 +979,30 @@ function trunksReport(trunks) {
         h('td', {}, localTime(k.since)),
         h('td', { class: 'num' }, k.failovers),
         h('td', {}, t(`trunk.reg.${k.registration}`)))))),
+  ];
+}
+
+/** Elders whose calls raised a concern lately, most severe first: their
+ * calls' own levels, so a tired or lonely elder shows though nothing was queued. */
+function watchReport(list, days) {
+  if (!list) return [];
+  const trendMark = { worse: '↑', better: '↓', steady: '→' };
+  return [
+    h('h2', {}, t('sup.watch', days)),
+    list.length
+      ? h('table', { class: 'report', id: 'sup-watch' },
+        h('thead', {}, h('tr', {}, [t('col.elder'), t('sup.unit'), t('sup.watchLatest'), t('sup.watchTrend'), t('sup.watchCalls'),
+          t('sup.watchConcerns'), t('sup.watchLast')].map((x) => h('th', { scope: 'col' }, x)))),
+        h('tbody', {}, list.map((w) => h('tr', { 'data-elder': w.elder_id },
+          h('th', { scope: 'row' }, w.elder_name),
+          h('td', {}, w.community),
+          h('td', {}, levelBadge(w.recent_levels[0])),
+          h('td', { title: w.recent_levels.map((l) => t(`level.${l}`)).join(' · ') },
+            `${trendMark[w.trend] || ''} ${t(`trend.${w.trend}`)}`),
+          h('td', { class: 'num' }, w.flagged_calls),
+          h('td', {}, (w.categories || []).join(', ')),
+          h('td', {}, localTime(w.last_call_at))))))
+      : h('p', { class: 'empty', id: 'sup-watch' }, t('sup.watchNone')),
   ];
 }
 
