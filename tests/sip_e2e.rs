@@ -362,7 +362,7 @@ async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
         &["--sip-trunk", &backup],
     );
     let mut failing = Sipp::run("uas-reject-503.xml", first).await;
-    let mut answering = Sipp::run("uas-answer.xml", second).await;
+    let mut answering = Sipp::run("uas-answer-hello.xml", second).await;
     schedule_now(&pool, elder, 3).await;
 
     let call: i64 = wait_for(
