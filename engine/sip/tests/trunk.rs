@@ -733,3 +733,73 @@ async fn bound_to_every_interface_the_sdp_names_the_one_that_reaches_the_trunk()
     assert!(invite.contains("c=IN IP4 127.0.0.1"), "{invite}");
     assert!(!invite.contains("0.0.0.0"), "{invite}");
 }
+
+/// Malformed SIP sent to the gateway's signalling port: truncated messages,
+/// garbage, bad headers. Requests that can be answered get a 4xx; nothing
+/// stops the gateway, and a call placed afterwards works.
+#[tokio::test]
+async fn malformed_sip_is_refused_or_dropped_and_calls_carry_on() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-answer.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let target = gw.local_addr();
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let me = sock.local_addr().unwrap();
+    let invite = |extra: &str, body: &str| {
+        format!(
+            "INVITE sip:service@{target} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{}\r\n\
+             From: <sip:caller@{me}>;tag=1\r\nTo: <sip:service@{target}>\r\nCall-ID: {}@test\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:caller@{me}>\r\nMax-Forwards: 70\r\n{extra}\
+             Content-Length: {}\r\n\r\n{body}",
+            rand::random::<u32>(),
+            rand::random::<u32>(),
+            body.len()
+        )
+    };
+    let full = invite("Content-Type: application/sdp\r\n", "v=0\r\n");
+    let garbage: Vec<Vec<u8>> = vec![
+        b"\x00\x01\x02garbage\xff\xfe".to_vec(),
+        full.as_bytes()[..full.len() / 2].to_vec(),
+        b"INVITE\r\n\r\n".to_vec(),
+        invite("CSeq: banana\r\n", "").into_bytes(),
+        full.replace("Content-Length: 5", "Content-Length: 99999")
+            .into_bytes(),
+        vec![b'A'; 60_000],
+    ];
+    for g in &garbage {
+        sock.send_to(g, target).await.unwrap();
+    }
+    // A well-formed INVITE with an unusable body gets a final 4xx.
+    sock.send_to(full.as_bytes(), target).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut finals = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(500), sock.recv_from(&mut buf)).await {
+            Ok(Ok((n, _))) => {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                let code: u16 = text
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+                if code >= 200 {
+                    finals.push(code);
+                }
+            }
+            _ if !finals.is_empty() => break,
+            _ => {}
+        }
+    }
+    assert!(
+        !finals.is_empty() && finals.iter().all(|c| (400..500).contains(c)),
+        "a 4xx for the INVITE we can answer, nothing else: {finals:?}"
+    );
+    // The gateway carries on.
+    let mut leg = call(&gw, "13800138000")
+        .await
+        .expect("answered after the garbage");
+    let heard = listen(&mut leg, |_| false).await;
+    assert_eq!(heard.digits, "1");
+    assert_eq!(sipp.finish().await, 0);
+}

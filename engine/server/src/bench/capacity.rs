@@ -3,9 +3,11 @@
 //!
 //! The engine is `voicecare serve` in this process (as in `voicecare demo`);
 //! each step enrols N simulated elders whose windows open together, so the
-//! dialer rings N real WebRTC phones on loopback at once. Every phone answers
-//! the whole daily check-in with a fine reply and plain follow-ups, and times,
-//! from its side of the line:
+//! dialer rings N simulated phones on loopback at once: real WebRTC devices,
+//! or with `--via sip` telephones at the elders' numbers behind a loopback
+//! SIP trunk (G.711), or with `--via both` each in turn at every step. Every
+//! phone answers the whole daily check-in with a fine reply and plain
+//! follow-ups, and times, from its side of the line, whatever the transport:
 //!
 //! * packet timing: the gap between consecutive 20 ms frames it receives;
 //!   jitter is |gap − 20 ms|. The peer is an idle pair of legs in the same
@@ -17,23 +19,30 @@
 //!
 //! A step passes when p99 jitter < 5 ms and p95 turn latency <= 800 ms. The
 //! largest passing step, over the mean call length, gives calls per hour per
-//! core.
+//! core. With `--via both` the two transports' results are also given as
+//! ratios, SIP over WebRTC: check-ins per core-hour and CPU per call.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use chrono::Utc;
+use chrono::{NaiveDate, Utc};
 use clap::Args;
 use serde::Serialize;
+use sqlx::PgPool;
+use tokio::sync::oneshot;
+use voicecare_sip::IncomingCall;
 use voicecare_telephony::audio::rms;
 use voicecare_telephony::leg::LegConfig;
-use voicecare_telephony::signalling::{ClientConfig, DeviceClient, DeviceToken};
+use voicecare_telephony::signalling::{ClientConfig, DeviceClient, DeviceToken, RingingCall};
 use voicecare_telephony::{CallLeg, LegEvent};
 
+use crate::cmd::demo::Via;
 use crate::config::DbArgs;
-use crate::demo::cohort::{self, Behaviour, Member};
+use crate::demo::cohort::{self, Behaviour, Clip, Member, Particulars};
+use crate::demo::sip_phones::PhoneBank;
 
 #[derive(Debug, Clone, Args)]
 pub struct CapacityBenchArgs {
@@ -52,6 +61,10 @@ pub struct CapacityBenchArgs {
     /// Target: p95 turn latency (endpointing silence excluded) at most this many ms.
     #[arg(long, default_value_t = 800.0)]
     pub turn_p95_ms: f64,
+    /// How the elders are reached: their WebRTC devices, their phone numbers
+    /// through a loopback SIP trunk (G.711), or both, in turn at every step.
+    #[arg(long, value_enum, default_value_t = Transports::Webrtc)]
+    pub via: Transports,
     /// Print the result as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -60,6 +73,25 @@ pub struct CapacityBenchArgs {
     /// Clips and their manifest (`manifest.json`).
     #[arg(long, default_value = "audio-fixtures")]
     pub fixtures: PathBuf,
+}
+
+/// The transports a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transports {
+    Webrtc,
+    Sip,
+    /// WebRTC then SIP at every step, compared.
+    Both,
+}
+
+impl Transports {
+    fn each(self) -> &'static [Via] {
+        match self {
+            Transports::Webrtc => &[Via::Webrtc],
+            Transports::Sip => &[Via::Sip],
+            Transports::Both => &[Via::Webrtc, Via::Sip],
+        }
+    }
 }
 
 /// The daily check-in's end-of-utterance silence (ivr-flows/daily_checkin.toml).
@@ -87,6 +119,8 @@ pub struct Step {
 
 #[derive(Debug, Serialize)]
 pub struct Capacity {
+    /// How the elders were reached: `webrtc` or `sip`.
+    pub transport: Via,
     pub cores: usize,
     pub asr_workers: u32,
     pub target_jitter_p99_ms: f64,
@@ -98,6 +132,32 @@ pub struct Capacity {
     pub calls_per_hour_per_core: f64,
 }
 
+/// `--via both`: each transport's result, and SIP's over WebRTC's.
+#[derive(Debug, Serialize)]
+pub struct Compared {
+    pub transport: &'static str,
+    pub runs: Vec<Capacity>,
+    pub sip_over_webrtc: Ratios,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ratios {
+    /// Check-ins per core-hour at each one's largest passing step; NaN
+    /// (null) when WebRTC passed none.
+    pub calls_per_hour_per_core: f64,
+    /// CPU per call over the steps both ran (their CPU summed, then divided).
+    pub cpu_pct_per_call: f64,
+    pub steps: Vec<StepRatio>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StepRatio {
+    pub calls: u32,
+    pub webrtc_cpu_pct_per_call: f64,
+    pub sip_cpu_pct_per_call: f64,
+    pub cpu_ratio: f64,
+}
+
 /// What one simulated phone measured on one call.
 #[derive(Default)]
 struct CallTiming {
@@ -106,6 +166,24 @@ struct CallTiming {
     gaps_ms: Vec<f64>,
     turns_ms: Vec<f64>,
 }
+
+/// What every step needs: the database, the cohort's community and clip,
+/// where the phones register or stand.
+struct Bench {
+    pool: PgPool,
+    community: i64,
+    tag: String,
+    fine: Clip,
+    /// The fine reply, then the follow-ups' answers, 16 kHz.
+    replies: Vec<Vec<i16>>,
+    eou_ms: f64,
+    /// The engine's device signalling.
+    ws: String,
+    /// The telephones behind the loopback trunk, when SIP is measured.
+    sip: Option<SipPhones>,
+}
+
+type PhoneTask = tokio::task::JoinHandle<anyhow::Result<CallTiming>>;
 
 pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
@@ -131,9 +209,17 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         .context("no fine English clip in the fixtures")?
         .clone();
     let answers = cohort::answers(&args.fixtures, &wav_dir)?;
+    let mut replies = vec![read_wav(&fine.wav)?];
+    for a in &answers.en {
+        replies.push(read_wav(a)?);
+    }
     let tag = Utc::now().format("%Y%m%d%H%M%S").to_string();
     let unit = crate::demo::community(&pool, &format!("capacity {tag}")).await?;
 
+    let sip = match args.via {
+        Transports::Webrtc => None,
+        Transports::Sip | Transports::Both => Some(SipPhones::start().await?),
+    };
     let max = *args.steps.iter().max().unwrap_or(&1);
     let engine = crate::demo::start_engine(crate::demo::EngineOpts {
         db_url: db.url.clone(),
@@ -143,45 +229,122 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         node_id: "capacity".into(),
         max_calls: max as i64,
         asr_workers: args.asr_workers,
-        extra: Vec::new(),
+        extra: sip
+            .as_ref()
+            .map(|s| s.bank.engine_args())
+            .unwrap_or_default(),
     })
     .await?;
-    let ws = format!("ws://{}/v1/devices/ws", engine.listen);
+    let bench = Bench {
+        pool: pool.clone(),
+        community: unit.1,
+        tag,
+        fine,
+        replies,
+        eou_ms,
+        ws: format!("ws://{}/v1/devices/ws", engine.listen),
+        sip,
+    };
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
-    let mut steps: Vec<Step> = Vec::new();
+    let transports = args.via.each();
+    let label = transports.len() > 1;
+    let mut runs: Vec<Vec<Step>> = vec![Vec::new(); transports.len()];
+    let mut stopped = vec![false; transports.len()];
+    let mut printed = false;
     for (si, &n) in args.steps.iter().enumerate() {
-        // Enrol and register N phones, then open their windows together.
+        for (ti, &via) in transports.iter().enumerate() {
+            if stopped[ti] {
+                continue;
+            }
+            let step = bench.step(si, n, via, &args).await?;
+            if !args.json {
+                if !printed {
+                    print_header(label);
+                    printed = true;
+                }
+                print_row(label.then_some(via), &step);
+            }
+            stopped[ti] = !step.passed && !args.keep_going;
+            runs[ti].push(step);
+        }
+        if stopped.iter().all(|&s| s) {
+            break;
+        }
+    }
+
+    let results: Vec<Capacity> = transports
+        .iter()
+        .zip(runs)
+        .map(|(&via, steps)| summary(via, cores, &args, steps))
+        .collect();
+    if !args.json {
+        println!();
+        for r in &results {
+            println!(
+                "sustained ({}): {} concurrent calls on {} cores ({} whisper workers): {:.0} calls/hour, {:.0} calls/hour/core",
+                r.transport.as_str(),
+                r.sustained_calls,
+                cores,
+                args.asr_workers,
+                r.calls_per_hour,
+                r.calls_per_hour_per_core
+            );
+        }
+    }
+    match <[Capacity; 2]>::try_from(results) {
+        Ok([webrtc, sip]) => {
+            let ratios = compare(&webrtc, &sip);
+            if args.json {
+                let out = Compared {
+                    transport: "both",
+                    runs: vec![webrtc, sip],
+                    sip_over_webrtc: ratios,
+                };
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print_ratios(&ratios);
+            }
+        }
+        Err(results) => {
+            if args.json {
+                for r in &results {
+                    println!("{}", serde_json::to_string_pretty(r)?);
+                }
+            }
+        }
+    }
+    engine.server.abort();
+    drop(bench);
+    drop(pool);
+    db.close().await?;
+    Ok(())
+}
+
+impl Bench {
+    /// One step: enrol `n` elders reached `via` a transport, ready their
+    /// phones, open their windows together and measure the calls.
+    async fn step(
+        &self,
+        si: usize,
+        n: u32,
+        via: Via,
+        args: &CapacityBenchArgs,
+    ) -> anyhow::Result<Step> {
         let mut ids = Vec::new();
         let mut phones = Vec::new();
         for i in 0..n {
-            let device = format!("cap-{tag}-{si}-{i:03}");
-            let m = Member {
-                name: format!("Capacity Elder {}", i + 1),
-                particulars: None,
-                token: format!("token-{device}-{}", rand::random::<u64>()),
-                device,
-                lang: "en".into(),
-                time_zone: "Europe/London".into(),
-                behaviour: Behaviour::Speaks(fine.clone()),
+            let (id, phone) = match via {
+                Via::Webrtc => self.webrtc_phone(si, i).await?,
+                Via::Sip => self.sip_phone(si, i).await?,
             };
-            let id = cohort::enrol(&pool, unit.1, &m).await?;
             ids.push(id);
-            let mut cfg = ClientConfig::new(ws.clone(), &m.device, DeviceToken::new(&m.token));
-            cfg.leg = LegConfig::loopback();
-            let (client, rings) = DeviceClient::connect(cfg)
-                .await
-                .with_context(|| format!("simulated phone {} did not register", m.device))?;
-            let mut replies = vec![read_wav(&fine.wav)?];
-            for a in &answers.en {
-                replies.push(read_wav(a)?);
-            }
-            phones.push(tokio::spawn(phone_call(client, rings, replies, eou_ms)));
+            phones.push(phone);
         }
         let cpu0 = cpu_ticks();
         let t0 = Instant::now();
         for id in &ids {
-            cohort::schedule(&pool, *id, "Europe/London", 2).await?;
+            cohort::schedule(&self.pool, *id, "Europe/London", 2).await?;
         }
         let idle = tokio::spawn(idle_legs());
         let mut timings = Vec::new();
@@ -206,22 +369,108 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
                 .map(|mut g| std::mem::take(&mut *g))
                 .unwrap_or_default(),
         };
-        cohort::unschedule(&pool, &ids).await?;
+        cohort::unschedule(&self.pool, &ids).await?;
+        Ok(score(n, &timings, &idle_gaps, cpu_pct, args))
+    }
 
-        let step = score(n, &timings, &idle_gaps, cpu_pct, &args);
-        let passed = step.passed;
-        if !args.json {
-            if si == 0 {
-                print_header();
-            }
-            print_row(&step);
-        }
-        steps.push(step);
-        if !passed && !args.keep_going {
-            break;
+    fn member(&self, device: String, particulars: Option<Particulars>, i: u32) -> Member {
+        Member {
+            name: format!("Capacity Elder {}", i + 1),
+            particulars,
+            token: format!("token-{device}-{}", rand::random::<u64>()),
+            device,
+            lang: "en".into(),
+            time_zone: "Europe/London".into(),
+            behaviour: Behaviour::Speaks(self.fine.clone()),
         }
     }
 
+    /// An elder with a WebRTC device, and the device registered.
+    async fn webrtc_phone(&self, si: usize, i: u32) -> anyhow::Result<(i64, PhoneTask)> {
+        let m = self.member(format!("cap-{}-{si}-{i:03}", self.tag), None, i);
+        let id = cohort::enrol(&self.pool, self.community, &m).await?;
+        let mut cfg = ClientConfig::new(self.ws.clone(), &m.device, DeviceToken::new(&m.token));
+        cfg.leg = LegConfig::loopback();
+        let (client, rings) = DeviceClient::connect(cfg)
+            .await
+            .with_context(|| format!("simulated phone {} did not register", m.device))?;
+        let task = tokio::spawn(webrtc_call(
+            client,
+            rings,
+            self.replies.clone(),
+            self.eou_ms,
+        ));
+        Ok((id, task))
+    }
+
+    /// An elder with a phone number and no device, and the telephone at
+    /// that number behind the loopback trunk.
+    async fn sip_phone(&self, si: usize, i: u32) -> anyhow::Result<(i64, PhoneTask)> {
+        let sip = self.sip.as_ref().context("no SIP phones started")?;
+        let number = phone_number(&self.tag, si, i);
+        let particulars = Particulars {
+            phone: number.clone(),
+            birth_date: NaiveDate::from_ymd_opt(1940, 1, 1).unwrap_or_default(),
+            address: format!("Flat {}, Capacity Lane", i + 1),
+        };
+        let device = format!("cap-{}-{si}-sip-{i:03}", self.tag);
+        let m = self.member(device, Some(particulars), i);
+        let id = cohort::enrol(&self.pool, self.community, &m).await?;
+        // Reached at the number, as an elder without a device is.
+        voicecare_store::dialer::phone_only(&self.pool, id).await?;
+        let call = sip.expect(number);
+        let task = tokio::spawn(sip_call(call, self.replies.clone(), self.eou_ms));
+        Ok((id, task))
+    }
+}
+
+/// A number unique to this run's step and elder: +44 77, the run's time of
+/// day, the step and the elder (15 digits, E.164's longest).
+fn phone_number(tag: &str, step: usize, elder: u32) -> String {
+    let time_of_day = &tag[tag.len().saturating_sub(6)..];
+    format!("+4477{time_of_day}{:02}{:03}", step % 100, elder % 1000)
+}
+
+/// The telephones behind the loopback trunk: each waits for the engine to
+/// dial its number; calls to any other number are refused.
+struct SipPhones {
+    bank: PhoneBank,
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<IncomingCall>>>>,
+}
+
+impl SipPhones {
+    async fn start() -> anyhow::Result<SipPhones> {
+        let waiting: Arc<Mutex<HashMap<String, oneshot::Sender<IncomingCall>>>> = Arc::default();
+        let lines = waiting.clone();
+        let bank = PhoneBank::serve(move |call: IncomingCall| {
+            let phone = lines
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(call.called());
+            async move {
+                match phone {
+                    // A phone that gave up refuses by dropping the call.
+                    Some(phone) => drop(phone.send(call)),
+                    None => call.reject(404, "no such phone"),
+                }
+            }
+        })
+        .await?;
+        Ok(SipPhones { bank, waiting })
+    }
+
+    /// The next call to `number`.
+    fn expect(&self, number: String) -> oneshot::Receiver<IncomingCall> {
+        let (tx, rx) = oneshot::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(number, tx);
+        rx
+    }
+}
+
+fn summary(via: Via, cores: usize, args: &CapacityBenchArgs, steps: Vec<Step>) -> Capacity {
     let best = steps
         .iter()
         .filter(|s| s.passed)
@@ -231,7 +480,8 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         Some(s) if s.call_secs > 0.0 => (s.calls, s.calls as f64 * 3600.0 / s.call_secs),
         _ => (0, 0.0),
     };
-    let result = Capacity {
+    Capacity {
+        transport: via,
         cores,
         asr_workers: args.asr_workers,
         target_jitter_p99_ms: args.jitter_p99_ms,
@@ -240,27 +490,73 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         sustained_calls: sustained,
         calls_per_hour: per_hour,
         calls_per_hour_per_core: per_hour / cores as f64,
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
-    } else {
-        println!();
-        println!(
-            "sustained: {} concurrent calls on {} cores ({} whisper workers): {:.0} calls/hour, {:.0} calls/hour/core",
-            result.sustained_calls,
-            cores,
-            args.asr_workers,
-            result.calls_per_hour,
-            result.calls_per_hour_per_core
-        );
     }
-    engine.server.abort();
-    drop(pool);
-    db.close().await?;
-    Ok(())
 }
 
-fn print_header() {
+/// SIP's figures over WebRTC's, at the steps both ran.
+fn compare(webrtc: &Capacity, sip: &Capacity) -> Ratios {
+    let per_call = |s: &Step| s.cpu_pct / f64::from(s.calls.max(1));
+    let steps: Vec<StepRatio> = webrtc
+        .steps
+        .iter()
+        .filter_map(|w| {
+            let s = sip.steps.iter().find(|s| s.calls == w.calls)?;
+            Some(StepRatio {
+                calls: w.calls,
+                webrtc_cpu_pct_per_call: per_call(w),
+                sip_cpu_pct_per_call: per_call(s),
+                cpu_ratio: ratio(per_call(s), per_call(w)),
+            })
+        })
+        .collect();
+    let sum = |f: fn(&StepRatio) -> f64| steps.iter().map(f).sum::<f64>();
+    Ratios {
+        calls_per_hour_per_core: ratio(sip.calls_per_hour_per_core, webrtc.calls_per_hour_per_core),
+        cpu_pct_per_call: ratio(
+            sum(|r| r.sip_cpu_pct_per_call),
+            sum(|r| r.webrtc_cpu_pct_per_call),
+        ),
+        steps,
+    }
+}
+
+/// a / b, NaN when b is not positive.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+fn print_ratios(r: &Ratios) {
+    let steps: Vec<String> = r
+        .steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{} calls {:.1}% vs {:.1}% = {:.2}x",
+                s.calls, s.sip_cpu_pct_per_call, s.webrtc_cpu_pct_per_call, s.cpu_ratio
+            )
+        })
+        .collect();
+    println!(
+        "SIP / WebRTC: check-ins per core-hour {}; CPU % of a core per call {} ({})",
+        times(r.calls_per_hour_per_core),
+        times(r.cpu_pct_per_call),
+        steps.join(", ")
+    );
+}
+
+/// A ratio as `1.23x`, or `n/a` when there is none.
+fn times(r: f64) -> String {
+    if r.is_finite() {
+        format!("{r:.2}x")
+    } else {
+        "n/a".into()
+    }
+}
+
+fn print_header(label: bool) {
+    if label {
+        print!("{:<7}", "via");
+    }
     println!(
         "{:>5} {:>5} {:>5} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9} {:>7} {:>7} {:>6}  result",
         "calls",
@@ -278,7 +574,10 @@ fn print_header() {
     );
 }
 
-fn print_row(s: &Step) {
+fn print_row(via: Option<Via>, s: &Step) {
+    if let Some(v) = via {
+        print!("{:<7}", v.as_str());
+    }
     println!(
         "{:>5} {:>5} {:>5} {:>6} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>7.0} {:>6}  {}",
         s.calls,
@@ -386,21 +685,51 @@ fn end_of_utterance_ms(flow: &str) -> Option<f64> {
 /// Loud enough to be a prompt rather than comfort noise or silence.
 const LOUD_RMS: f32 = 500.0;
 const FRAME_MS: u64 = 20;
+/// How long a phone rings before it is picked up.
+const RING: Duration = Duration::from_millis(300);
 
-/// One check-in from the phone's side: answer, wait for each question, say
-/// the next reply, and time the gaps between frames and each turn.
-async fn phone_call(
+/// A WebRTC device's check-in: wait for the ring, answer, then
+/// [`on_the_line`].
+async fn webrtc_call(
     // Held for the call: dropping it would unregister the device.
     _client: DeviceClient,
-    mut rings: tokio::sync::mpsc::Receiver<voicecare_telephony::signalling::RingingCall>,
+    mut rings: tokio::sync::mpsc::Receiver<RingingCall>,
     replies: Vec<Vec<i16>>,
     eou_ms: f64,
 ) -> anyhow::Result<CallTiming> {
     let ring = rings.recv().await.context("signalling connection lost")?;
     ring.ringing();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(RING).await;
     let mut leg = ring.answer().await?;
     leg.wait_connected(Duration::from_secs(10)).await?;
+    on_the_line(leg, &replies, eou_ms).await
+}
+
+/// A telephone's check-in over the trunk: wait for the engine's INVITE,
+/// ring, answer (G.711), then [`on_the_line`].
+async fn sip_call(
+    call: oneshot::Receiver<IncomingCall>,
+    replies: Vec<Vec<i16>>,
+    eou_ms: f64,
+) -> anyhow::Result<CallTiming> {
+    let call = call.await.context("the phone bank stopped")?;
+    tokio::time::sleep(RING).await;
+    let mut leg = call
+        .answer()
+        .await
+        .map_err(|e| anyhow::anyhow!("the phone could not answer: {e}"))?;
+    leg.wait_connected(Duration::from_secs(10)).await?;
+    on_the_line(leg, &replies, eou_ms).await
+}
+
+/// One check-in from the phone's side of an answered line, whatever its
+/// transport: wait for each question, say the next reply, and time the gaps
+/// between frames and each turn.
+async fn on_the_line(
+    leg: CallLeg,
+    replies: &[Vec<i16>],
+    eou_ms: f64,
+) -> anyhow::Result<CallTiming> {
     let answered = Instant::now();
     let control = leg.control();
     let (_, mut events) = leg.split();
@@ -441,7 +770,7 @@ async fn phone_call(
         ..CallTiming::default()
     };
     let mut since = answered;
-    for reply in &replies {
+    for reply in replies {
         if !wait_prompt(&heard, &mut tick, since).await {
             break;
         }
@@ -592,6 +921,92 @@ mod tests {
         )
         .unwrap();
         assert_eq!(end_of_utterance_ms(&text), Some(1200.0));
+    }
+
+    #[test]
+    fn phone_numbers_are_e164_and_unique_per_step_and_elder() {
+        let tag = "20261207213045";
+        let a = phone_number(tag, 0, 0);
+        assert_eq!(a, "+447721304500000");
+        assert!(voicecare_store::elders::Phone::parse(&a).is_ok());
+        let b = phone_number(tag, 1, 0);
+        let c = phone_number(tag, 0, 1);
+        assert!(a != b && a != c && b != c);
+        assert!(voicecare_store::elders::Phone::parse(&phone_number(tag, 12, 999)).is_ok());
+    }
+
+    #[test]
+    fn both_runs_webrtc_then_sip() {
+        assert_eq!(Transports::Webrtc.each(), &[Via::Webrtc]);
+        assert_eq!(Transports::Sip.each(), &[Via::Sip]);
+        assert_eq!(Transports::Both.each(), &[Via::Webrtc, Via::Sip]);
+    }
+
+    fn step(calls: u32, cpu_pct: f64, passed: bool) -> Step {
+        Step {
+            calls,
+            concurrent: calls,
+            completed: calls,
+            turns: 5 * calls as usize,
+            turn_p50_ms: 140.0,
+            turn_p95_ms: 300.0,
+            jitter_p50_ms: 0.2,
+            jitter_p99_ms: 1.5,
+            idle_jitter_p99_ms: 1.5,
+            jitter_ratio: 1.0,
+            call_secs: 50.0,
+            cpu_pct,
+            passed,
+        }
+    }
+
+    fn args() -> CapacityBenchArgs {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: CapacityBenchArgs,
+        }
+        Cli::parse_from(["capacity"]).a
+    }
+
+    #[test]
+    fn the_default_transport_is_webrtc() {
+        assert_eq!(args().via, Transports::Webrtc);
+    }
+
+    #[test]
+    fn sip_is_compared_with_webrtc_at_the_steps_both_ran() {
+        let a = args();
+        let webrtc = summary(
+            Via::Webrtc,
+            2,
+            &a,
+            vec![
+                step(1, 20.0, true),
+                step(2, 40.0, true),
+                step(4, 80.0, false),
+            ],
+        );
+        // SIP stopped at its first miss, at 2 calls.
+        let sip = summary(
+            Via::Sip,
+            2,
+            &a,
+            vec![step(1, 15.0, true), step(2, 30.0, false)],
+        );
+        assert_eq!(webrtc.sustained_calls, 2);
+        assert_eq!(sip.sustained_calls, 1);
+        let r = compare(&webrtc, &sip);
+        assert_eq!(r.steps.len(), 2);
+        assert_eq!(r.steps[1].calls, 2);
+        assert!((r.steps[1].webrtc_cpu_pct_per_call - 20.0).abs() < 1e-9);
+        assert!((r.steps[1].sip_cpu_pct_per_call - 15.0).abs() < 1e-9);
+        assert!((r.cpu_pct_per_call - 0.75).abs() < 1e-9);
+        // 1 × 3600 / 50 against 2 × 3600 / 50.
+        assert!((r.calls_per_hour_per_core - 0.5).abs() < 1e-9);
+        let none = summary(Via::Webrtc, 2, &a, vec![step(1, 20.0, false)]);
+        assert!(compare(&none, &sip).calls_per_hour_per_core.is_nan());
     }
 
     #[test]

@@ -110,17 +110,10 @@ pub async fn run(mut db_args: DbArgs, args: DemoArgs) -> anyhow::Result<()> {
         }
         Via::Webrtc => None,
     };
-    let sip_args = match &bank {
-        Some(b) => vec![
-            "--sip-trunk".to_string(),
-            b.addr().to_string(),
-            "--sip-bind".into(),
-            "127.0.0.1:0".into(),
-            "--sip-from".into(),
-            "+861012345678".into(),
-        ],
-        None => Vec::new(),
-    };
+    let sip_args = bank
+        .as_ref()
+        .map(sip_phones::PhoneBank::engine_args)
+        .unwrap_or_default();
 
     // The engine: exactly `voicecare serve`, in this process.
     let engine = start_engine(EngineOpts {

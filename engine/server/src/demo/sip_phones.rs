@@ -5,6 +5,7 @@
 //! exactly as a device's script runs over WebRTC.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +31,32 @@ impl PhoneBank {
         scripts: HashMap<String, (i64, SimScript)>,
         reports: Reports,
     ) -> anyhow::Result<PhoneBank> {
+        let scripts = Arc::new(scripts);
+        PhoneBank::serve(move |call| {
+            let (scripts, reports) = (scripts.clone(), reports.clone());
+            async move {
+                // The engine dials what is enrolled, E.164 with its `+`.
+                match scripts.get(call.called()) {
+                    Some((id, script)) => {
+                        if let Some(r) = ring(call, script).await {
+                            let _ = reports.send((*id, r));
+                        }
+                    }
+                    None => call.reject(404, "no such phone"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Start the carrier's endpoint and hand every call it is sent, each on
+    /// its own task, to `on_call` (which answers, refuses or lets it ring).
+    /// Calls may come from loopback only.
+    pub async fn serve<F, Fut>(on_call: F) -> anyhow::Result<PhoneBank>
+    where
+        F: Fn(IncomingCall) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         // The bank only answers; the trunk host is where it would call out to.
         let mut trunk = Trunk::new("demo-phones", "127.0.0.1", 5060);
         trunk.bind = "127.0.0.1:0".parse()?;
@@ -38,26 +65,14 @@ impl PhoneBank {
         let gateway = Arc::new(
             SipGateway::start(trunk, LegConfig::loopback())
                 .await
-                .context("the demo's simulated phones cannot start SIP")?,
+                .context("the simulated phones cannot start SIP")?,
         );
         let mut calls = gateway
             .take_incoming()
             .context("the phones' calls are taken once")?;
-        let scripts = Arc::new(scripts);
         let task = tokio::spawn(async move {
             while let Some(call) = calls.recv().await {
-                let (scripts, reports) = (scripts.clone(), reports.clone());
-                tokio::spawn(async move {
-                    // The engine dials what is enrolled, E.164 with its `+`.
-                    match scripts.get(call.called()) {
-                        Some((id, script)) => {
-                            if let Some(r) = ring(call, script).await {
-                                let _ = reports.send((*id, r));
-                            }
-                        }
-                        None => call.reject(404, "no such phone"),
-                    }
-                });
+                tokio::spawn(on_call(call));
             }
         });
         Ok(PhoneBank { gateway, task })
@@ -66,6 +81,18 @@ impl PhoneBank {
     /// Where the engine's trunk should point.
     pub fn addr(&self) -> SocketAddr {
         self.gateway.local_addr()
+    }
+
+    /// The `serve` flags that make the engine's trunk this bank, on loopback.
+    pub fn engine_args(&self) -> Vec<String> {
+        vec![
+            "--sip-trunk".to_string(),
+            self.addr().to_string(),
+            "--sip-bind".into(),
+            "127.0.0.1:0".into(),
+            "--sip-from".into(),
+            "+861012345678".into(),
+        ]
     }
 }
 
