@@ -28,6 +28,8 @@ const NUMBER: &str = "+8613912345678";
 struct Engine {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The HTTP address, `127.0.0.1:<port>`.
+    http: String,
 }
 
 impl Engine {
@@ -58,6 +60,8 @@ impl Engine {
             .args(["--sip-bind", &format!("127.0.0.1:{sip_port}")])
             .args(["--sip-rtp-ports", "47000-48999"])
             .args(["--sip-from", "+8610000000", "--ring-secs", "20"])
+            // SIPp running one call takes an OPTIONS ping for that call.
+            .args(["--sip-options-interval", "0"])
             .args(extra)
             // VC_TEST_LOG=debug,… raises the engine's log level when a test needs looking into.
             .env(
@@ -84,14 +88,26 @@ impl Engine {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                if line.starts_with("voicecare listening on") {
-                    let _ = tx.send(());
+                if let Some(url) = line.strip_prefix("voicecare listening on http://") {
+                    let _ = tx.send(url.trim().to_string());
                 }
             }
         });
-        rx.recv_timeout(Duration::from_secs(120))
+        let http = rx
+            .recv_timeout(Duration::from_secs(120))
             .expect("voicecare serve did not start listening");
-        Engine { child, log }
+        Engine { child, log, http }
+    }
+
+    /// The body of an unauthenticated `GET path` (`/metrics`, `/healthz`).
+    fn get(&self, path: &str) -> String {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.http).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.http).unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        body
     }
 
     fn log(&self) -> String {
@@ -407,6 +423,78 @@ async fn a_real_phone_answers_with_a_spoken_emergency_and_it_is_queued_with_the_
     assert_eq!(status, "completed");
     let log = engine.log();
     assert!(!log.contains(&NUMBER[1..]), "the number reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trunk_answering_503_hands_the_check_in_to_the_next_trunk() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("failover");
+    let elder = enrol_phone_only(&pool).await;
+    let (first, second) = (Sipp::ports(), Sipp::ports());
+    // A second --sip-trunk adds a trunk after the first, as a comma does.
+    let backup = format!("127.0.0.1:{}", second.0);
+    let engine = Engine::start_with(
+        &db,
+        &tmp.join("data"),
+        first.0,
+        0,
+        &["--sip-trunk", &backup],
+    );
+    let mut failing = Sipp::run("uas-reject-503.xml", first).await;
+    let mut answering = Sipp::run("uas-answer-hello.xml", second).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let call: i64 = wait_for(
+        &pool,
+        "the call to end",
+        120,
+        "SELECT id FROM calls WHERE elder_id = $1 AND status IN ('completed', 'unreachable') ORDER BY id LIMIT 1",
+        elder,
+    )
+    .await;
+    assert_eq!(failing.finish().await, 0, "sipp:\n{}", failing.messages());
+    assert_eq!(
+        answering.finish().await,
+        0,
+        "sipp:\n{}",
+        answering.messages()
+    );
+    // One attempt, answered: the trunk's 503 was not the elder's.
+    let attempts: Vec<(String, bool)> = sqlx::query_as(
+        "SELECT status, answered_at IS NOT NULL FROM call_attempts WHERE call_id = $1 ORDER BY attempt_no",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, vec![("ended".to_string(), true)]);
+    let log = engine.log();
+    assert!(
+        log.contains("the trunk failed the call: trying the next trunk"),
+        "{log}"
+    );
+    assert!(log.contains(&format!("next={backup}")), "{log}");
+    let metrics = engine.get("/metrics");
+    let primary = format!("127.0.0.1:{}", first.0);
+    for line in [
+        format!("voicecare_sip_trunk_failovers_total{{trunk=\"{primary}\"}} 1"),
+        format!("voicecare_sip_trunk_failovers_total{{trunk=\"{backup}\"}} 0"),
+        format!("voicecare_sip_trunk_up{{trunk=\"{backup}\"}} 1"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
+    assert!(
+        metrics.contains(&format!("voicecare_sip_trunk_up{{trunk=\"{primary}\"}}")),
+        "{metrics}"
+    );
+    let health = engine.get("/healthz");
+    assert!(health.contains("\"total\":2"), "{health}");
+    assert!(
+        !log.contains(&NUMBER[1..]),
+        "the phone number reached the log"
+    );
 }
 
 /// The first attempt to ring the elder: (status, outcome).

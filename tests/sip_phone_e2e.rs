@@ -486,6 +486,8 @@ impl Engine {
             .args(["--sip-bind", &format!("127.0.0.1:{sip}")])
             .args(["--sip-rtp-ports", "47000-48999"])
             .args(["--sip-country-code", "86", "--sip-from", "95000"])
+            // SIPp running one call takes an OPTIONS ping for that call.
+            .args(["--sip-options-interval", "0"])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())

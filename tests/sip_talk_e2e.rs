@@ -71,6 +71,9 @@ impl Engine {
                 "+8610000000".into(),
                 "--sip-country-code".into(),
                 "86".into(),
+                // SIPp running one call takes an OPTIONS ping for that call.
+                "--sip-options-interval".into(),
+                "0".into(),
             ],
             None => Vec::new(),
         };

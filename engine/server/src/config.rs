@@ -184,12 +184,19 @@ pub struct ServeArgs {
 /// The SIP trunk that rings elders who have a phone number and no device.
 #[derive(Debug, Clone, Args)]
 pub struct SipArgs {
-    /// SIP trunk (HOST:PORT) that rings elders who have a phone number and no device.
-    #[arg(long, env = "VOICECARE_SIP_TRUNK")]
-    pub sip_trunk: Option<HostPort>,
-    /// Local SIP address; its IP is also the one RTP uses (port 0: any free port).
+    /// SIP trunk (HOST:PORT) that rings elders who have a phone number and
+    /// no device; several, comma-separated, in order of preference: a call a
+    /// trunk fails (5xx, 403, no response) goes out through the next one.
+    #[arg(long, env = "VOICECARE_SIP_TRUNK", value_delimiter = ',')]
+    pub sip_trunk: Vec<HostPort>,
+    /// Local SIP address; its IP is also the one RTP uses (port 0: any free
+    /// port). The second trunk binds the next port, the third the one after.
     #[arg(long, env = "VOICECARE_SIP_BIND", default_value = "0.0.0.0:5060")]
     pub sip_bind: SocketAddr,
+    /// Ping every trunk with SIP OPTIONS this often, in seconds; a trunk that
+    /// misses three pings in a row is down and tried last; 0: no pings.
+    #[arg(long, env = "VOICECARE_SIP_OPTIONS_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u32).range(0..=3600))]
+    pub sip_options_interval: u32,
     /// Local UDP ports for SIP call media (FIRST-LAST).
     #[arg(long, env = "VOICECARE_SIP_RTP_PORTS", default_value = "20000-29999")]
     pub sip_rtp_ports: PortRange,

@@ -434,6 +434,35 @@ mod tests {
     }
 
     #[test]
+    fn sip_trunks_come_as_one_a_comma_separated_list_or_an_array() {
+        let trunks = |cli: Cli| {
+            serve(cli)
+                .sip
+                .sip_trunk
+                .iter()
+                .map(|t| format!("{}:{}", t.host, t.port))
+                .collect::<Vec<_>>()
+        };
+        let one = with_file(r#"sip_trunk = "a.example:5060""#, &["serve"]).unwrap();
+        assert_eq!(trunks(one), ["a.example:5060"]);
+        let array = r#"sip_trunk = ["a.example:5060", "b.example:5080"]"#;
+        let two = with_file(array, &["serve"]).unwrap();
+        assert_eq!(trunks(two), ["a.example:5060", "b.example:5080"]);
+        let flag = ["serve", "--sip-trunk", "a.example:5060,[2001:db8::1]:5060"];
+        let cli = with_file("", &flag).unwrap();
+        let s = serve(cli);
+        assert_eq!(s.sip.sip_trunk[1].host, "2001:db8::1");
+        assert_eq!(
+            s.sip.sip_options_interval, 30,
+            "pings every 30 s by default"
+        );
+        let none = with_file("", &["serve"]).unwrap();
+        assert!(trunks(none).is_empty(), "no trunk: no SIP");
+        let off = with_file("sip_options_interval = 0", &["serve"]).unwrap();
+        assert_eq!(serve(off).sip.sip_options_interval, 0);
+    }
+
+    #[test]
     fn the_environment_wins_over_the_file() {
         // PATH is set in any test process; a flag reading it stands for any
         // flag with an environment variable.

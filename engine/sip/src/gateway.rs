@@ -8,6 +8,7 @@ use rsipstack::EndpointBuilder;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::{Method, StatusCode};
 use rsipstack::transaction::TransactionReceiver;
+use rsipstack::transaction::endpoint::EndpointInnerRef;
 use rsipstack::transport::{TransportLayer, udp::UdpConnection};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,9 @@ const INCOMING_QUEUE: usize = 32;
 pub enum GatewayError {
     #[error("cannot bind SIP to {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
+    /// A trunk group was given no trunk.
+    #[error("no SIP trunk given")]
+    NoTrunk,
 }
 
 /// Places calls through one SIP trunk. Cheap to share behind an `Arc`;
@@ -35,6 +39,8 @@ pub struct SipGateway {
     pub(crate) trunk: Trunk,
     pub(crate) leg: LegConfig,
     pub(crate) dialogs: Arc<DialogLayer>,
+    /// The transaction layer, for requests outside any call (OPTIONS pings).
+    pub(crate) endpoint: EndpointInnerRef,
     /// Our SIP address as the far end sees it (Contact, Via).
     pub(crate) local: SocketAddr,
     token: CancellationToken,
@@ -132,6 +138,7 @@ impl SipGateway {
             None => reachable_ip(trunk.bind.ip(), &trunk).await,
         };
         let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+        let endpoint_inner = endpoint.inner.clone();
         let (reg_tx, registration) = tokio::sync::watch::channel(match trunk.register_expires {
             Some(_) => RegistrationState::Pending,
             None => RegistrationState::NotUsed,
@@ -164,6 +171,7 @@ impl SipGateway {
             trunk,
             leg,
             dialogs,
+            endpoint: endpoint_inner,
             local,
             token,
             incoming: std::sync::Mutex::new(Some(calls)),

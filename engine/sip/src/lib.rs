@@ -7,6 +7,10 @@
 //! G.711 A-law or μ-law with RFC 4733 keypad events. A call that is not
 //! answered fails with a [`CallFailure`] carrying the SIP status.
 //!
+//! A [`TrunkGroup`] holds several gateways in priority order: a call a
+//! trunk fails (5xx, 403, no response) goes out through the next one, and
+//! every trunk is watched with OPTIONS pings (`group.rs`, `health.rs`).
+//!
 //! The SIP stack (rsipstack) stays behind this crate's own types, so it can
 //! be replaced without touching the engine.
 //!
@@ -17,6 +21,8 @@ pub mod digest;
 mod early;
 pub mod failure;
 pub mod gateway;
+pub mod group;
+pub mod health;
 pub mod inbound;
 pub mod indialog;
 pub mod register;
@@ -28,6 +34,8 @@ pub mod trunk;
 pub use dialer::Attempt;
 pub use failure::CallFailure;
 pub use gateway::{GatewayError, SipGateway};
+pub use group::{TrunkGroup, TrunkStatus};
+pub use health::HealthPolicy;
 pub use inbound::IncomingCall;
 pub use register::RegistrationState;
 pub use trunk::{Credentials, Secret, Transport, Trunk};

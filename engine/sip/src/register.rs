@@ -199,12 +199,7 @@ impl Registration {
     }
 
     fn registrar_uri(&self) -> Uri {
-        let host = crate::dialer::host_port(&self.trunk.host, self.trunk.port);
-        let transport = match self.trunk.transport {
-            Transport::Udp => "",
-            Transport::Tcp => ";transport=tcp",
-        };
-        Uri::try_from(format!("sip:{host}{transport}")).expect("a host and port make a URI")
+        trunk_uri(&self.trunk)
     }
 
     async fn send(&mut self, auth: Option<Header>) -> Result<Response, RegisterError> {
@@ -258,23 +253,47 @@ impl Registration {
         if let Some(a) = auth {
             request.headers.push(a);
         }
-        let key = TransactionKey::from_request(&request, TransactionRole::Client).map_err(bad)?;
-        let mut tx = Transaction::new_client(key, request, self.endpoint.clone(), None);
-        tx.destination = destination;
-        tx.send().await.map_err(bad)?;
-        while let Some(msg) = tx.receive().await {
-            if let SipMessage::Response(resp) = msg {
-                if resp.status_code == StatusCode::Trying || resp.status_code.code() < 200 {
-                    continue;
-                }
-                if resp.status_code.code() == 408 {
-                    return Err(RegisterError::NoResponse);
-                }
-                return Ok(resp);
-            }
-        }
-        Err(RegisterError::NoResponse)
+        transact(&self.endpoint, request, destination)
+            .await
+            .map_err(bad)?
+            .ok_or(RegisterError::NoResponse)
     }
+}
+
+/// The trunk itself as a Request-URI, `sip:host:port`: where REGISTER and
+/// OPTIONS pings go.
+pub(crate) fn trunk_uri(trunk: &Trunk) -> Uri {
+    let host = crate::dialer::host_port(&trunk.host, trunk.port);
+    let transport = match trunk.transport {
+        Transport::Udp => "",
+        Transport::Tcp => ";transport=tcp",
+    };
+    Uri::try_from(format!("sip:{host}{transport}")).expect("a host and port make a URI")
+}
+
+/// Send a request outside any call as a client transaction and wait for its
+/// final response; `None` when none came (the stack's own 408 included).
+pub(crate) async fn transact(
+    endpoint: &EndpointInnerRef,
+    request: rsipstack::sip::Request,
+    destination: Option<SipAddr>,
+) -> Result<Option<Response>, rsipstack::Error> {
+    let key = TransactionKey::from_request(&request, TransactionRole::Client)?;
+    let mut tx = Transaction::new_client(key, request, endpoint.clone(), None);
+    tx.destination = destination;
+    tx.send().await?;
+    while let Some(msg) = tx.receive().await {
+        if let SipMessage::Response(resp) = msg {
+            if resp.status_code == StatusCode::Trying || resp.status_code.code() < 200 {
+                continue;
+            }
+            if resp.status_code.code() == 408 {
+                return Ok(None);
+            }
+            return Ok(Some(resp));
+        }
+    }
+    Ok(None)
 }
 
 /// Our address as the registrar saw it: the Via's `received` and `rport`.

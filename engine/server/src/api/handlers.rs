@@ -19,14 +19,21 @@ use super::error::{ApiError, JsonBody};
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     // Writes kept locally while the database was away: not lost, not queued yet.
     let spool = state.spool.as_ref().map_or(0, |s| s.depth());
+    // SIP trunks up of those configured; the details are the supervisors'.
+    let trunks = state.engine.as_ref().and_then(|e| e.sip.as_ref()).map(|g| {
+        let all = g.trunks();
+        json!({"up": all.iter().filter(|t| t.up).count(), "total": all.len()})
+    });
     match voicecare_store::db::ping(&state.pool).await {
         Ok(_) => (
             StatusCode::OK,
-            Json(json!({"status": "ok", "database": "ok", "spool": spool})),
+            Json(json!({"status": "ok", "database": "ok", "spool": spool, "sip_trunks": trunks})),
         ),
         Err(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "degraded", "database": "unreachable", "spool": spool})),
+            Json(
+                json!({"status": "degraded", "database": "unreachable", "spool": spool, "sip_trunks": trunks}),
+            ),
         ),
     }
 }

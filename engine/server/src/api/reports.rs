@@ -99,7 +99,41 @@ pub async fn overview(
         "attempts": attempts,
         "watch_days": WATCH_DAYS,
         "watch_list": watch,
+        "trunks": trunks(&state),
     })))
+}
+
+/// The SIP trunks of the node that answered, most preferred first: whether
+/// each is up (OPTIONS pings and calls, docs/telephony.md), why not, since
+/// when, the calls it failed over to the next one, and its registration.
+/// Empty when the node has no trunk.
+pub fn trunks(state: &AppState) -> Value {
+    use voicecare_sip::RegistrationState as R;
+    let Some(group) = state.engine.as_ref().and_then(|e| e.sip.as_ref()) else {
+        return json!([]);
+    };
+    let list: Vec<Value> = group
+        .trunks()
+        .into_iter()
+        .map(|t| {
+            let registration = match t.registration {
+                R::NotUsed => "not_used",
+                R::Pending => "pending",
+                R::Registered { .. } => "registered",
+                R::Failed { .. } => "failed",
+            };
+            json!({
+                "name": t.name,
+                "priority": t.priority,
+                "up": t.up,
+                "reason": t.reason,
+                "since": DateTime::<Utc>::from(t.since),
+                "failovers": t.failovers,
+                "registration": registration,
+            })
+        })
+        .collect();
+    Value::Array(list)
 }
 
 /// `GET /api/v1/reports/numbers-to-fix`: elders under the caller's unit

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use voicecare_core::flow::{Flow, FlowSet, Update};
 use voicecare_core::schedule::LadderPolicy;
 use voicecare_core::session::policy::SlaPolicy;
-use voicecare_sip::SipGateway;
+use voicecare_sip::TrunkGroup;
 use voicecare_speech::AsrPool;
 use voicecare_store::dialer::Caps;
 
@@ -66,8 +66,9 @@ pub struct Engine {
     pub holds: Arc<hold::Registry>,
     /// Where writes go while the database is away.
     pub spool: Arc<Spool>,
-    /// Rings elders who have a phone number and no device (`--sip-trunk`).
-    pub sip: Option<Arc<SipGateway>>,
+    /// Rings elders who have a phone number and no device (`--sip-trunk`):
+    /// one trunk or several in order of preference.
+    pub sip: Option<Arc<TrunkGroup>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -95,7 +96,7 @@ impl Engine {
         cfg: RunnerConfig,
         asr: Arc<AsrPool>,
         spool: Arc<Spool>,
-        sip: Option<Arc<SipGateway>>,
+        sip: Option<Arc<TrunkGroup>>,
     ) -> Result<Arc<Self>, RunnerError> {
         let prompts = tts::Prompts::new(
             Box::new(tts::Espeak::default()),

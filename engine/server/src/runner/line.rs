@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use voicecare_core::Lang;
 use voicecare_core::carrier::announcement::{self, AnnouncementKind};
 use voicecare_core::session::{SetupFailure, screen};
-use voicecare_sip::{CallFailure, SipGateway};
+use voicecare_sip::{CallFailure, TrunkGroup};
 use voicecare_speech::{AsrPool, TranscribeRequest};
 use voicecare_store::elders::Phone;
 use voicecare_telephony::TelephonyError;
@@ -28,13 +28,14 @@ pub fn setup_failure(e: &TelephonyError) -> SetupFailure {
     }
 }
 
-/// Call a phone number through the SIP trunk. The number stays out of the
-/// log: only the SIP status and what the session makes of it are written.
+/// Call a phone number through the SIP trunks (the next one when a trunk
+/// fails the call). The number stays out of the log: only the SIP status
+/// and what the session makes of it are written.
 /// With `hear`, what the carrier played before failing the call (early
 /// media) is read: its recorded announcement says why better than the
 /// status code does ("switched off" behind a plain 480).
 pub async fn ring_phone(
-    sip: &SipGateway,
+    sip: &TrunkGroup,
     number: &Phone,
     hear: Option<(&AsrPool, Lang)>,
 ) -> Result<CallLeg, SetupFailure> {

@@ -192,41 +192,25 @@ pub async fn start(
     })
 }
 
-/// The SIP trunk gateway, when `--sip-trunk` is set. A trunk that is
-/// configured but cannot start stops the node: calls to phone numbers would
-/// otherwise fail one by one, unnoticed.
+/// The SIP trunks, when `--sip-trunk` is set: one gateway per trunk, in
+/// order of preference, each on its own SIP port (`--sip-bind`'s port plus
+/// the trunk's index; port 0 stays 0). A trunk that is configured but
+/// cannot start stops the node: calls to phone numbers would otherwise
+/// fail one by one, unnoticed.
 async fn sip_gateway(
     args: &crate::config::SipArgs,
     ring_timeout: Duration,
-) -> anyhow::Result<Option<Arc<voicecare_sip::SipGateway>>> {
-    use voicecare_sip::{Credentials, Secret, SipGateway, Trunk};
-    let Some(addr) = &args.sip_trunk else {
+) -> anyhow::Result<Option<Arc<voicecare_sip::TrunkGroup>>> {
+    use voicecare_sip::{Credentials, HealthPolicy, Secret, SipGateway, Trunk, TrunkGroup};
+    if args.sip_trunk.is_empty() {
         return Ok(None);
-    };
-    let mut trunk = Trunk::new("trunk", addr.host.clone(), addr.port);
-    trunk.bind = args.sip_bind;
-    trunk.rtp_ports = args.sip_rtp_ports.0.clone();
-    trunk.from_number = args.sip_from.clone();
-    trunk.ring_timeout = ring_timeout;
-    trunk.accept_from = args.sip_accept_from.clone();
-    trunk.max_channels = args.sip_max_channels;
-    trunk.calls_per_second = args.sip_cps;
-    trunk.register_expires = (args.sip_register_expires > 0).then_some(args.sip_register_expires);
-    trunk.public_ip = args.sip_public_ip;
-    trunk.outbound_proxy = args
-        .sip_outbound_proxy
-        .as_ref()
-        .map(|p| (p.host.clone(), p.port));
-    if trunk.register_expires.is_some() && args.sip_username.is_none() {
+    }
+    if args.sip_register_expires > 0 && args.sip_username.is_none() {
         anyhow::bail!(
             "--sip-register-expires needs the trunk's credentials (--sip-username and --sip-password-file)"
         );
     }
-    trunk.transport = match args.sip_transport.as_str() {
-        "tcp" => voicecare_sip::Transport::Tcp,
-        _ => voicecare_sip::Transport::Udp,
-    };
-    trunk.credentials = match (&args.sip_username, &args.sip_password_file) {
+    let credentials = match (&args.sip_username, &args.sip_password_file) {
         (Some(username), Some(file)) => {
             let password = std::fs::read_to_string(file)
                 .map_err(|e| anyhow::anyhow!("--sip-password-file {}: {e}", file.display()))?;
@@ -239,16 +223,66 @@ async fn sip_gateway(
         _ => anyhow::bail!("--sip-username and --sip-password-file go together"),
     };
     let leg = voicecare_telephony::leg::LegConfig::default();
-    let gateway = SipGateway::start(trunk, leg)
-        .await
-        .map_err(|e| anyhow::anyhow!("SIP trunk {}:{}: {e}", addr.host, addr.port))?;
-    watch_registration(gateway.registration());
-    Ok(Some(Arc::new(gateway)))
+    let mut gateways = Vec::with_capacity(args.sip_trunk.len());
+    for (index, addr) in args.sip_trunk.iter().enumerate() {
+        let name = format!("{}:{}", addr.host, addr.port);
+        let mut trunk = Trunk::new(name.clone(), addr.host.clone(), addr.port);
+        trunk.bind = trunk_bind(args.sip_bind, index)?;
+        trunk.rtp_ports = args.sip_rtp_ports.0.clone();
+        trunk.from_number = args.sip_from.clone();
+        trunk.ring_timeout = ring_timeout;
+        trunk.accept_from = args.sip_accept_from.clone();
+        trunk.max_channels = args.sip_max_channels;
+        trunk.calls_per_second = args.sip_cps;
+        trunk.register_expires =
+            (args.sip_register_expires > 0).then_some(args.sip_register_expires);
+        trunk.public_ip = args.sip_public_ip;
+        trunk.outbound_proxy = args
+            .sip_outbound_proxy
+            .as_ref()
+            .map(|p| (p.host.clone(), p.port));
+        trunk.transport = match args.sip_transport.as_str() {
+            "tcp" => voicecare_sip::Transport::Tcp,
+            _ => voicecare_sip::Transport::Udp,
+        };
+        trunk.credentials = credentials.clone();
+        let gateway = SipGateway::start(trunk, leg.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("SIP trunk {name}: {e}"))?;
+        watch_registration(name, gateway.registration());
+        gateways.push(gateway);
+    }
+    let policy = HealthPolicy {
+        ping_interval: (args.sip_options_interval > 0)
+            .then(|| Duration::from_secs(args.sip_options_interval.into())),
+        ..HealthPolicy::default()
+    };
+    let group = TrunkGroup::new(gateways, policy)?;
+    watch_trunks(group.status());
+    Ok(Some(Arc::new(group)))
 }
 
-/// `voicecare_sip_registered` is 1 while the trunk holds our registration
-/// (or none is used) and 0 while it does not, for an alert.
-fn watch_registration(mut state: tokio::sync::watch::Receiver<voicecare_sip::RegistrationState>) {
+/// The SIP address of the trunk at `index`: `--sip-bind` with its port
+/// moved up by the index (port 0, any free port, for every trunk).
+fn trunk_bind(bind: std::net::SocketAddr, index: usize) -> anyhow::Result<std::net::SocketAddr> {
+    if bind.port() == 0 {
+        return Ok(bind);
+    }
+    let port = u16::try_from(usize::from(bind.port()) + index).map_err(|_| {
+        anyhow::anyhow!(
+            "--sip-bind: no port {} + {index} for the trunk",
+            bind.port()
+        )
+    })?;
+    Ok(std::net::SocketAddr::new(bind.ip(), port))
+}
+
+/// `voicecare_sip_registered{trunk}` is 1 while the trunk holds our
+/// registration (or none is used) and 0 while it does not, for an alert.
+fn watch_registration(
+    trunk: String,
+    mut state: tokio::sync::watch::Receiver<voicecare_sip::RegistrationState>,
+) {
     use voicecare_sip::RegistrationState::{Failed, NotUsed, Pending, Registered};
     tokio::spawn(async move {
         loop {
@@ -256,8 +290,33 @@ fn watch_registration(mut state: tokio::sync::watch::Receiver<voicecare_sip::Reg
                 NotUsed | Registered { .. } => 1.0,
                 Pending | Failed { .. } => 0.0,
             };
-            metrics::gauge!("voicecare_sip_registered").set(up);
+            metrics::gauge!("voicecare_sip_registered", "trunk" => trunk.clone()).set(up);
             if state.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// `voicecare_sip_trunk_up{trunk}` (1 up, 0 down) and
+/// `voicecare_sip_trunk_failovers_total{trunk}` (calls a trunk failed that
+/// went on to the next one), from the trunk group's status.
+fn watch_trunks(mut status: tokio::sync::watch::Receiver<Vec<voicecare_sip::TrunkStatus>>) {
+    tokio::spawn(async move {
+        let mut counted: std::collections::HashMap<String, u64> = Default::default();
+        loop {
+            let trunks = status.borrow_and_update().clone();
+            for t in trunks {
+                let up = if t.up { 1.0 } else { 0.0 };
+                metrics::gauge!("voicecare_sip_trunk_up", "trunk" => t.name.clone()).set(up);
+                let seen = counted.entry(t.name.clone()).or_insert(0);
+                let failovers =
+                    metrics::counter!("voicecare_sip_trunk_failovers_total", "trunk" => t.name);
+                // Present from the start, at 0, so an alert's rate works.
+                failovers.increment(t.failovers.saturating_sub(*seen));
+                *seen = t.failovers;
+            }
+            if status.changed().await.is_err() {
                 return;
             }
         }
@@ -291,5 +350,22 @@ fn runner_config(db_args: &crate::config::DbArgs, args: &crate::config::ServeArg
         early_asr_ms: args.early_asr_ms,
         partial_asr_ms: args.partial_asr_ms,
         country_code: args.sip.sip_country_code.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trunk_bind;
+
+    #[test]
+    fn each_trunk_binds_the_next_sip_port_and_port_0_stays_0() {
+        use std::net::SocketAddr;
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        let bind = addr("10.0.0.5:5060");
+        assert_eq!(trunk_bind(bind, 0).unwrap(), bind);
+        assert_eq!(trunk_bind(bind, 2).unwrap(), addr("10.0.0.5:5062"));
+        let any = addr("127.0.0.1:0");
+        assert_eq!(trunk_bind(any, 3).unwrap(), any);
+        assert!(trunk_bind(addr("0.0.0.0:65535"), 1).is_err());
     }
 }

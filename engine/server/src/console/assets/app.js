@@ -923,6 +923,7 @@ async function renderSupervisor(view) {
         h('td', { class: u.breached ? 'breached num' : 'num' }, u.breached),
         h('td', { class: 'num' }, t('sup.slaShare', pct(u.emergencies_in_sla, u.emergencies_today), u.emergencies_in_sla, u.emergencies_today)))))),
     ...attemptsReport(o.attempts),
+    ...trunksReport(o.trunks),
     ...watchReport(o.watch_list, o.watch_days),
     h('h2', {}, t('sup.operators')),
     h('table', { class: 'report', id: 'sup-operators' },
@@ -961,6 +962,23 @@ function attemptsReport(a) {
     h('table', { class: 'report', id: 'sup-attempts' },
       h('thead', {}, h('tr', {}, [t('sup.unit'), ...cols.map((c) => t(`att.${c}`))].map((x) => h('th', { scope: 'col' }, x)))),
       h('tbody', {}, a.units.map((u) => row(u, false)), row(a.totals, true))),
+  ];
+}
+
+/** The SIP trunks of the node serving the console, most preferred first. */
+function trunksReport(trunks) {
+  if (!trunks || !trunks.length) return [];
+  return [
+    h('h2', {}, t('sup.trunks')),
+    h('table', { class: 'report', id: 'sup-trunks' },
+      h('thead', {}, h('tr', {}, [t('trunk.name'), t('trunk.state'), t('trunk.since'), t('trunk.failovers'), t('trunk.registration')]
+        .map((x) => h('th', { scope: 'col' }, x)))),
+      h('tbody', {}, trunks.map((k) => h('tr', {},
+        h('th', { scope: 'row' }, `${k.priority}. ${k.name}`),
+        h('td', { class: k.up ? '' : 'breached' }, k.up ? t('trunk.up') : t('trunk.down', k.reason || '')),
+        h('td', {}, localTime(k.since)),
+        h('td', { class: 'num' }, k.failovers),
+        h('td', {}, t(`trunk.reg.${k.registration}`)))))),
   ];
 }
 
