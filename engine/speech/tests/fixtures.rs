@@ -100,7 +100,10 @@ fn manifest_lists_every_clip_and_every_clip_loads() {
         .map(|f| f.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     on_disk.sort();
-    assert_eq!(listed, on_disk, "carrier/manifest.json and carrier/ disagree");
+    assert_eq!(
+        listed, on_disk,
+        "carrier/manifest.json and carrier/ disagree"
+    );
     for c in &own.clips {
         assert_eq!((c.format.as_str(), c.rate), ("mulaw", 8000), "{}", c.file);
         let n = std::fs::metadata(carrier.join(&c.file)).unwrap().len();

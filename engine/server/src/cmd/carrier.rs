@@ -249,7 +249,11 @@ pub fn evaluate(
             slot.1 += 1;
             let by_voice = r
                 .per_voice
-                .entry(format!("{} {}", c.voice, c.lang.as_deref().unwrap_or("auto")))
+                .entry(format!(
+                    "{} {}",
+                    c.voice,
+                    c.lang.as_deref().unwrap_or("auto")
+                ))
                 .or_default();
             by_voice.1 += 1;
             match announced {
@@ -295,13 +299,14 @@ pub fn evaluate(
     (r.person_ms_median, r.person_ms_max) = median_max(&mut person_ms);
     (r.machine_ms_median, r.machine_ms_max) = median_max(&mut machine_ms);
     for f in elder_files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         for (n, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(line)
-                .with_context(|| format!("{}:{}", f.display(), n + 1))?;
+            let v: serde_json::Value =
+                serde_json::from_str(line).with_context(|| format!("{}:{}", f.display(), n + 1))?;
             let t = v["text"].as_str().unwrap_or_default();
             r.elder_texts += 1;
             if carrier::classify(t).is_some() {
@@ -529,11 +534,7 @@ pub fn render(r: &Report) -> String {
         "people's spoken greetings heard as an announcement or machine words: {}/{}",
         r.person_audio_false_alarms, r.persons
     );
-    let _ = writeln!(
-        s,
-        "audio {:.1} s, whisper {:.1} s",
-        r.audio_s, r.decode_s
-    );
+    let _ = writeln!(s, "audio {:.1} s, whisper {:.1} s", r.audio_s, r.decode_s);
     s
 }
 
