@@ -48,6 +48,8 @@ enum Command {
     },
     /// Classify what elders said: JSON lines in, assessments out; or evaluate on a labelled set.
     Distress(cmd::distress::DistressArgs),
+    /// Carrier announcements and answering machines: classify a transcript, or measure on fixtures.
+    Carrier(cmd::carrier::CarrierArgs),
     /// Whisper models: install into the cache, convert CTranslate2 weights, verify.
     Model(cmd::model::ModelArgs),
     /// Transcribe audio files offline with whisper (WAV, FLAC, raw G.711).
@@ -89,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         Command::Devices { cmd } => rt().block_on(voicecare_server::runner::devices::run(db, cmd)),
         Command::Queue { cmd } => rt().block_on(cmd::admin::queue(db, cmd)),
         Command::Distress(args) => cmd::distress::run(args),
+        Command::Carrier(args) => cmd::carrier::run(args),
         Command::Model(args) => cmd::model::run(args),
         Command::Transcribe(args) => cmd::transcribe::run(args),
         #[cfg(feature = "bench")]

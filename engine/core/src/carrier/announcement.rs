@@ -158,7 +158,7 @@ const TABLE: &[(&str, Lang, Role)] = &[
     ),
     ("number you are dialing/calling", Lang::En, Role::Frame),
     (
-        "subscriber/customer/party/person/user you ?have ?are dial/dialed/dialled/called/calling",
+        "subscriber/customer/user you ?have ?are dial/dialed/dialled/called/calling",
         Lang::En,
         Role::Frame,
     ),
@@ -186,11 +186,9 @@ const TABLE: &[(&str, Lang, Role)] = &[
         Lang::En,
         Role::Kind(K::Unreachable),
     ),
-    (
-        "is not reachable/available",
-        Lang::En,
-        Role::Kind(K::Unreachable),
-    ),
+    // Not "is not available": answering machines say it ("the person you
+    // are calling is not available, please leave a message").
+    ("is not reachable", Lang::En, Role::Kind(K::Unreachable)),
     ("is unreachable", Lang::En, Role::Kind(K::Unreachable)),
     (
         "out of ?the service area",
@@ -302,10 +300,17 @@ pub fn classify(transcript: &str) -> Option<Announcement> {
     if !framed {
         return None;
     }
+    // A closing that names a kind (请查证后再拨: vacant) votes for it only
+    // beside a frame: two phrases only a recording says.
+    let framed_strictly = evidence.iter().any(|e| e.role == Role::Frame);
     let votes = |k: AnnouncementKind| {
         evidence
             .iter()
-            .filter(|e| matches!(e.role, Role::Kind(x) if x == k))
+            .filter(|e| match e.role {
+                Role::Kind(x) => x == k,
+                Role::Closing(Some(x)) => framed_strictly && x == k,
+                _ => false,
+            })
             .count()
     };
     let kind = AnnouncementKind::ALL
@@ -386,6 +391,8 @@ mod tests {
             ("您拨打的号码是控号", K::Vacant),
             ("你拨打的电话正在通化中，请稍后在拨", K::Busy),
             ("您拨打的电话蒸在通话中，请不要瓜机", K::Hold),
+            // 空号 lost, the closing still says it: check the number.
+            ("对不起，您播打地号马士空炮，请查正后再播", K::Vacant),
         ] {
             assert_eq!(kind(t), Some(k), "{t}");
         }
@@ -403,8 +410,11 @@ mod tests {
             "喂？",
             "hello?",
             "",
-            "请稍后再拨", // a closing with no kind
+            "请稍后再拨",   // a closing with no kind
+            "请查证后再拨", // a closing alone
             "the number you dialled",
+            // An answering machine's greeting is not an announcement.
+            "The person you are calling is not available. Please leave a message after the beep.",
         ] {
             assert_eq!(classify(t), None, "{t}");
         }

@@ -1,6 +1,7 @@
 //! One module per subcommand of the `voicecare` binary.
 
 pub mod admin;
+pub mod carrier;
 pub mod demo;
 pub mod distress;
 pub mod flow;
