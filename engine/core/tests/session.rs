@@ -561,9 +561,9 @@ fn a_long_greeting_is_an_answering_machine_and_the_call_is_not_reached() {
     greet(
         &mut l,
         6000,
-        Some("您好，这里是王家，我们出去了，晚点再打过来吧"),
+        Some("您好，这里是王家，现在不方便接听，请留言"),
     );
-    // ...and its words are no one in trouble.
+    // ...and its words are a machine's.
     let end = l.end().expect("decided");
     assert_eq!(
         end.reason,
@@ -691,4 +691,26 @@ fn a_cry_for_help_then_a_hang_up_on_answering_is_still_heard() {
         l.log
     );
     assert_eq!(stored(&l), 1);
+}
+
+#[test]
+fn an_elder_who_answers_slowly_with_a_whole_sentence_is_not_taken_for_a_machine() {
+    let mut l = screened_call();
+    l.now += 300;
+    greet(&mut l, 5300, Some("喂，你好，我是张阿姨，你是哪位啊？"));
+    assert!(l.end().is_none(), "{:#?}", l.log);
+    assert!(!l.playing.is_empty(), "the check-in begins");
+    // A long greeting followed by a beep is a machine.
+    let mut l = screened_call();
+    l.now += 300;
+    l.feed(Input::SpeechStarted);
+    l.now += 4500;
+    l.fire_timer();
+    l.feed(Input::Tone { hz: 1000.0 });
+    assert_eq!(
+        l.end().map(|e| e.reason),
+        Some(EndReason::NotReached(
+            voicecare_core::session::SetupFailure::Voicemail
+        ))
+    );
 }

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 
 use super::{Output, SetupFailure};
 use crate::Level;
-use crate::carrier::amd::{Amd, AmdConfig, AmdEvent, Cause, Decision, Verdict};
+use crate::carrier::amd::{Amd, AmdConfig, AmdEvent, Cause, Decision, Verdict, machine_words};
 use crate::carrier::announcement::{self, AnnouncementKind};
 use crate::distress::{Classifier, Utterance};
 use crate::flow::Millis;
@@ -26,7 +26,8 @@ const TICK_MS: u64 = 250;
 /// while the person waits.
 const END_SILENCE_MS: u32 = 500;
 /// A greeting long enough for a machine is held up to this long for its
-/// words before the call is taken for a machine.
+/// words (or a beep) before the call is taken for a machine: a greeting that
+/// never stops is no person waiting for the caller.
 const WORDS_WAIT_MS: u64 = 8000;
 
 /// What the screen concluded, if anything yet.
@@ -109,13 +110,30 @@ impl Screen {
             return self.decide(Screened::Person);
         }
         if self.machine_by_shape.is_some() {
-            return self.decide(Screened::NotReached(SetupFailure::Voicemail));
+            // A long greeting is a machine only if it says what machines
+            // say: an elder answering slowly with a whole sentence ("喂，你好，
+            // 我是张阿姨，你是哪位啊？") is a person, and hanging up on them is
+            // the worse mistake.
+            return self.decide(match machine_words(text) {
+                Some(_) => Screened::NotReached(SetupFailure::Voicemail),
+                None => Screened::Person,
+            });
         }
         self.amd_event(now, AmdEvent::Words(text))
     }
 
     /// A steady tone (a machine's beep, or the network's own tones).
     pub fn tone(&mut self, now: Millis, hz: f32) -> Screened {
+        if self.machine_by_shape.is_some() && !self.decided {
+            let progress = AmdConfig::default();
+            return if (hz - progress.progress_tone_hz).abs() <= progress.progress_tone_tolerance_hz
+            {
+                Screened::Undecided
+            } else {
+                // A long greeting, then a beep: a machine about to record.
+                self.decide(Screened::NotReached(SetupFailure::Voicemail))
+            };
+        }
         self.amd_event(now, AmdEvent::Tone { at_ms: now.0, hz })
     }
 
