@@ -11,18 +11,16 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::PgPool;
 use voicecare_store::testing::TestDb;
 
-use support::{community, repo, wait_for};
+use support::sip::{NUMBER, Sipp, enrol_phone_only, free_ports, tempdir};
+use support::{repo, wait_for};
 
 /// One call at a time: each test runs a whole engine with whisper.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The elder's number; it must never show in the engine's log.
-const NUMBER: &str = "+8613912345678";
 
 /// `voicecare serve` with calls to phone numbers going to `trunk_port`.
 struct Engine {
@@ -122,106 +120,6 @@ impl Drop for Engine {
     }
 }
 
-fn sipp_binary() -> &'static str {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-    );
-    "sipp"
-}
-
-/// A base port with `n` free UDP and TCP ports from it.
-fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        let free = (base..base + n).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
-}
-
-/// SIPp as the elder's phone behind the trunk, serving one call.
-struct Sipp {
-    child: tokio::process::Child,
-    port: u16,
-    logs: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// Reserve the ports; the scenario starts with [`Sipp::run`].
-    fn ports() -> (u16, u16) {
-        // SIPp takes the media port and the two after it.
-        (free_ports(40_000, 43_000, 1), free_ports(43_000, 45_000, 4))
-    }
-
-    async fn run(scenario: &str, ports: (u16, u16)) -> Sipp {
-        Sipp::run_with(scenario, ports, &[]).await
-    }
-
-    /// With more SIPp arguments (`-key`s, and the remote address to call).
-    async fn run_with(scenario: &str, (port, media): (u16, u16), extra: &[&str]) -> Sipp {
-        let logs = tempfile::tempdir().unwrap();
-        let child = tokio::process::Command::new(sipp_binary())
-            .current_dir(repo().join("engine/sip/tests/scenarios"))
-            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(extra)
-            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "120s", "-timeout_error"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(logs.path().join("messages.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sipp");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "sipp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Sipp { child, port, logs }
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
-    }
-
-    /// SIPp's exit code once its call is over (0: the scenario ran to the end).
-    async fn finish(&mut self) -> i32 {
-        match tokio::time::timeout(Duration::from_secs(120), self.child.wait()).await {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
-        }
-    }
-}
-
-/// An elder with a phone number and no device, speaking Mandarin.
-async fn enrol_phone_only(pool: &PgPool) -> i64 {
-    let c = community(pool).await;
-    sqlx::query_scalar(
-        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
-         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
-    )
-    .bind(NUMBER)
-    .bind(c)
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 /// A check-in window open right now; `attempts` tries at most.
 async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16) {
     sqlx::query(
@@ -234,16 +132,6 @@ async fn schedule_now(pool: &PgPool, elder: i64, attempts: i16) {
     .execute(pool)
     .await
     .unwrap();
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "voicecare-sip-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

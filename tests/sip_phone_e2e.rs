@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use voicecare_store::testing::TestDb;
 use voicecare_telephony::audio::tone_power_ratio;
 
+use support::sip::{NUMBER, enrol_phone_only, free_ports, sipp_binary, tempdir};
 use support::{community, repo, wait_for};
 
 /// One call at a time: the timing of 20 ms packets on two cores.
@@ -28,35 +29,6 @@ fn scenarios() -> PathBuf {
     repo().join("engine/sip/tests/scenarios")
 }
 
-fn sipp_binary() -> &'static str {
-    let found = Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-    );
-    "sipp"
-}
-
-/// A base port with `n` free UDP and TCP ports from it.
-fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        let free = (base..base + n).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
-}
-
 /// Wait until something listens on UDP `port` of loopback.
 fn wait_bound(port: u16, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -64,16 +36,6 @@ fn wait_bound(port: u16, what: &str) {
         assert!(Instant::now() < deadline, "{what} did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "voicecare-sip-phone-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// A WAV file of `secs` of a tone at `freq` (16 kHz mono, -12 dBFS).
@@ -457,9 +419,6 @@ fn two_phones_talk_over_sip_and_a_tone_gets_through() {
     assert!(ratio > 0.8, "440 Hz is {ratio:.2} of what was heard");
 }
 
-/// The elder's number, enrolled; it must never show in the engine's log.
-const NUMBER: &str = "+8613912345678";
-
 /// `voicecare serve` with its SIP on `sip` and its trunk at `trunk`, both
 /// on loopback.
 struct Engine {
@@ -595,20 +554,6 @@ async fn an_elder_dials_the_service_from_the_phone_and_key_1_escalates() {
         !log.contains("3912345678"),
         "the caller's number reached the log"
     );
-}
-
-/// An elder with a phone number and no device, speaking Mandarin.
-async fn enrol_phone_only(pool: &sqlx::PgPool) -> i64 {
-    let c = community(pool).await;
-    sqlx::query_scalar(
-        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
-         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
-    )
-    .bind(NUMBER)
-    .bind(c)
-    .fetch_one(pool)
-    .await
-    .unwrap()
 }
 
 /// Let the service's greeting start, then press 1 for help, as the elder.

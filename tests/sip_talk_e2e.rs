@@ -17,7 +17,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,13 +34,13 @@ use voicecare_store::testing::TestDb;
 use voicecare_telephony::audio::{SAMPLE_RATE, rms, sine, tone_power_ratio};
 use voicecare_telephony::{CallLeg, LegConfig, LegEvent};
 
+use support::sip::{NUMBER, Sipp, enrol_phone_only, free_ports, tempdir};
 use support::{community, repo, wait_for};
 
 /// One call at a time: each test runs a whole engine with whisper.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The elder's number; it must never show in the engine's log.
-const NUMBER: &str = "+8613912345678";
 const PW: &str = "correct horse battery";
 /// What the operator says: a tone no prompt or line noise contains.
 const OPERATOR_HZ: f32 = 1000.0;
@@ -134,98 +134,10 @@ impl Drop for Engine {
     }
 }
 
-/// A base port with `n` free UDP and TCP ports from it.
-fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        let free = (base..base + n).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
-}
-
-/// SIPp as the elder's phone behind the trunk, serving one call and
-/// echoing the media it receives.
-struct Sipp {
-    child: tokio::process::Child,
-    port: u16,
-    logs: tempfile::TempDir,
-}
-
-impl Sipp {
-    /// Signalling port and media port (SIPp takes the two after it too).
-    fn ports() -> (u16, u16) {
-        (free_ports(40_000, 43_000, 1), free_ports(43_000, 45_000, 4))
-    }
-
-    async fn run(scenario: &str, (port, media): (u16, u16), extra: &[&str]) -> Sipp {
-        let found = Command::new("sipp")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-        );
-        let logs = tempfile::tempdir().unwrap();
-        let child = tokio::process::Command::new("sipp")
-            .current_dir(repo().join("engine/sip/tests/scenarios"))
-            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .arg("-rtp_echo")
-            .args(extra)
-            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "180s", "-timeout_error"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(logs.path().join("messages.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sipp");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            assert!(Instant::now() < deadline, "sipp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Sipp { child, port, logs }
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
-    }
-
-    /// SIPp's exit code once its call is over (0: the scenario ran to the end).
-    async fn finish(&mut self) -> i32 {
-        match tokio::time::timeout(Duration::from_secs(60), self.child.wait()).await {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
-        }
-    }
-}
-
-fn tempdir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "voicecare-sip-talk-{name}-{}-{}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// An elder with a phone number and no device, speaking Mandarin, and an
 /// operator (`ann`) of the elder's community. Returns the elder's id.
-async fn enrol_phone_only(pool: &PgPool) -> i64 {
-    let c = community(pool).await;
+async fn enrol_with_operator(pool: &PgPool) -> i64 {
+    let elder = enrol_phone_only(pool).await;
     operators::add(
         pool,
         NewOperator {
@@ -233,21 +145,13 @@ async fn enrol_phone_only(pool: &PgPool) -> i64 {
             display_name: "Ann Lee",
             password: &Password::new(PW).unwrap(),
             role: Role::Operator,
-            unit_id: c,
+            unit_id: community(pool).await,
         },
         Utc::now(),
     )
     .await
     .unwrap();
-    sqlx::query_scalar(
-        "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
-         VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
-    )
-    .bind(NUMBER)
-    .bind(c)
-    .fetch_one(pool)
-    .await
-    .unwrap()
+    elder
 }
 
 /// The operator's side: a logged-in session of `ann`.
@@ -467,7 +371,7 @@ async fn an_operator_joins_an_elder_on_the_phone_and_both_hear_each_other() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let tmp = tempdir("join");
-    let elder = enrol_phone_only(&pool).await;
+    let elder = enrol_with_operator(&pool).await;
     let ports = Sipp::ports();
     let sip = free_ports(45_000, 46_900, 1);
     let engine = Engine::start(&db, &tmp.join("data"), Some((ports.0, sip)));
@@ -475,6 +379,7 @@ async fn an_operator_joins_an_elder_on_the_phone_and_both_hear_each_other() {
     // prefix, PCMA first, key 1 after 3 s, then on the line until our BYE.
     let target = format!("127.0.0.1:{sip}");
     let args = [
+        "-rtp_echo",
         "-key",
         "caller",
         "013912345678",
@@ -485,7 +390,7 @@ async fn an_operator_joins_an_elder_on_the_phone_and_both_hear_each_other() {
         "95000",
         &target,
     ];
-    let mut sipp = Sipp::run("uac-dial-in-hold.xml", ports, &args).await;
+    let mut sipp = Sipp::run_with("uac-dial-in-hold.xml", ports, &args).await;
 
     let esc: i64 = wait_for(
         &pool,
@@ -601,12 +506,12 @@ async fn an_operator_calls_an_elder_back_on_the_phone_through_the_trunk() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let tmp = tempdir("callback");
-    let elder = enrol_phone_only(&pool).await;
+    let elder = enrol_with_operator(&pool).await;
     let esc = flag_ended_call(&pool, elder).await;
     let ports = Sipp::ports();
     let sip = free_ports(45_000, 46_900, 1);
     let engine = Engine::start(&db, &tmp.join("data"), Some((ports.0, sip)));
-    let mut sipp = Sipp::run("uas-answer-echo.xml", ports, &[]).await;
+    let mut sipp = Sipp::run_with("uas-answer-echo.xml", ports, &["-rtp_echo"]).await;
 
     let op = Operator::login(&engine.base).await;
     op.claim(esc).await;
@@ -682,12 +587,12 @@ async fn a_call_back_to_a_busy_phone_is_told_to_the_operator() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let tmp = tempdir("busy");
-    let elder = enrol_phone_only(&pool).await;
+    let elder = enrol_with_operator(&pool).await;
     let esc = flag_ended_call(&pool, elder).await;
     let ports = Sipp::ports();
     let sip = free_ports(45_000, 46_900, 1);
     let engine = Engine::start(&db, &tmp.join("data"), Some((ports.0, sip)));
-    let mut sipp = Sipp::run("uas-reject-486.xml", ports, &[]).await;
+    let mut sipp = Sipp::run_with("uas-reject-486.xml", ports, &["-rtp_echo"]).await;
 
     let op = Operator::login(&engine.base).await;
     op.claim(esc).await;
@@ -723,7 +628,7 @@ async fn without_a_trunk_a_call_back_to_a_phone_is_refused_in_words() {
     let db = TestDb::new().await;
     let pool = db.pool.clone();
     let tmp = tempdir("no-trunk");
-    let elder = enrol_phone_only(&pool).await;
+    let elder = enrol_with_operator(&pool).await;
     let esc = flag_ended_call(&pool, elder).await;
     let engine = Engine::start(&db, &tmp.join("data"), None);
     let op = Operator::login(&engine.base).await;
