@@ -1,7 +1,8 @@
 //! baresip as a telephone in tests: a real SIP user agent, independent of
 //! ours, that answers calls to its number at once (G.711), speaks a WAV file
 //! as its microphone, and records what it hears. Shared by the gateway's
-//! tests (`engine/sip/tests/trunk.rs`) and the engine's (`tests/sip_e2e.rs`).
+//! tests (`engine/sip/tests/trunk.rs`) and the engine's (`tests/sip_e2e.rs`);
+//! its parent module also declares `ports` (`ports.rs` beside this file).
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::net::SocketAddr;
@@ -11,21 +12,12 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+use super::ports::free_ports;
+
 pub struct Baresip {
     child: Child,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
-}
-
-/// A base port with `n` free UDP ports from it, in `lo..hi`.
-fn free_udp_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        if (base..base + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
 }
 
 impl Baresip {
@@ -33,8 +25,8 @@ impl Baresip {
     /// speaking `microphone` (a 16-bit mono WAV) once the call is up.
     pub async fn start(microphone: &Path, number: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_udp_ports(40_000, 43_000, 1);
-        let rtp = free_udp_ports(43_000, 45_000, 8);
+        let port = free_ports(40_000, 43_000, 1);
+        let rtp = free_ports(43_000, 45_000, 8);
         let config = format!(
             "poll_method epoll\nsip_listen 127.0.0.1:{port}\nnet_interface 127.0.0.1\n\
              dns_server 127.0.0.1:53\naudio_source aufile,{}\naudio_player aubridge,nil\n\

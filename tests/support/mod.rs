@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod baresip;
+pub mod ports;
 pub mod sip;
 
 use std::path::{Path, PathBuf};

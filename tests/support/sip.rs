@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
+pub use super::ports::free_ports;
 use super::{community, repo};
 
 /// The elder's number, enrolled; it must never show in the engine's log.
@@ -25,21 +26,6 @@ pub fn sipp_binary() -> &'static str {
         "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
     );
     "sipp"
-}
-
-/// A base port with `n` free UDP and TCP ports from it.
-pub fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        let free = (base..base + n).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
 }
 
 /// A fresh directory under the system's temporary directory.

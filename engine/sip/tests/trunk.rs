@@ -44,21 +44,9 @@ fn sipp_binary() -> &'static str {
     "sipp"
 }
 
-/// A base port with `n` free UDP and TCP ports from it, in a range no other
-/// test uses.
-fn free_ports(lo: u16, hi: u16, n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = rand::random_range(lo / 2..hi / 2) * 2;
-        let free = (base..base + n).all(|p| {
-            std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
-                && std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if free {
-            return base;
-        }
-    }
-    panic!("no free ports in {lo}..{hi}");
-}
+#[path = "../../../tests/support/ports.rs"]
+mod ports;
+use ports::free_ports;
 
 /// SIPp serving one call of a scenario.
 struct Sipp {
