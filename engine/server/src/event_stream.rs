@@ -10,6 +10,9 @@ use anyhow::Context as _;
 pub struct EventStream {
     response: reqwest::Response,
     partial: String,
+    /// `resync` events read so far: the server's word that events may have
+    /// been missed and the queue should be reloaded.
+    pub resyncs: u64,
 }
 
 /// One escalation event as it arrived.
@@ -38,9 +41,14 @@ impl EventStream {
             .as_str()
             .ok_or_else(|| anyhow::anyhow!("login answered without a token: {login}"))?
             .to_string();
+        Self::open(&http, base, &token).await
+    }
+
+    /// Open the stream with a session token already held.
+    pub async fn open(http: &reqwest::Client, base: &str, token: &str) -> anyhow::Result<Self> {
         let response = http
             .get(format!("{base}/api/v1/events"))
-            .bearer_auth(&token)
+            .bearer_auth(token)
             .send()
             .await?
             .error_for_status()
@@ -48,6 +56,7 @@ impl EventStream {
         Ok(Self {
             response,
             partial: String::new(),
+            resyncs: 0,
         })
     }
 
@@ -69,11 +78,16 @@ impl EventStream {
         let mut seen = Vec::new();
         while let Some(nl) = self.partial.find('\n') {
             let line: String = self.partial.drain(..=nl).collect();
-            if let Some(data) = line.trim_end().strip_prefix("data:")
-                && let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && let Some(id) = v.get("id").and_then(|i| i.as_i64())
-            {
+            let Some(data) = line.trim_end().strip_prefix("data:") else {
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) else {
+                continue;
+            };
+            if let Some(id) = v.get("id").and_then(|i| i.as_i64()) {
                 seen.push(Seen { id, at });
+            } else if v.get("op").and_then(|o| o.as_str()) == Some("resync") {
+                self.resyncs += 1;
             }
         }
         seen

@@ -99,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             bench::BenchCmd::Asr(args) => bench::asr::run(args),
             bench::BenchCmd::Queue(args) => rt().block_on(bench::queue::run(args)),
             bench::BenchCmd::Capacity(args) => rt().block_on(bench::capacity::run(db, args)),
+            bench::BenchCmd::Consoles(args) => rt().block_on(bench::consoles::run(db, args)),
             bench::BenchCmd::Calls(args) => rt().block_on(bench::calls::run(args)),
             bench::BenchCmd::Flow(args) => bench::flow::run(args),
             bench::BenchCmd::Sip(args) => rt().block_on(bench::sip::run(args)),

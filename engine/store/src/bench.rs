@@ -63,14 +63,16 @@ pub async fn reopen_claimed(pool: &PgPool) -> Result<()> {
 
 /// `n` elders in `community` with one call each and no escalation yet; the
 /// call ids, for flagging one at a time. `prefix` keeps device ids unique
-/// across batches.
+/// across batches. The calls are already over, so an engine's dialer
+/// running on the same database leaves them alone.
 pub async fn seed_calls(pool: &PgPool, community: i64, prefix: &str, n: i64) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
         "WITH el AS (
              INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
              SELECT $3 || ' ' || g, $3 || '-' || g, 'en', 'UTC', $1 FROM generate_series(1, $2) g RETURNING id
          )
-         INSERT INTO calls (elder_id, direction, purpose) SELECT id, 'outbound', 'checkin' FROM el RETURNING id",
+         INSERT INTO calls (elder_id, direction, purpose, status, ended_at)
+         SELECT id, 'outbound', 'checkin', 'completed', now() FROM el RETURNING id",
     )
     .bind(community)
     .bind(n)

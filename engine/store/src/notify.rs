@@ -46,17 +46,31 @@ pub enum Status {
 /// out before the reader's scope is checked.
 ///
 /// Fields are in alphabetical order so that serialising a notice gives the
-/// same JSON object the trigger's payload re-encoded compactly would.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// same JSON object the trigger's payload re-encoded compactly would, less
+/// the unit path, which is never sent on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EscalationNotice {
     pub id: i64,
     pub level: Level,
     pub op: Change,
     pub status: Status,
+    /// The units the item belongs to, city down to community (migration
+    /// 0008); empty from a node that does not send it.
+    #[serde(default, skip_serializing)]
+    pub unit_path: Vec<i64>,
     pub version: i32,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl EscalationNotice {
+    /// Whether an operator scoped to `unit_id` may see the item, decided
+    /// from the notice alone; `None` when the notice has no path (ask the
+    /// database).
+    pub fn in_scope(&self, unit_id: i64) -> Option<bool> {
+        (!self.unit_path.is_empty()).then(|| self.unit_path.contains(&unit_id))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EscalationEvent {
     /// An escalation was created or changed (committed).
     Changed(EscalationNotice),

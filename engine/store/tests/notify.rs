@@ -48,6 +48,7 @@ async fn inserts_and_updates_arrive_as_typed_notices() {
             level: Level::Urgent,
             op: Change::Insert,
             status: Status::Open,
+            unit_path: vec![c.city, c.county, c.street_a, c.community_a],
             version: 1,
         })
     );
@@ -61,6 +62,12 @@ async fn inserts_and_updates_arrive_as_typed_notices() {
         (e.id, Level::Emergency, Change::Update)
     );
     assert!(n.version > 1);
+    // The path decides scope without a query: this street's operators see
+    // it, the other street's do not.
+    assert_eq!(n.in_scope(c.street_a), Some(true));
+    assert_eq!(n.in_scope(c.city), Some(true));
+    assert_eq!(n.in_scope(c.street_b), Some(false));
+    assert_eq!(n.in_scope(c.community_b), Some(false));
 }
 
 #[tokio::test]

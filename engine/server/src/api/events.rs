@@ -60,7 +60,11 @@ pub async fn stream(
             };
             let data = match next {
                 Ok(EscalationEvent::Changed(n)) => {
-                    if queue::get(&pool, &scope, n.id).await.is_err() {
+                    let visible = match n.in_scope(scope.unit_id) {
+                        Some(v) => v,
+                        None => queue::get(&pool, &scope, n.id).await.is_ok(),
+                    };
+                    if !visible {
                         continue;
                     }
                     serde_json::to_string(&n).unwrap_or_else(|_| RESYNC.to_string())

@@ -95,7 +95,7 @@ impl Transports {
 }
 
 /// The daily check-in's end-of-utterance silence (ivr-flows/daily_checkin.toml).
-const FLOW: &str = "daily_checkin";
+pub(crate) const FLOW: &str = "daily_checkin";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
@@ -169,7 +169,7 @@ struct CallTiming {
 
 /// What every step needs: the database, the cohort's community and clip,
 /// where the phones register or stand.
-struct Bench {
+pub(crate) struct Bench {
     pool: PgPool,
     community: i64,
     tag: String,
@@ -200,22 +200,6 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
     let db = crate::db::open(&db_args, 10).await?;
     let pool = db.pool.clone();
 
-    let wav_dir = db_args.data_dir.join("demo-clips");
-    std::fs::create_dir_all(&wav_dir)?;
-    let clips = cohort::clips(&args.fixtures, &wav_dir)?;
-    let fine = clips
-        .iter()
-        .find(|c| c.level == "ok" && c.lang == "en")
-        .context("no fine English clip in the fixtures")?
-        .clone();
-    let answers = cohort::answers(&args.fixtures, &wav_dir)?;
-    let mut replies = vec![read_wav(&fine.wav)?];
-    for a in &answers.en {
-        replies.push(read_wav(a)?);
-    }
-    let tag = Utc::now().format("%Y%m%d%H%M%S").to_string();
-    let unit = crate::demo::community(&pool, &format!("capacity {tag}")).await?;
-
     let sip = match args.via {
         Transports::Webrtc => None,
         Transports::Sip | Transports::Both => Some(SipPhones::start().await?),
@@ -235,16 +219,15 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
             .unwrap_or_default(),
     })
     .await?;
-    let bench = Bench {
-        pool: pool.clone(),
-        community: unit.1,
-        tag,
-        fine,
-        replies,
+    let bench = Bench::prepare(
+        pool.clone(),
+        &db_args.data_dir,
+        &args.fixtures,
         eou_ms,
-        ws: format!("ws://{}/v1/devices/ws", engine.listen),
+        engine.listen,
         sip,
-    };
+    )
+    .await?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
 
     let transports = args.via.each();
@@ -322,9 +305,46 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
 }
 
 impl Bench {
+    /// The clips, the cohort's community and where phones register, for an
+    /// engine already listening at `listen`.
+    pub(crate) async fn prepare(
+        pool: PgPool,
+        data_dir: &std::path::Path,
+        fixtures: &std::path::Path,
+        eou_ms: f64,
+        listen: std::net::SocketAddr,
+        sip: Option<SipPhones>,
+    ) -> anyhow::Result<Bench> {
+        let wav_dir = data_dir.join("demo-clips");
+        std::fs::create_dir_all(&wav_dir)?;
+        let clips = cohort::clips(fixtures, &wav_dir)?;
+        let fine = clips
+            .iter()
+            .find(|c| c.level == "ok" && c.lang == "en")
+            .context("no fine English clip in the fixtures")?
+            .clone();
+        let answers = cohort::answers(fixtures, &wav_dir)?;
+        let mut replies = vec![read_wav(&fine.wav)?];
+        for a in &answers.en {
+            replies.push(read_wav(a)?);
+        }
+        let tag = Utc::now().format("%Y%m%d%H%M%S").to_string();
+        let unit = crate::demo::community(&pool, &format!("capacity {tag}")).await?;
+        Ok(Bench {
+            pool,
+            community: unit.1,
+            tag,
+            fine,
+            replies,
+            eou_ms,
+            ws: format!("ws://{listen}/v1/devices/ws"),
+            sip,
+        })
+    }
+
     /// One step: enrol `n` elders reached `via` a transport, ready their
     /// phones, open their windows together and measure the calls.
-    async fn step(
+    pub(crate) async fn step(
         &self,
         si: usize,
         n: u32,
@@ -433,7 +453,7 @@ fn phone_number(tag: &str, step: usize, elder: u32) -> String {
 
 /// The telephones behind the loopback trunk: each waits for the engine to
 /// dial its number; calls to any other number are refused.
-struct SipPhones {
+pub(crate) struct SipPhones {
     bank: PhoneBank,
     waiting: Arc<Mutex<HashMap<String, oneshot::Sender<IncomingCall>>>>,
 }
@@ -677,7 +697,7 @@ fn read_wav(path: &std::path::Path) -> anyhow::Result<Vec<i16>> {
 }
 
 /// The call-wide end-of-utterance silence of a flow file.
-fn end_of_utterance_ms(flow: &str) -> Option<f64> {
+pub(crate) fn end_of_utterance_ms(flow: &str) -> Option<f64> {
     let f = voicecare_core::flow::parse_flow(FLOW, flow).ok()?;
     Some(f.settings.end_of_utterance_ms as f64)
 }

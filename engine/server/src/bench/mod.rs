@@ -7,6 +7,7 @@ use clap::Subcommand;
 pub mod asr;
 pub mod calls;
 pub mod capacity;
+pub mod consoles;
 pub mod flow;
 pub mod queue;
 pub mod sip;
@@ -19,6 +20,8 @@ pub enum BenchCmd {
     Queue(queue::QueueBenchArgs),
     /// Concurrent calls one node sustains with packet timing and turn latency in target.
     Capacity(capacity::CapacityBenchArgs),
+    /// A floor of operators' consoles (event streams, queue reloads, claims) with check-in calls on one node: API latency against one console alone, memory, nothing lost.
+    Consoles(consoles::ConsolesBenchArgs),
     /// Check-in calls to simulated phones: turn latency, call setup, packet timing, CPU per call.
     Calls(calls::CallsBenchArgs),
     /// Time to parse and check a flow as it grows, against parsing the same TOML alone.
