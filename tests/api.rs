@@ -88,7 +88,7 @@ async fn spawn_app_with(configure: impl FnOnce(AppState) -> AppState) -> App {
         std::env::temp_dir(),
     );
     let state = configure(state);
-    api::spawn_notify_fanout(pool.clone(), state.events.clone());
+    api::spawn_notify_fanout(pool.clone(), &state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();

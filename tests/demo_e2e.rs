@@ -109,6 +109,20 @@ fn demo_of_four_elders_reports_what_it_found() {
         );
     }
 
+    // Rings by what they came to, for the cohort's one community: the three
+    // who answered were reached, the fourth never picked up.
+    let by_unit = json["attempts_by_outcome"].as_object().unwrap();
+    assert_eq!(by_unit.len(), 1, "{by_unit:?}");
+    let rings = by_unit.values().next().unwrap();
+    assert!(rings["answered"].as_i64().unwrap() >= 3, "{rings}");
+    assert!(rings["no_answer"].as_i64().unwrap() >= 1, "{rings}");
+    for (k, v) in rings.as_object().unwrap() {
+        assert_eq!(
+            cell(&html, &format!("attempts-{k}")),
+            v.as_i64().unwrap().to_string()
+        );
+    }
+
     // Every emergency reached the queue; the fine reply did not.
     assert_eq!(json["emergencies_expected"], 1);
     assert_eq!(json["emergencies_in_queue"], 1, "{}", json["per_elder"]);

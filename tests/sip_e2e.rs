@@ -233,6 +233,15 @@ async fn a_busy_phone_is_recorded_as_busy() {
     .await
     .unwrap();
     assert_eq!(outcome.as_deref(), Some("busy"));
+    let sip_status: Option<i16> = sqlx::query_scalar(
+        "SELECT a.sip_status FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 ORDER BY a.id LIMIT 1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sip_status, Some(486), "what the network said is kept");
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
 }
 
@@ -476,6 +485,16 @@ async fn a_carriers_announcement_before_a_480_is_read_as_switched_off() {
         "a plain 480 alone would be no_answer: {}",
         engine.log()
     );
+    // The outcome is what was heard; the status is what the network said.
+    let sip_status: Option<i16> = sqlx::query_scalar(
+        "SELECT a.sip_status FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 ORDER BY a.id LIMIT 1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(sip_status, Some(480));
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
 }
 

@@ -220,6 +220,9 @@ pub struct Results {
     pub calls: Vec<(i64, String)>,
     /// Rings, including those to emergency contacts.
     pub attempts: i64,
+    /// Rings of the elders themselves by what they came to
+    /// (`call_attempts.outcome`), per community: community → outcome → rings.
+    pub attempts_by_outcome: BTreeMap<String, BTreeMap<String, i64>>,
     /// The highest level escalated per elder.
     pub highest: BTreeMap<i64, String>,
     pub flags: Vec<Flag>,
@@ -249,6 +252,24 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
     .bind(elders)
     .fetch_one(pool)
     .await?;
+    let by_outcome: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT u.name, a.outcome, count(*) FROM call_attempts a
+           JOIN calls c ON c.id = a.call_id
+           JOIN elders el ON el.id = c.elder_id
+           JOIN org_units u ON u.id = el.community_id
+          WHERE c.elder_id = ANY($1) AND a.callee = 'elder' AND a.outcome IS NOT NULL
+          GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .bind(elders)
+    .fetch_all(pool)
+    .await?;
+    let mut attempts_by_outcome: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+    for (unit, outcome, n) in by_outcome {
+        attempts_by_outcome
+            .entry(unit)
+            .or_default()
+            .insert(outcome, n);
+    }
     let highest: Vec<(i64, String)> = sqlx::query_as(
         // The call carries its level (a watch finding raises no item), and
         // an item can come without words (a key pressed for help).
@@ -302,6 +323,7 @@ pub async fn results(pool: &PgPool, elders: &[i64]) -> Result<Results> {
     Ok(Results {
         calls,
         attempts,
+        attempts_by_outcome,
         highest: highest.into_iter().collect(),
         flags: flags
             .into_iter()

@@ -597,7 +597,9 @@ pub async fn update_attempt<'e>(
 /// outcome code and the audit event, in one transaction. With `fix_number`
 /// (the core's [`DialOutcome::needs_number_fix`]) the elder also gets a task
 /// for an administrator to correct their number: opened, or counted again
-/// when one is already open. Returns the task's id, if any.
+/// when one is already open. `sip_status` is the SIP final response that
+/// refused a telephone call, when one did. Returns the task's id, if any.
+#[allow(clippy::too_many_arguments)]
 pub async fn not_reached(
     pool: &PgPool,
     attempt_id: i64,
@@ -605,16 +607,18 @@ pub async fn not_reached(
     reason: EndReason,
     outcome: DialOutcome,
     fix_number: bool,
+    sip_status: Option<u16>,
     now: DateTime<Utc>,
 ) -> Result<Option<i64>> {
     let mut tx = pool.begin().await?;
     update_attempt(&mut *tx, attempt_id, status, Some(reason), now).await?;
     let (call_id, elder_id, callee): (i64, i64, String) = sqlx::query_as(
-        "UPDATE call_attempts a SET outcome = $2 FROM calls c
+        "UPDATE call_attempts a SET outcome = $2, sip_status = $3 FROM calls c
          WHERE a.id = $1 AND c.id = a.call_id RETURNING c.id, c.elder_id, a.callee",
     )
     .bind(attempt_id)
     .bind(outcome.as_str())
+    .bind(sip_status.map(|s| s as i16))
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(StoreError::NotFound {
@@ -635,6 +639,7 @@ pub async fn not_reached(
                 "status": status.as_str(),
                 "outcome": outcome.as_str(),
                 "reason": reason.as_str(),
+                "sip_status": sip_status,
             }),
         },
     )

@@ -95,3 +95,50 @@ async fn a_lost_connection_is_reported_as_resync_and_listening_resumes() {
         other => panic!("expected the new escalation, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_lease_renewal_is_not_announced_but_claims_and_resolutions_are() {
+    let db = TestDb::new().await;
+    let c = common::city(&db.pool).await;
+    let op = common::operator(
+        &db.pool,
+        "renewer",
+        voicecare_store::operators::Role::Operator,
+        c.street_a,
+    )
+    .await;
+    let calls = common::elders_with_calls(&db.pool, c.community_a, 1, "l").await;
+    let mut listener = EscalationListener::connect(&db.pool).await.unwrap();
+    let e = flag(&db.pool, calls[0], Level::Urgent).await;
+    let lease = chrono::Duration::seconds(60);
+
+    let insert = next(&mut listener).await;
+    assert!(matches!(insert, EscalationEvent::Changed(ref n) if n.op == Change::Insert));
+    queue::claim(&db.pool, &op, e.id, lease, Utc::now())
+        .await
+        .unwrap();
+    let EscalationEvent::Changed(n) = next(&mut listener).await else {
+        panic!("expected the claim's notice");
+    };
+    assert_eq!(n.status, Status::Claimed);
+    for _ in 0..3 {
+        queue::renew(&db.pool, &op, e.id, lease, Utc::now())
+            .await
+            .unwrap();
+    }
+    queue::resolve(
+        &db.pool,
+        &op,
+        e.id,
+        queue::Outcome::CalledBack,
+        "",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    // The renewals said nothing: the next notice is the resolution.
+    let EscalationEvent::Changed(n) = next(&mut listener).await else {
+        panic!("expected the resolution's notice");
+    };
+    assert_eq!(n.status, Status::Resolved);
+}

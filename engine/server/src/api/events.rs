@@ -21,15 +21,18 @@ const RESYNC: &str = r#"{"op":"resync"}"#;
 /// Forward escalation events to `tx`. The listener reconnects after database
 /// restarts and says `Resync` each time LISTEN is (re)established, so
 /// consoles reload the queue instead of trusting a feed that may have a gap.
-pub fn spawn_notify_fanout(
-    pool: PgPool,
-    tx: broadcast::Sender<EscalationEvent>,
-) -> tokio::task::JoinHandle<()> {
+pub fn spawn_notify_fanout(pool: PgPool, state: &AppState) -> tokio::task::JoinHandle<()> {
+    let tx = state.events.clone();
+    let cache = state.queue_cache.clone();
     tokio::spawn(async move {
         let mut listener = EscalationListener::new(pool);
         loop {
+            let event = listener.recv().await;
+            // Before any console hears of it, so none reloads a list read
+            // before the change.
+            cache.invalidate();
             // No subscribers is not an error: nobody is watching right now.
-            let _ = tx.send(listener.recv().await);
+            let _ = tx.send(event);
         }
     })
 }

@@ -76,8 +76,19 @@ pub async fn queue_list(
             }
         }
     }
-    let items = queue::list(&state.pool, &auth.scope, &filter, Utc::now()).await?;
-    Ok(Json(json!({"items": items, "server_time": Utc::now()})))
+    let key = (
+        auth.scope.unit_id,
+        filter.levels.clone(),
+        filter.statuses.clone(),
+        filter.limit,
+    );
+    let items = state
+        .queue_cache
+        .get_or_read(key, || {
+            queue::list(&state.pool, &auth.scope, &filter, Utc::now())
+        })
+        .await?;
+    Ok(Json(json!({"items": *items, "server_time": Utc::now()})))
 }
 
 pub async fn queue_counts(
@@ -126,6 +137,8 @@ pub async fn claim_next(
     };
     match queue::claim_next(&state.pool, &auth.scope, &levels, state.lease, Utc::now()).await? {
         Some(e) => {
+            // This console's next reload must not be a list read before it.
+            state.queue_cache.invalidate();
             metrics::counter!("voicecare_claims_total").increment(1);
             Ok(Json(json!({"escalation": e})))
         }
@@ -139,6 +152,7 @@ pub async fn claim(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let e = queue::claim(&state.pool, &auth.scope, id, state.lease, Utc::now()).await?;
+    state.queue_cache.invalidate();
     metrics::counter!("voicecare_claims_total").increment(1);
     Ok(Json(json!({"escalation": e})))
 }
@@ -158,6 +172,7 @@ pub async fn release(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let e = queue::release(&state.pool, &auth.scope, id, Utc::now()).await?;
+    state.queue_cache.invalidate();
     Ok(Json(json!({"escalation": e})))
 }
 
@@ -184,6 +199,7 @@ pub async fn resolve(
         Utc::now(),
     )
     .await?;
+    state.queue_cache.invalidate();
     metrics::counter!("voicecare_resolutions_total", "outcome" => body.outcome.as_str())
         .increment(1);
     Ok(Json(json!({"escalation": e})))
@@ -219,6 +235,7 @@ pub async fn reopen(
 ) -> Result<Json<Value>, ApiError> {
     auth.require(Role::Supervisor)?;
     let e = queue::reopen(&state.pool, &auth.scope, id, &body.reason, Utc::now()).await?;
+    state.queue_cache.invalidate();
     Ok(Json(json!({"escalation": e})))
 }
 

@@ -9,6 +9,7 @@ pub mod error;
 mod events;
 mod handlers;
 mod metrics;
+pub mod queue_cache;
 mod reports;
 mod talk;
 
@@ -49,6 +50,8 @@ pub struct AppState {
     pub logouts: broadcast::Sender<Arc<str>>,
     /// Writes waiting for the database (its depth is on `/healthz`).
     pub spool: Option<Arc<crate::runner::spool::Spool>>,
+    /// Queue lists shared by the consoles of a unit between changes.
+    pub queue_cache: Arc<queue_cache::QueueCache>,
 }
 
 impl AppState {
@@ -61,6 +64,7 @@ impl AppState {
     ) -> Self {
         let (events, _) = broadcast::channel(1024);
         Self {
+            queue_cache: Arc::default(),
             pool,
             limiter: Arc::new(auth::LoginLimiter::new(auth::LoginPolicy::default())),
             password_checks: Arc::new(auth::PasswordChecks::per_core()),

@@ -111,14 +111,7 @@ const PEER: Pace = Pace {
 const REOPEN_AFTER: Duration = Duration::from_secs(2);
 
 /// Request kinds, in the order they are reported.
-const KINDS: &[&str] = &[
-    "login",
-    "queue",
-    "claim-next",
-    "detail",
-    "renew",
-    "resolve",
-];
+const KINDS: &[&str] = &["login", "queue", "claim-next", "detail", "renew", "resolve"];
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -150,6 +143,9 @@ pub struct Report {
     pub stream_events_missed: u64,
     pub stream_resyncs: u64,
     pub stream_reopens: u64,
+    /// Queue reloads answered from a read another console of the unit had
+    /// just made (the node's `voicecare_queue_reads_shared_total`).
+    pub queue_reads_shared: u64,
     pub call_steps: Vec<Step>,
     pub calls_placed: u32,
     pub calls_completed: u32,
@@ -202,13 +198,18 @@ impl Recorder {
     }
 
     fn error(&self, kind: &str, what: impl std::fmt::Display) {
-        *lock(&self.errors).entry(format!("{kind} {what}")).or_default() += 1;
+        *lock(&self.errors)
+            .entry(format!("{kind} {what}"))
+            .or_default() += 1;
     }
 
     fn open(&self) -> usize {
         let flagged = lock(&self.flagged);
         let resolved = lock(&self.resolved);
-        flagged.keys().filter(|id| !resolved.contains_key(id)).count()
+        flagged
+            .keys()
+            .filter(|id| !resolved.contains_key(id))
+            .count()
     }
 }
 
@@ -270,10 +271,12 @@ pub async fn run(mut db_args: DbArgs, args: ConsolesBenchArgs) -> anyhow::Result
     let tag = Utc::now().format("%H%M%S").to_string();
     let (_, community) = crate::demo::community(&pool, &format!("consoles {tag}")).await?;
     let names = seed_operators(&pool, community, args.consoles, &tag).await?;
-    let expected = (args.escalations_per_min / 60.0 * (args.secs + args.peer_secs) * 2.0) as i64 + 50;
-    let mut calls = voicecare_store::bench::seed_calls(&pool, community, &format!("esc{tag}"), expected)
-        .await?
-        .into_iter();
+    let expected =
+        (args.escalations_per_min / 60.0 * (args.secs + args.peer_secs) * 2.0) as i64 + 50;
+    let mut calls =
+        voicecare_store::bench::seed_calls(&pool, community, &format!("esc{tag}"), expected)
+            .await?
+            .into_iter();
 
     let engine = crate::demo::start_engine(crate::demo::EngineOpts {
         db_url: db.url.clone(),
@@ -368,7 +371,7 @@ pub async fn run(mut db_args: DbArgs, args: ConsolesBenchArgs) -> anyhow::Result
         during.iter().map(|s| s.cpu_pct).sum::<f64>() / during.len() as f64
     };
 
-    let report = score(
+    let mut report = score(
         &args,
         &pool,
         &peer,
@@ -378,6 +381,7 @@ pub async fn run(mut db_args: DbArgs, args: ConsolesBenchArgs) -> anyhow::Result
         cpu_pct_mean,
     )
     .await?;
+    report.queue_reads_shared = shared_reads(&base).await;
     engine.server.abort();
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -534,11 +538,7 @@ async fn run_calls(c: CallLoad, mut stop: watch::Receiver<bool>) -> anyhow::Resu
         if *stop.borrow_and_update() {
             break;
         }
-        steps.push(
-            c.bench
-                .step(si, c.calls, Via::Webrtc, &c.targets)
-                .await?,
-        );
+        steps.push(c.bench.step(si, c.calls, Via::Webrtc, &c.targets).await?);
     }
     Ok(steps)
 }
@@ -695,12 +695,7 @@ async fn refresh(
             _ = tokio::time::sleep(POLL_EVERY) => {}
             _ = stopped(&mut stop) => return,
         }
-        let got = request(
-            &rec,
-            "queue",
-            http.get(&url).header("authorization", &auth),
-        )
-        .await;
+        let got = request(&rec, "queue", http.get(&url).header("authorization", &auth)).await;
         if let Some(items) = got.as_ref().and_then(|v| v["items"].as_array()) {
             let waiting = items.iter().filter(|i| i["status"] == "open").count();
             let _ = open.send(waiting);
@@ -896,11 +891,24 @@ async fn score(
         stream_events_missed: missed,
         stream_resyncs: peer.resyncs.load(Ordering::Relaxed) + load.resyncs.load(Ordering::Relaxed),
         stream_reopens: peer.reopens.load(Ordering::Relaxed) + load.reopens.load(Ordering::Relaxed),
+        queue_reads_shared: 0,
         call_steps,
         calls_placed,
         calls_completed,
         passed,
     })
+}
+
+/// The node's count of queue reloads served from a shared read.
+async fn shared_reads(base: &str) -> u64 {
+    let Ok(resp) = reqwest::get(format!("{base}/metrics")).await else {
+        return 0;
+    };
+    let text = resp.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| l.starts_with("voicecare_queue_reads_shared_total"))
+        .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn quantile(v: &mut [f64], q: f64) -> f64 {
@@ -936,8 +944,16 @@ fn print(r: &Report) {
         r.rss_mib_before, r.rss_mib_peak, r.rss_mib_after, r.cpu_pct_mean, r.cores
     );
     if !r.call_steps.is_empty() {
-        let worst_turn = r.call_steps.iter().map(|s| s.turn_p95_ms).fold(0.0, f64::max);
-        let worst_jitter = r.call_steps.iter().map(|s| s.jitter_p99_ms).fold(0.0, f64::max);
+        let worst_turn = r
+            .call_steps
+            .iter()
+            .map(|s| s.turn_p95_ms)
+            .fold(0.0, f64::max);
+        let worst_jitter = r
+            .call_steps
+            .iter()
+            .map(|s| s.jitter_p99_ms)
+            .fold(0.0, f64::max);
         let idle_jitter = r
             .call_steps
             .iter()
@@ -963,11 +979,18 @@ fn print(r: &Report) {
         r.login_retries
     );
     println!(
-        "event streams: {} events not seen by a console, {} resyncs, {} streams reopened",
-        r.stream_events_missed, r.stream_resyncs, r.stream_reopens
+        "event streams: {} events not seen by a console, {} resyncs, {} streams reopened; {} queue reloads served from a shared read",
+        r.stream_events_missed, r.stream_resyncs, r.stream_reopens, r.queue_reads_shared
     );
     if !r.errors.is_empty() {
         println!("refused or failed requests: {:?}", r.errors);
     }
-    println!("{}", if r.passed { "nothing lost" } else { "WORK WAS LOST" });
+    println!(
+        "{}",
+        if r.passed {
+            "nothing lost"
+        } else {
+            "WORK WAS LOST"
+        }
+    );
 }

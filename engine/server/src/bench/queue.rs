@@ -219,7 +219,7 @@ async fn sse_latency(
         SlaPolicy::default(),
         std::env::temp_dir(),
     );
-    let fanout = crate::api::spawn_notify_fanout(pool.clone(), state.events.clone());
+    let fanout = crate::api::spawn_notify_fanout(pool.clone(), &state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let app =

@@ -24,7 +24,7 @@ pub async fn run(db_args: DbArgs, args: ServeArgs) -> anyhow::Result<()> {
     )
     .with_trusted_proxies(api::TrustedProxies::new(args.trusted_proxy.clone()));
     let proxies = state.trusted_proxies.clone();
-    let fanout = api::spawn_notify_fanout(db.pool.clone(), state.events.clone());
+    let fanout = api::spawn_notify_fanout(db.pool.clone(), &state);
     let rescuer = spawn_lease_rescuer(db.pool.clone());
     let calls = crate::runner::start(db.pool.clone(), &db_args, &args).await?;
 

@@ -73,6 +73,10 @@ pub struct Summary {
     pub attempts: i64,
     /// Check-in calls by final outcome (or status while unfinished).
     pub outcomes: BTreeMap<String, i64>,
+    /// The elders' rings by what they came to (reached, busy, no answer,
+    /// voicemail, invalid number, switched off, trunk failure…), per
+    /// community: community → outcome → rings.
+    pub attempts_by_outcome: BTreeMap<String, BTreeMap<String, i64>>,
     pub levels: Vec<LevelScore>,
     /// expected → found → elders.
     pub confusion: BTreeMap<String, BTreeMap<String, i64>>,
@@ -232,6 +236,7 @@ pub async fn summarise(
         calls: calls.len() as i64,
         attempts,
         outcomes,
+        attempts_by_outcome: r.attempts_by_outcome.clone(),
         levels,
         emergencies_expected: speakers
             .iter()
@@ -334,6 +339,10 @@ impl Summary {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         println!("  calls by outcome: {}", o.join(", "));
+        for (unit, by) in &self.attempts_by_outcome {
+            let o: Vec<String> = by.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            println!("  rings by outcome ({unit}): {}", o.join(", "));
+        }
         println!("  distress found versus expected (speaking elders):");
         println!("    level       expected  found  recall  false alarms");
         for l in &self.levels {
@@ -593,6 +602,35 @@ fn html(s: &Summary, samples: &[Sample]) -> anyhow::Result<String> {
         &labels,
         &[("calls", s.outcomes.values().map(|v| *v as f64).collect())],
     )?);
+
+    if !s.attempts_by_outcome.is_empty() {
+        let outcomes: std::collections::BTreeSet<&String> = s
+            .attempts_by_outcome
+            .values()
+            .flat_map(|b| b.keys())
+            .collect();
+        write!(
+            h,
+            "<h2>Rings by outcome, per community</h2><table><tr><th>community</th>"
+        )?;
+        for o in &outcomes {
+            write!(h, "<th>{}</th>", esc(o))?;
+        }
+        writeln!(h, "</tr>")?;
+        for (unit, by) in &s.attempts_by_outcome {
+            write!(h, "<tr><td class=\"l\">{}</td>", esc(unit))?;
+            for o in &outcomes {
+                write!(
+                    h,
+                    "<td id=\"attempts-{}\">{}</td>",
+                    esc(o),
+                    by.get(*o).copied().unwrap_or(0)
+                )?;
+            }
+            writeln!(h, "</tr>")?;
+        }
+        writeln!(h, "</table>")?;
+    }
 
     writeln!(
         h,

@@ -200,11 +200,15 @@ impl Attempts<'_> {
         };
         let ringing =
             || dialer::update_attempt(pool, attempt, AttemptStatus::Ringing, None, Utc::now());
+        let mut sip_status = None;
         let reached = match (device, self.engine.hub(), phone, &self.engine.sip) {
             (None, _, Some(number), Some(sip)) => {
                 ringing().await?;
                 let hear = Some((&*self.engine.asr, self.callee.lang()));
-                ring_phone(sip, number, hear).await
+                ring_phone(sip, number, hear).await.map_err(|u| {
+                    sip_status = u.sip_status;
+                    u.failure
+                })
             }
             (None, ..) => Err(SetupFailure::NoDevice),
             (Some(_), None, ..) => Err(SetupFailure::TransportDown),
@@ -234,6 +238,7 @@ impl Attempts<'_> {
                     reason,
                     outcome,
                     fix,
+                    sip_status,
                     Utc::now(),
                 )
                 .await;
@@ -284,6 +289,7 @@ impl Attempts<'_> {
                 end.reason,
                 outcome,
                 fix,
+                None,
                 Utc::now(),
             )
             .await?;
@@ -377,6 +383,7 @@ impl Attempts<'_> {
                         reason,
                         outcome,
                         false,
+                        None,
                         Utc::now(),
                     )
                     .await?;

@@ -28,6 +28,14 @@ pub fn setup_failure(e: &TelephonyError) -> SetupFailure {
     }
 }
 
+/// A telephone not reached: what the session makes of it, and the SIP final
+/// status that refused the call, when one did (stored with the attempt).
+#[derive(Debug, Clone, Copy)]
+pub struct PhoneUnreached {
+    pub failure: SetupFailure,
+    pub sip_status: Option<u16>,
+}
+
 /// Call a phone number through the SIP trunks (the next one when a trunk
 /// fails the call). The number stays out of the log: only the SIP status
 /// and what the session makes of it are written.
@@ -38,7 +46,7 @@ pub async fn ring_phone(
     sip: &TrunkGroup,
     number: &Phone,
     hear: Option<(&AsrPool, Lang)>,
-) -> Result<CallLeg, SetupFailure> {
+) -> Result<CallLeg, PhoneUnreached> {
     let attempt = sip.call_with_early_media(number.as_str()).await;
     let failure = match attempt.result {
         Ok(leg) => return Ok(leg),
@@ -78,7 +86,10 @@ pub async fn ring_phone(
         %detail,
         "telephone call not answered"
     );
-    Err(outcome)
+    Err(PhoneUnreached {
+        failure: outcome,
+        sip_status: failure.status_code(),
+    })
 }
 
 /// Speech-level audio below this many 20 ms frames is no announcement.

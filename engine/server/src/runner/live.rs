@@ -347,14 +347,18 @@ pub async fn call_back(
     };
     // The ring runs to its end even if the operator hangs up meanwhile: an
     // elder who answers then is hung up at once rather than left ringing.
+    let mut sip_status = None;
     let ringing = match (route, engine.hub(), &engine.sip) {
         (Route::Device(d), Some(hub), _) => hub.call_device(d).await.map_err(|e| setup_failure(&e)),
-        (Route::Phone(number), _, Some(sip)) => ring_phone(sip, number, None).await,
+        (Route::Phone(number), _, Some(sip)) => ring_phone(sip, number, None).await.map_err(|u| {
+            sip_status = u.sip_status;
+            u.failure
+        }),
         _ => Err(SetupFailure::TransportDown),
     };
     match ringing {
         Ok(elder) => cb.answered(t, elder, operator).await,
-        Err(f) => cb.not_reached(f, &operator).await,
+        Err(f) => cb.not_reached(f, sip_status, &operator).await,
     }
 }
 
@@ -445,14 +449,15 @@ impl<'a> CallBack<'a> {
     }
 
     /// Everything is recorded before the page is told.
-    async fn not_reached(self, f: SetupFailure, operator: &CallLeg) {
+    async fn not_reached(self, f: SetupFailure, sip_status: Option<u16>, operator: &CallLeg) {
         if let Some(a) = self.attempt {
             let outcome = f.dial_outcome();
             let (pool, reason) = (&self.engine.pool, EndReason::NotReached(f));
             let fix = outcome.needs_number_fix();
             let now = Utc::now();
             if let Err(e) =
-                dialer::not_reached(pool, a, f.status(), reason, outcome, fix, now).await
+                dialer::not_reached(pool, a, f.status(), reason, outcome, fix, sip_status, now)
+                    .await
             {
                 tracing::warn!(error = %e, "cannot record the call-back attempt");
             }
