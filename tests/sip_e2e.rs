@@ -247,6 +247,12 @@ async fn a_busy_phone_is_recorded_as_busy() {
 
 /// The 8 kHz μ-law fixture `clip` as a 16-bit WAV a phone can speak.
 fn telephone_wav(dir: &Path, clip: &str) -> PathBuf {
+    telephone_wav_then_quiet(dir, clip, 0)
+}
+
+/// [`telephone_wav`], then `quiet_secs` of silence: baresip hangs up when
+/// its WAV ends, and a machine goes on recording after its beep.
+fn telephone_wav_then_quiet(dir: &Path, clip: &str, quiet_secs: usize) -> PathBuf {
     let ulaw = std::fs::read(repo().join("audio-fixtures").join(clip)).unwrap();
     let pcm = voicecare_media::g711::decode_ulaw(&ulaw);
     let out = dir.join("mic.wav");
@@ -258,7 +264,8 @@ fn telephone_wav(dir: &Path, clip: &str) -> PathBuf {
     };
     let mut w = hound::WavWriter::create(&out, spec).unwrap();
     // A second of quiet before the elder speaks, as on picking up.
-    for s in std::iter::repeat_n(0, 8000).chain(pcm) {
+    let quiet = std::iter::repeat_n(0, 8000 * quiet_secs);
+    for s in std::iter::repeat_n(0, 8000).chain(pcm).chain(quiet) {
         w.write_sample(s).unwrap();
     }
     w.finalize().unwrap();
@@ -461,6 +468,106 @@ async fn an_answering_machine_is_not_the_elder_and_hears_no_check_in() {
     assert_eq!(
         stored, 0,
         "the machine's words are not stored as the elder's"
+    );
+    assert!(!engine.log().contains(&NUMBER[1..]));
+}
+
+/// baresip, a real phone, answers as a voicemail box: a recorded Mandarin
+/// greeting ("您好，我现在不方便接听电话，请在嘀声后留言，我会尽快给您回电。")
+/// ending in a 1 kHz beep of 400 ms (the fixture's own, see the carrier
+/// manifest), then silence while it records. The attempt is `voicemail`,
+/// not a reached elder; no check-in is run at the machine and none of its
+/// words is stored as the elder's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_phone_answering_with_a_voicemail_greeting_and_beep_is_voicemail() {
+    /// Silence after the greeting: the phone hangs up when it ends, so an
+    /// engine that did not recognise the machine would be hung up on.
+    const RECORDING_SECS: usize = 30;
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("voicemail");
+    let elder = enrol_phone_only(&pool).await;
+    let greeting = "carrier/machine_busy_zh_gcin_8k.ul";
+    let mic = telephone_wav_then_quiet(&tmp, greeting, RECORDING_SECS);
+    let mut phone = support::baresip::Baresip::start(&mic, NUMBER).await;
+    let engine = Engine::start(&db, &tmp.join("data"), phone.addr.port());
+    schedule_now(&pool, elder, 3).await;
+
+    let attempt: i64 = wait_for(
+        &pool,
+        "the attempt to end",
+        120,
+        "SELECT a.id FROM call_attempts a JOIN calls c ON c.id = a.call_id
+         WHERE c.elder_id = $1 AND a.ended_at IS NOT NULL ORDER BY a.id LIMIT 1",
+        elder,
+    )
+    .await;
+    let (call, status, outcome, answered, lasted): (i64, String, Option<String>, bool, f64) =
+        sqlx::query_as(
+            "SELECT call_id, status, outcome, answered_at IS NOT NULL,
+                    extract(epoch FROM ended_at - answered_at)::float8
+             FROM call_attempts WHERE id = $1",
+        )
+        .bind(attempt)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        (status.as_str(), outcome.as_deref(), answered),
+        ("ended", Some("voicemail"), true),
+        "answered, by a machine: {}",
+        engine.log()
+    );
+    // The greeting and beep take about 14 s; the phone would hang up
+    // after 30 s more of recording.
+    assert!(
+        lasted < 25.0,
+        "we hung up on the machine, after {lasted:.1} s"
+    );
+
+    // Not reached, as the supervisors' report counts it.
+    let unit = support::community(&pool).await;
+    let scope = voicecare_store::operators::Scope {
+        operator_id: 0,
+        unit_id: unit,
+        role: voicecare_store::operators::Role::Admin,
+    };
+    let since = chrono::Utc::now() - chrono::Duration::hours(1);
+    let report = voicecare_store::reports::attempts_total(&pool, &scope, since)
+        .await
+        .unwrap();
+    assert_eq!((report.reached, report.voicemail), (0, 1), "{report:?}");
+    let (call_status, call_outcome): (String, Option<String>) =
+        sqlx::query_as("SELECT status, outcome FROM calls WHERE id = $1")
+            .bind(call)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_ne!(call_status, "completed", "the check-in was not done");
+    assert_eq!(call_outcome, None);
+
+    // Nothing the machine said is the elder's, and no check-in ran: no
+    // reply to a question, nothing said by the engine at all.
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT speaker, transcript FROM utterances WHERE call_id = $1 ORDER BY seq",
+    )
+    .bind(call)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, vec![], "the machine's words are not the elder's");
+    let escalations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM escalations WHERE elder_id = $1")
+            .bind(elder)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(escalations, 0, "a machine's greeting is nobody's distress");
+    let heard = phone.loudest_second_heard().await;
+    assert!(
+        heard < 300.0,
+        "the machine recorded no check-in prompt (loudest second RMS {heard})"
     );
     assert!(!engine.log().contains(&NUMBER[1..]));
 }

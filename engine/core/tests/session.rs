@@ -714,3 +714,37 @@ fn an_elder_who_answers_slowly_with_a_whole_sentence_is_not_taken_for_a_machine(
         ))
     );
 }
+
+#[test]
+fn a_greeting_still_being_read_when_the_beep_decides_is_not_the_elders() {
+    let mut l = screened_call();
+    l.now += 300;
+    l.feed(Input::SpeechStarted);
+    l.now += 2000;
+    l.feed(Input::UtteranceEnded);
+    let seq = *l.asked.last().expect("read");
+    // The beep comes while the greeting's words are still being read.
+    l.now += 600;
+    l.feed(Input::Tone { hz: 1000.0 });
+    let voicemail = EndReason::NotReached(voicecare_core::session::SetupFailure::Voicemail);
+    assert_eq!(l.end().map(|e| e.reason), Some(voicemail));
+    assert!(l.s.readings_pending() > 0, "the reading is still awaited");
+    // Words that would be an elder's fall, were an elder saying them.
+    l.feed(Input::Reading(Reading::Final {
+        seq,
+        words: Some(Words {
+            text: "我摔倒了住院了，请在嘀声后留言".into(),
+            confidence: 0.9,
+            low_confidence: false,
+        }),
+        audio: AudioInfo::default(),
+    }));
+    assert_eq!(
+        stored(&l),
+        0,
+        "the machine's words are not stored as the elder's"
+    );
+    assert!(l.escalations().is_empty(), "{:#?}", l.log);
+    assert!(l.playing.is_empty(), "no check-in is left on a machine");
+    assert_eq!(l.end().map(|e| e.reason), Some(voicemail));
+}

@@ -56,7 +56,6 @@ impl SipGateway {
             .limits
             .channel()
             .ok_or(CallFailure::NoChannel(self.limits.max_channels()))?;
-        self.limits.pace().await;
         let sock = rtp::bind(self.media_ip(), &self.trunk.rtp_ports)
             .await
             .map_err(|e| CallFailure::NoRtpPort(e.to_string()))?;
@@ -70,6 +69,10 @@ impl SipGateway {
             rand::random::<u32>().into(),
         );
         let mut option = self.invite_option(&number, offer.clone())?;
+        // Our turn under the call rate comes last, right before the INVITE
+        // leaves: the time the trunk counts is the INVITE's, not the RTP
+        // socket's.
+        self.limits.pace().await;
         let mut challenged = false;
         let (dialog, id, resp, states) = loop {
             let (state_tx, mut states) = self.dialogs.new_dialog_state_channel();

@@ -388,7 +388,10 @@ impl Session {
             let s = screen.words(now, text, self.lang);
             // Words that are no machine's or carrier's are the callee's: a
             // cry for help on answering is heard, stored and escalated.
-            if !matches!(s, screen::Screened::NotReached(_))
+            // Once the screen found a machine or a recording, by these words
+            // or before them (a beep while they were still being read), they
+            // are nobody's.
+            if !screen.found_not_reached()
                 && let Some(w) = words
             {
                 self.answered_with(*seq, w, audio.clone(), out);

@@ -45,7 +45,8 @@ pub(crate) struct Screen {
     amd: Amd,
     /// Utterances read for the screen: their words are not the elder's answers.
     seqs: HashSet<i32>,
-    decided: bool,
+    /// What the screen concluded, once it has.
+    decision: Option<Screened>,
     /// The greeting's shape says machine (a long greeting), but an elder
     /// who answers with a long cry for help sounds the same: the words
     /// decide, and this is when the shape did.
@@ -64,13 +65,20 @@ impl Screen {
         Screen {
             amd: Amd::new(AmdConfig::default(), now.0),
             seqs: HashSet::new(),
-            decided: false,
+            decision: None,
             machine_by_shape: None,
         }
     }
 
     pub fn is_deciding(&self) -> bool {
-        !self.decided
+        self.decision.is_none()
+    }
+
+    /// Whether the screen found a machine or a carrier's recording: then
+    /// every piece of the greeting is theirs, even one read after the
+    /// decision (a beep decides while earlier words are still being read).
+    pub fn found_not_reached(&self) -> bool {
+        matches!(self.decision, Some(Screened::NotReached(_)))
     }
 
     /// Whether utterance `seq` was read for the screen.
@@ -91,7 +99,7 @@ impl Screen {
 
     /// The words of a piece of the greeting (`None`: it held no words).
     pub fn words(&mut self, now: Millis, text: Option<&str>, lang: crate::Lang) -> Screened {
-        if self.decided {
+        if self.decision.is_some() {
             return Screened::Undecided;
         }
         let Some(text) = text else {
@@ -124,7 +132,7 @@ impl Screen {
 
     /// A steady tone (a machine's beep, or the network's own tones).
     pub fn tone(&mut self, now: Millis, hz: f32) -> Screened {
-        if self.machine_by_shape.is_some() && !self.decided {
+        if self.machine_by_shape.is_some() && self.decision.is_none() {
             let progress = AmdConfig::default();
             return if (hz - progress.progress_tone_hz).abs() <= progress.progress_tone_tolerance_hz
             {
@@ -147,7 +155,7 @@ impl Screen {
             Some(_) => Screened::Undecided,
             None => self.amd_event(now, AmdEvent::Tick),
         };
-        if s == Screened::Undecided && !self.decided {
+        if s == Screened::Undecided && self.decision.is_none() {
             out.push(Output::SetTimer {
                 at: now.plus(TICK_MS),
             });
@@ -161,7 +169,7 @@ impl Screen {
     }
 
     fn amd_event(&mut self, now: Millis, event: AmdEvent<'_>) -> Screened {
-        if self.decided {
+        if self.decision.is_some() {
             return Screened::Undecided;
         }
         match self.amd.handle(now.0, event) {
@@ -181,10 +189,10 @@ impl Screen {
     }
 
     fn decide(&mut self, s: Screened) -> Screened {
-        if self.decided {
+        if self.decision.is_some() {
             return Screened::Undecided;
         }
-        self.decided = true;
+        self.decision = Some(s);
         s
     }
 }
