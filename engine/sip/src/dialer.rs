@@ -31,18 +31,29 @@ pub struct Attempt {
     pub early_media: Vec<i16>,
 }
 
+/// Longest a call waits for one of the trunk's channels to free up before
+/// it fails as `NoChannel` (a trunk failure: the ladder tries again later).
+/// Calls over the trunk's size are queued, not dropped.
+pub const CHANNEL_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl SipGateway {
     /// Ring `number` through the trunk. Resolves when the call is answered
     /// (a connected leg) or has failed; dropping the future while it rings
-    /// cancels the call.
+    /// cancels the call. With every channel of the trunk in use, the call
+    /// waits up to [`CHANNEL_WAIT`] for one.
     pub async fn call(&self, number: &str) -> Result<CallLeg, CallFailure> {
         self.call_with_early_media(number).await.result
     }
 
     /// [`SipGateway::call`], keeping the early media.
     pub async fn call_with_early_media(&self, number: &str) -> Attempt {
+        self.attempt(number, CHANNEL_WAIT).await
+    }
+
+    /// A call that waits at most `wait` for a free channel.
+    pub(crate) async fn attempt(&self, number: &str, wait: std::time::Duration) -> Attempt {
         let mut early = Early::default();
-        let result = self.place(number, &mut early).await;
+        let result = self.place(number, wait, &mut early).await;
         early.finish();
         Attempt {
             result,
@@ -50,11 +61,17 @@ impl SipGateway {
         }
     }
 
-    async fn place(&self, number: &str, early: &mut Early) -> Result<CallLeg, CallFailure> {
+    async fn place(
+        &self,
+        number: &str,
+        wait: std::time::Duration,
+        early: &mut Early,
+    ) -> Result<CallLeg, CallFailure> {
         let number = dialable(number)?;
         let channel = self
             .limits
-            .channel()
+            .channel_within(wait)
+            .await
             .ok_or(CallFailure::NoChannel(self.limits.max_channels()))?;
         let sock = rtp::bind(self.media_ip(), &self.trunk.rtp_ports)
             .await

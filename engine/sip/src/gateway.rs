@@ -90,6 +90,23 @@ impl Limits {
         }
     }
 
+    /// A channel, waiting up to `wait` for one to free up; calls waiting
+    /// get them in the order they asked (the semaphore is fair).
+    pub(crate) async fn channel_within(&self, wait: std::time::Duration) -> Option<Channel> {
+        if let Some(c) = self.channel() {
+            return Some(c);
+        }
+        let s = self.channels.as_ref()?.clone();
+        if wait.is_zero() {
+            return None;
+        }
+        tracing::debug!(channels = self.max_channels, "every channel in use: the call waits for one");
+        match tokio::time::timeout(wait, s.acquire_owned()).await {
+            Ok(Ok(permit)) => Some(Some(permit)),
+            _ => None,
+        }
+    }
+
     pub(crate) fn max_channels(&self) -> usize {
         self.max_channels
     }

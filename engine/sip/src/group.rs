@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use voicecare_core::session::SetupFailure;
 use voicecare_telephony::{CallLeg, LegConfig};
 
-use crate::dialer::Attempt;
+use crate::dialer::{Attempt, CHANNEL_WAIT};
 use crate::failure::CallFailure;
 use crate::gateway::{GatewayError, SipGateway};
 use crate::health::{Health, HealthPolicy, Transition};
@@ -174,12 +174,25 @@ impl TrunkGroup {
     /// [`TrunkGroup::call`], keeping the early media of the last trunk
     /// tried: the one whose answer or failure is returned.
     pub async fn call_with_early_media(&self, number: &str) -> Attempt {
+        let order = self.shared.order();
+        // Every trunk's channels are tried at once first: a full trunk is
+        // passed over for one with room. Only when all are full does the
+        // call queue, on the trunk it would have used first.
+        let first = self.pass(number, &order, std::time::Duration::ZERO).await;
+        match first.result {
+            Err(CallFailure::NoChannel(_)) => self.pass(number, &order[..1], CHANNEL_WAIT).await,
+            _ => first,
+        }
+    }
+
+    /// One try down `order`, each trunk waiting up to `wait` for a channel.
+    async fn pass(&self, number: &str, order: &[usize], wait: std::time::Duration) -> Attempt {
         let sh = &self.shared;
-        let order = sh.order();
-        let mut last = None;
+        let mut last: Option<Attempt> = None;
+        let mut all_full = true;
         for (pos, &i) in order.iter().enumerate() {
             let member = &sh.members[i];
-            let attempt = member.gateway.call_with_early_media(number).await;
+            let attempt = member.gateway.attempt(number, wait).await;
             let failure = match &attempt.result {
                 Ok(_) => {
                     sh.got_through(i);
@@ -200,6 +213,7 @@ impl TrunkGroup {
             if faults_the_trunk(failure) {
                 sh.call_failed(i, failure);
             }
+            all_full &= matches!(failure, CallFailure::NoChannel(_));
             if let Some(&next) = order.get(pos + 1) {
                 member.failovers.fetch_add(1, Ordering::Relaxed);
                 info!(
@@ -213,7 +227,17 @@ impl TrunkGroup {
             }
             last = Some(attempt);
         }
-        last.expect("a group has at least one trunk")
+        let last = last.expect("a group has at least one trunk");
+        if all_full {
+            // Report the first trunk's refusal: it is the one to wait on.
+            return Attempt {
+                result: Err(CallFailure::NoChannel(
+                    sh.members[order[0]].gateway.limits.max_channels(),
+                )),
+                early_media: last.early_media,
+            };
+        }
+        last
     }
 
     /// Calls any trunk delivers to the service, in one queue, once:

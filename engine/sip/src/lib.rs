@@ -31,7 +31,7 @@ pub mod sdp;
 mod supervise;
 pub mod trunk;
 
-pub use dialer::Attempt;
+pub use dialer::{Attempt, CHANNEL_WAIT};
 pub use failure::CallFailure;
 pub use gateway::{GatewayError, SipGateway};
 pub use group::{TrunkGroup, TrunkStatus};
