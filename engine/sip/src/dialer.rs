@@ -160,6 +160,7 @@ impl SipGateway {
             peer: peer_for_calls,
             timer: SessionTimer::from_answer(header_value(&resp.headers, "Session-Expires")),
             update_allowed: allows_update(&resp.headers),
+            audio_pt: answer.media.audio_pt,
         }));
         handle.connected().await;
         Ok(leg)

@@ -100,7 +100,10 @@ impl Limits {
         if wait.is_zero() {
             return None;
         }
-        tracing::debug!(channels = self.max_channels, "every channel in use: the call waits for one");
+        tracing::debug!(
+            channels = self.max_channels,
+            "every channel in use: the call waits for one"
+        );
         match tokio::time::timeout(wait, s.acquire_owned()).await {
             Ok(Ok(permit)) => Some(Some(permit)),
             _ => None,

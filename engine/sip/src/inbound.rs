@@ -151,6 +151,7 @@ impl IncomingCall {
             peer: peer_for_call,
             timer: self.session.map(|(t, _)| t),
             update_allowed: self.update_allowed,
+            audio_pt: self.offer.media.audio_pt,
         }));
         handle.connected().await;
         Ok(leg)

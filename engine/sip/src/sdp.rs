@@ -88,6 +88,19 @@ pub enum AnswerError {
 }
 
 /// Read the answer to [`offer`].
+/// Whether the first audio stream of `sdp` lists payload type `pt`. A
+/// description without an audio stream lists nothing.
+pub fn offers_payload(sdp: &str, pt: u8) -> bool {
+    sdp.lines()
+        .map(str::trim)
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .is_some_and(|m| {
+            m.split_whitespace()
+                .skip(2)
+                .any(|f| f.parse::<u8>() == Ok(pt))
+        })
+}
+
 pub fn parse_answer(sdp: &str) -> Result<Answer, AnswerError> {
     let mut session_ip: Option<IpAddr> = None;
     let mut audio: Option<AudioSection> = None;
@@ -212,6 +225,26 @@ fn rtpmap(map: &str) -> Option<(u8, String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_offer_lists_its_payload_types_on_the_first_audio_line() {
+        let pcma_only = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 4000 RTP/AVP 8 101\r\n";
+        assert!(offers_payload(pcma_only, 8));
+        assert!(offers_payload(pcma_only, 101));
+        assert!(
+            !offers_payload(pcma_only, 0),
+            "the port is not a payload type"
+        );
+        assert!(!offers_payload("v=0\r\nm=video 4000 RTP/AVP 0\r\n", 0));
+        assert!(offers_payload(
+            "m=audio 4000 RTP/AVP 0 8\r\nm=audio 5000 RTP/AVP 9\r\n",
+            0
+        ));
+        assert!(!offers_payload(
+            "m=audio 4000 RTP/AVP 0 8\r\nm=audio 5000 RTP/AVP 9\r\n",
+            9
+        ));
+    }
 
     const SIPP_PCMA: &str = "v=0\r\no=elder 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\n\
 c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 16000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\

@@ -36,6 +36,8 @@ pub(crate) struct Call {
     /// The far end allows UPDATE (its `Allow`): refreshes use it rather than
     /// a re-INVITE, as RFC 4028 recommends.
     pub update_allowed: bool,
+    /// The payload type of the codec the call was agreed on.
+    pub audio_pt: u8,
 }
 
 pub(crate) async fn supervise(call: Call) {
@@ -51,6 +53,7 @@ pub(crate) async fn supervise(call: Call) {
         peer,
         mut timer,
         update_allowed,
+        audio_pt,
     } = call;
     let mut direction = Direction::SendRecv;
     let mut refreshed = Instant::now();
@@ -104,6 +107,15 @@ pub(crate) async fn supervise(call: Call) {
                     let mut headers = Vec::new();
                     if let Some(t) = timer {
                         headers.push(session_expires(t, role));
+                    }
+                    let offer = String::from_utf8_lossy(&req.body);
+                    if !req.body.is_empty() && !crate::sdp::offers_payload(&offer, audio_pt) {
+                        // A new codec: the call's media runs one codec from
+                        // answer to hang-up, so the offer is refused and the
+                        // session goes on unchanged (RFC 3261 §14.2).
+                        info!(audio_pt, "the far end offered a codec change; refused, the call goes on as it was");
+                        let _ = tx.respond(StatusCode::NotAcceptableHere, None, None).await;
+                        continue;
                     }
                     let body = if req.body.is_empty() {
                         // An UPDATE without SDP only refreshes the session.

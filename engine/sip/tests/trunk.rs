@@ -448,6 +448,25 @@ async fn info_digits_count_and_a_held_call_survives_its_silence() {
 }
 
 #[tokio::test]
+async fn a_codec_change_we_cannot_follow_is_refused_and_the_call_goes_on() {
+    let _serial = SERIAL.lock().await;
+    let mut sipp = Sipp::start("uas-reinvite-codec.xml").await;
+    let gw = gateway(&sipp, |_| {}).await;
+    let mut leg = call(&gw, "13800138000").await.expect("answered");
+    let heard = listen(&mut leg, |_| false).await;
+    // The digit sent after the refused re-INVITE arrived, and the call
+    // ended with the far end's BYE, not before.
+    assert_eq!(heard.digits, "4", "{heard:?}");
+    assert_eq!(heard.ended, Some(EndReason::RemoteHangup), "{heard:?}");
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "sipp got 488 to its PCMU-only re-INVITE:\n{}",
+        sipp.messages()
+    );
+}
+
+#[tokio::test]
 async fn we_refresh_the_session_when_the_far_end_makes_us_the_refresher() {
     let _serial = SERIAL.lock().await;
     let mut sipp = Sipp::start("uas-session-refresh.xml").await;
