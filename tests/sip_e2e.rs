@@ -605,6 +605,49 @@ async fn a_carriers_announcement_before_a_480_is_read_as_switched_off() {
     assert_eq!(sipp.finish().await, 0, "sipp:\n{}", sipp.messages());
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_that_answers_and_plays_its_announcement_is_not_the_elder() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("announce-200");
+    let elder = enrol_phone_only(&pool).await;
+    let ports = Sipp::ports();
+    let engine = Engine::start(&db, &tmp.join("data"), ports.0);
+    // 200 OK, then "您拨打的电话已关机" in a recorded voice on the call.
+    let mut sipp = Sipp::run("uas-answer-announce.xml", ports).await;
+    schedule_now(&pool, elder, 3).await;
+
+    let (status, outcome) = first_attempt(&pool, elder, "the announcement to be read").await;
+    assert_eq!(
+        (status.as_str(), outcome.as_deref()),
+        ("ended", Some("switched_off")),
+        "answered by the carrier's recording, not the elder: {}",
+        engine.log()
+    );
+    assert_eq!(
+        sipp.finish().await,
+        0,
+        "we hung up on the recording:\n{}",
+        sipp.messages()
+    );
+    let escalations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM escalations WHERE elder_id = $1")
+            .bind(elder)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(escalations, 0, "a recording is nobody's distress");
+    let stored: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM utterances u JOIN calls c ON c.id = u.call_id WHERE c.elder_id = $1",
+    )
+    .bind(elder)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(stored, 0, "the carrier's words are not stored as the elder's");
+}
+
 /// Attempts of one call: (status, outcome), in order.
 async fn attempt_outcomes(pool: &PgPool, call: i64) -> Vec<(String, Option<String>)> {
     sqlx::query_as(
