@@ -63,7 +63,18 @@ export async function api(method, path, body) {
 }
 
 export async function login(username, password) {
-  const data = await api('POST', '/api/v1/login', { username, password });
+  // A node busy checking other passwords (a whole shift logging in at once)
+  // answers 503 `busy` at once; try again shortly rather than fail.
+  let data;
+  for (let tries = 1; ; tries++) {
+    try {
+      data = await api('POST', '/api/v1/login', { username, password });
+      break;
+    } catch (e) {
+      if (!(e instanceof ApiError) || e.code !== 'busy' || tries >= 10) throw e;
+      await new Promise((r) => setTimeout(r, 1000 + Math.random() * 500));
+    }
+  }
   csrf = data.csrf_token;
   localStorage.setItem('vc.csrf', csrf);
   return data.operator;
