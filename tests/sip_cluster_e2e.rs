@@ -450,6 +450,11 @@ async fn calls_to_one_number_reach_both_nodes_and_a_dead_nodes_calls_are_taken_o
         msgs.matches("SIP/2.0 200 OK").count() >= 4,
         "all four answered:\n{msgs}"
     );
+    // The proxy stays on the path: ACK and BYE go through it to the node.
+    assert!(
+        msgs.contains(&format!("Record-Route: <sip:127.0.0.1:{proxy};lr")),
+        "record-routed:\n{msgs}"
+    );
     let timed_out = msgs
         .split("----------------------------------------------")
         .filter(|m| {
