@@ -23,7 +23,8 @@ profile="${1:-debug}"
 #   espeak-ng                    speaks the call prompts (text-to-speech, English and Mandarin pinyin)
 #   fonts-noto-cjk               Chinese glyphs for the console in headless Chromium (tests and screenshots)
 #   sip-tester, baresip-core     SIP test peers (sipp, baresip) standing in for a trunk and a phone in the SIP gateway tests
-PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng fonts-noto-cjk sip-tester baresip-core)
+#   kamailio                     SIP proxy spreading calls into the service over several nodes (the cluster test)
+PACKAGES=(build-essential pkg-config cmake libasound2-dev postgresql python3-pip ca-certificates curl chromium chromium-driver espeak-ng fonts-noto-cjk sip-tester baresip-core kamailio)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -41,12 +41,17 @@ pub fn tempdir(name: &str) -> PathBuf {
 
 /// An elder with a phone number ([`NUMBER`]) and no device, speaking Mandarin.
 pub async fn enrol_phone_only(pool: &PgPool) -> i64 {
+    enrol_number(pool, NUMBER).await
+}
+
+/// An elder with the phone number `number` and no device, speaking Mandarin.
+pub async fn enrol_number(pool: &PgPool, number: &str) -> i64 {
     let c = community(pool).await;
     sqlx::query_scalar(
         "INSERT INTO elders (full_name, phone, language, time_zone, community_id)
          VALUES ('王秀英', $1, 'zh', 'Asia/Shanghai', $2) RETURNING id",
     )
-    .bind(NUMBER)
+    .bind(number)
     .bind(c)
     .fetch_one(pool)
     .await
@@ -72,14 +77,27 @@ impl Sipp {
     }
 
     /// With more SIPp arguments (`-rtp_echo`, `-key`s, the address to call).
-    pub async fn run_with(scenario: &str, (port, media): (u16, u16), extra: &[&str]) -> Sipp {
+    pub async fn run_with(scenario: &str, ports: (u16, u16), extra: &[&str]) -> Sipp {
+        Sipp::run_calls(scenario, ports, extra, 1).await
+    }
+
+    /// Serving `calls` calls (0: any number, until it is dropped).
+    pub async fn run_calls(
+        scenario: &str,
+        (port, media): (u16, u16),
+        extra: &[&str],
+        calls: u32,
+    ) -> Sipp {
+        let calls = calls.to_string();
+        let limit: &[&str] = if calls == "0" { &[] } else { &["-m", &calls] };
         let logs = tempfile::tempdir().unwrap();
         let child = tokio::process::Command::new(sipp_binary())
             .current_dir(repo().join("engine/sip/tests/scenarios"))
             .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
             .args(extra)
             .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "180s", "-timeout_error"])
+            .args(limit)
+            .args(["-nostdin", "-timeout", "180s", "-timeout_error"])
             .arg("-trace_msg")
             .arg("-message_file")
             .arg(logs.path().join("messages.log"))

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use voicecare_core::session::SetupFailure;
-use voicecare_sip::{CallFailure, SipGateway, Trunk};
+use voicecare_sip::{SipGateway, Trunk};
 use voicecare_telephony::{EndReason, LegConfig, LegEvent};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
