@@ -645,7 +645,10 @@ async fn a_carrier_that_answers_and_plays_its_announcement_is_not_the_elder() {
     .fetch_one(&pool)
     .await
     .unwrap();
-    assert_eq!(stored, 0, "the carrier's words are not stored as the elder's");
+    assert_eq!(
+        stored, 0,
+        "the carrier's words are not stored as the elder's"
+    );
 }
 
 /// Attempts of one call: (status, outcome), in order.

@@ -290,7 +290,7 @@ pub async fn run(mut db_args: DbArgs, args: ConsolesBenchArgs) -> anyhow::Result
     })
     .await?;
     let base = format!("http://{}", engine.listen);
-    let sla = engine.sla.clone();
+    let sla = engine.sla;
     if !args.json {
         println!(
             "console load: {} consoles, {:.0} s of arrivals at {:.0} escalations/min, {} check-in calls at a time; peer: 1 console for {:.0} s",
@@ -500,7 +500,7 @@ async fn phase(
         let n = lock(&rec.flagged).len();
         let f = Flag {
             call_id: call,
-            level: if n % 3 == 0 {
+            level: if n.is_multiple_of(3) {
                 Level::Emergency
             } else {
                 Level::Urgent
