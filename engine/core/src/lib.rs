@@ -11,6 +11,7 @@ pub mod flow;
 pub mod intent;
 pub mod lang;
 pub mod level;
+pub mod memory;
 pub mod phone;
 pub mod redact;
 pub mod schedule;
