@@ -420,6 +420,69 @@ async fn reading_a_transcript_is_audited_and_detail_has_what_an_operator_needs()
 }
 
 #[tokio::test]
+async fn an_elders_record_shows_what_they_said_was_wrong_to_their_unit_only() {
+    let app = spawn_app().await;
+    let ann = app.login("ann").await;
+    let bob = app.login("bob").await;
+    let elder: i64 = sqlx::query_scalar(
+        "INSERT INTO elders (full_name, device_id, language, time_zone, community_id)
+         VALUES ('Mei Lin', 'dev-knee', 'en', 'Europe/London', $1) RETURNING id",
+    )
+    .bind(app.community_a)
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let call = voicecare_store::calls::create(
+        &app.db.pool,
+        elder,
+        voicecare_store::calls::Direction::Outbound,
+        voicecare_store::calls::Purpose::Checkin,
+        "daily-checkin",
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let text = "My knee has been hurting since Sunday";
+    let a = voicecare_core::distress::Classifier::shared()
+        .assess(&voicecare_core::distress::Utterance::new(text));
+    voicecare_store::calls::record_utterance(
+        &app.db.pool,
+        &voicecare_store::calls::NewUtterance {
+            call_id: call,
+            attempt_id: None,
+            seq: 0,
+            flow_step: Some("how_are_you"),
+            transcript: text,
+            language: Some(voicecare_core::Lang::En),
+            confidence: Some(0.9),
+            audio_path: None,
+            audio_ms: None,
+            asr_queue_ms: None,
+            asr_decode_ms: None,
+        },
+        &voicecare_store::calls::AssessmentRecord::from_assessment(&a),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+
+    let (s, v) = app.get(&ann, &format!("/api/v1/elders/{elder}")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let pain = v["concerns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["category"] == "pain")
+        .unwrap_or_else(|| panic!("no pain concern: {v}"));
+    assert_eq!(pain["slot"], "knee");
+    assert_eq!(pain["level"], "watch");
+    assert_eq!(pain["history"][0]["change"], "new");
+    // Another street's operator sees neither the elder nor the concern.
+    let (s, v) = app.get(&bob, &format!("/api/v1/elders/{elder}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+}
+
+#[tokio::test]
 async fn bad_input_gets_clear_errors() {
     let app = spawn_app().await;
     let ann = app.login("ann").await;

@@ -107,6 +107,15 @@ pub async fn record_utterance(
     .fetch_one(&mut *tx)
     .await?;
     let aid = insert_assessment(&mut *tx, u.call_id, Some(uid), assessment, now).await?;
+    crate::concerns::from_reply(
+        &mut tx,
+        u.call_id,
+        u.transcript,
+        u.language,
+        &assessment.reasons,
+        now,
+    )
+    .await?;
     tx.commit().await?;
     Ok((uid, aid))
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod bench;
 pub mod calls;
 pub mod cohort;
+pub mod concerns;
 pub mod db;
 pub mod dialer;
 pub mod elders;

@@ -297,7 +297,9 @@ pub async fn elder_view(
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let e = elders::view(&state.pool, &auth.scope, id, "lookup", Utc::now()).await?;
-    Ok(Json(json!({"elder": e})))
+    // In scope and audited by the view above.
+    let concerns = voicecare_store::concerns::open(&state.pool, id).await?;
+    Ok(Json(json!({"elder": e, "concerns": concerns})))
 }
 
 /// `GET /api/v1/utterances/{id}/audio`: the recording of one reply (WAV),
