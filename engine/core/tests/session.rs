@@ -36,11 +36,17 @@ struct Line {
 
 impl Line {
     fn call(flow_id: &str, lang: Lang, direction: Direction) -> Line {
-        let inputs = BTreeMap::from([
+        Line::call_with(flow_id, lang, direction, &[])
+    }
+
+    /// A call whose flow gets more inputs (the follow-ups from memory).
+    fn call_with(flow_id: &str, lang: Lang, direction: Direction, more: &[(&str, &str)]) -> Line {
+        let mut inputs = BTreeMap::from([
             ("elder_name".to_string(), "Mrs Chen".to_string()),
             ("service_name".to_string(), "Sunrise Care".to_string()),
             ("callback_when".to_string(), "today".to_string()),
         ]);
+        inputs.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Line {
             s: Session::new(Setup {
                 flow: flow(flow_id),
@@ -747,4 +753,68 @@ fn a_greeting_still_being_read_when_the_beep_decides_is_not_the_elders() {
     assert!(l.escalations().is_empty(), "{:#?}", l.log);
     assert!(l.playing.is_empty(), "no check-in is left on a machine");
     assert_eq!(l.end().map(|e| e.reason), Some(voicemail));
+}
+
+/// What was played, in order.
+fn played(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Play(p) => Some(p.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn yesterdays_complaint_is_asked_about_first_and_its_answers_kept() {
+    let knee = "昨天您说膝盖疼，今天好点了吗？好点了请按1，差不多请按2，更差了请按3。";
+    let sleep = "昨天您说睡得不好，昨晚睡得好点了吗？好点了请按1，差不多请按2，更差了请按3。";
+    let mut l = Line::call_with(
+        "daily_checkin",
+        Lang::Zh,
+        Direction::Outbound,
+        &[("follow_up_1", knee), ("follow_up_2", sleep)],
+    );
+    l.feed(Input::Answered);
+    l.play_out();
+    let asked = played(&l.log);
+    assert_eq!(asked.last().map(String::as_str), Some(knee), "{asked:?}");
+    // Key 1 here means "better", not the help key: no escalation.
+    let out = l.feed(Input::Digit('1'));
+    assert!(escalations(&out).is_empty(), "{out:?}");
+    l.play_out();
+    assert_eq!(played(&l.log).last().map(String::as_str), Some(sleep));
+    l.say("还是睡不好");
+    l.play_out();
+    assert!(
+        played(&l.log).last().unwrap().contains("今天身体怎么样"),
+        "then the usual first question"
+    );
+    let end = l.converse(&["挺好的", "吃了", "吃了", "睡得还行", "没有"]);
+    let vars = &end.report.expect("the flow ran to its end").variables;
+    assert_eq!(
+        vars.get("follow_up_1_answer").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        vars.get("follow_up_2_answer").map(String::as_str),
+        Some("还是睡不好")
+    );
+}
+
+#[test]
+fn with_nothing_to_follow_up_the_check_in_starts_as_before() {
+    let mut l = Line::call_with(
+        "daily_checkin",
+        Lang::En,
+        Direction::Outbound,
+        &[("follow_up_1", ""), ("follow_up_2", "")],
+    );
+    l.feed(Input::Answered);
+    l.play_out();
+    let asked = played(&l.log);
+    assert!(
+        asked.last().unwrap().starts_with("How are you today?"),
+        "{asked:?}"
+    );
 }

@@ -80,3 +80,18 @@ pub async fn seed_calls(pool: &PgPool, community: i64, prefix: &str, n: i64) -> 
     .fetch_all(pool)
     .await?)
 }
+
+/// Of the escalations `ids`: how many the audit trail shows resolved exactly
+/// once, how many more than once, and how many are not resolved now.
+pub async fn resolution_counts(pool: &PgPool, ids: &[i64]) -> Result<(i64, i64, i64)> {
+    Ok(sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE n = 1), count(*) FILTER (WHERE n > 1),
+                (SELECT count(*) FROM escalations WHERE id = ANY($1) AND status <> 'resolved')
+           FROM (SELECT entity_id, count(*) AS n FROM audit_events
+                  WHERE entity = 'escalation' AND action = 'escalation.resolve' AND entity_id = ANY($1)
+                  GROUP BY entity_id) r",
+    )
+    .bind(ids)
+    .fetch_one(pool)
+    .await?)
+}

@@ -192,3 +192,86 @@ fn parse_change(s: &str) -> Change {
         _ => Change::Unclear,
     }
 }
+
+/// Record the elder's answer to a follow-up on concern `concern_id` during
+/// call `call_id`, and close the concern when `close` (the elder said it is
+/// better), in one transaction with its audit event. The answer is the
+/// call's word on the concern: it replaces what the call's other replies
+/// implied. `level` raises the concern's level when given.
+pub async fn answer(
+    pool: &PgPool,
+    concern_id: i64,
+    call_id: i64,
+    change: Change,
+    close: bool,
+    level: Option<Level>,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let (elder_id, date): (i64, NaiveDate) = sqlx::query_as(
+        "SELECT el.id, ($2::timestamptz AT TIME ZONE el.time_zone)::date
+           FROM concerns k JOIN elders el ON el.id = k.elder_id
+          WHERE k.id = $1
+          FOR NO KEY UPDATE OF el",
+    )
+    .bind(concern_id)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound {
+        entity: "concern",
+        id: concern_id,
+    })?;
+    sqlx::query(
+        "INSERT INTO concern_mentions (concern_id, call_id, on_date, change, at)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (concern_id, call_id) DO UPDATE SET change = EXCLUDED.change, at = EXCLUDED.at",
+    )
+    .bind(concern_id)
+    .bind(call_id)
+    .bind(date)
+    .bind(change.as_str())
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    if close {
+        sqlx::query(
+            "UPDATE concerns SET status = 'closed', closed_at = $2, closed_by = 'elder'
+              WHERE id = $1 AND status = 'open'",
+        )
+        .bind(concern_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(level) = level.filter(|l| matches!(l, Level::Watch | Level::Urgent)) {
+        sqlx::query("UPDATE concerns SET level = $2 WHERE id = $1")
+            .bind(concern_id)
+            .bind(level.as_str())
+            .execute(&mut *tx)
+            .await?;
+    }
+    audit::record(
+        &mut *tx,
+        now,
+        NewEvent {
+            actor: Actor::Engine,
+            action: if close {
+                "concern.close"
+            } else {
+                "concern.answer"
+            },
+            entity: "elder",
+            entity_id: Some(elder_id),
+            elder_id: Some(elder_id),
+            details: serde_json::json!({
+                "concern_id": concern_id,
+                "call_id": call_id,
+                "change": change.as_str(),
+            }),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

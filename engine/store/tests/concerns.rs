@@ -145,3 +145,68 @@ async fn two_calls_of_one_elder_at_once_open_one_concern() {
     assert_eq!(backs.len(), 1, "one concern, however the calls raced");
     assert_eq!(backs[0].concern.history.len(), 10, "each call's word kept");
 }
+
+#[tokio::test]
+async fn an_answer_of_better_closes_the_concern_and_worse_raises_it() {
+    let db = TestDb::new().await;
+    let c = common::city(&db.pool).await;
+    let day1 = common::elders_with_calls(&db.pool, c.community_a, 1, "a").await[0];
+    let elder = elder_of(&db.pool, day1).await;
+    reply(&db.pool, day1, 1, "我膝盖疼", morning(12)).await;
+    reply(&db.pool, day1, 2, "晚上睡不好", morning(12)).await;
+    let open = concerns::open(&db.pool, elder).await.unwrap();
+    assert_eq!(open.len(), 2, "{open:?}");
+    let knee = open.iter().find(|s| s.concern.slot.is_some()).unwrap().id;
+    let sleep = open.iter().find(|s| s.concern.slot.is_none()).unwrap().id;
+
+    let day2 = next_call(&db.pool, day1).await;
+    // The reply to the question said "the same" in words; the key said better.
+    reply(&db.pool, day2, 1, "膝盖还是疼", morning(13)).await;
+    concerns::answer(
+        &db.pool,
+        knee,
+        day2,
+        Change::Better,
+        true,
+        None,
+        morning(13),
+    )
+    .await
+    .unwrap();
+    concerns::answer(
+        &db.pool,
+        sleep,
+        day2,
+        Change::Worse,
+        false,
+        Some(voicecare_core::Level::Urgent),
+        morning(13),
+    )
+    .await
+    .unwrap();
+    let open = concerns::open(&db.pool, elder).await.unwrap();
+    assert_eq!(open.len(), 1, "the knee is closed: {open:?}");
+    assert_eq!(open[0].id, sleep);
+    assert_eq!(open[0].concern.level, voicecare_core::Level::Urgent);
+    assert_eq!(
+        open[0].concern.history.last().unwrap().change,
+        Change::Worse
+    );
+    let knee_day2: String = sqlx::query_scalar(
+        "SELECT change FROM concern_mentions WHERE concern_id = $1 AND call_id = $2",
+    )
+    .bind(knee)
+    .bind(day2)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(knee_day2, "better", "the answer is the call's word on it");
+    let closed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM audit_events WHERE action = 'concern.close' AND elder_id = $1",
+    )
+    .bind(elder)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(closed, 1);
+}

@@ -92,6 +92,13 @@ pub enum Trigger<'a> {
     EngineFault,
     /// Nobody could be reached after the whole ladder.
     Unreachable { level: Level, reason: &'a str },
+    /// An open concern got worse, or stayed the same call after call
+    /// (`memory::after_answer`); `reason` is its history.
+    ConcernTrend {
+        level: Level,
+        category: &'a str,
+        reason: &'a str,
+    },
 }
 
 /// Whether and how to escalate. `None`: nothing for a person to do.
@@ -192,6 +199,13 @@ pub fn decide(trigger: Trigger<'_>) -> Option<Escalation> {
             reason,
             "ladder.unreachable",
         )),
+        Trigger::ConcernTrend {
+            level,
+            category,
+            reason,
+        } => level
+            .escalates()
+            .then(|| note(level, category, reason, "memory.trend")),
     }
 }
 

@@ -830,23 +830,9 @@ async fn score(
     let mut flagged: Vec<i64> = lock(&peer.flagged).keys().copied().collect();
     flagged.extend(lock(&load.flagged).keys().copied());
     // The audit trail, not the consoles' word, says how often each was resolved.
-    let resolutions: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT entity_id, count(*) FROM audit_events
-          WHERE entity = 'escalation' AND action = 'escalation.resolve' AND entity_id = ANY($1)
-          GROUP BY entity_id",
-    )
-    .bind(&flagged)
-    .fetch_all(pool)
-    .await?;
-    let once = resolutions.iter().filter(|r| r.1 == 1).count();
-    let more = resolutions.iter().filter(|r| r.1 > 1).count();
-    let left_open: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM escalations WHERE id = ANY($1) AND status <> 'resolved'",
-    )
-    .bind(&flagged)
-    .fetch_one(pool)
-    .await?;
-
+    let (once, more, left_open) =
+        voicecare_store::bench::resolution_counts(pool, &flagged).await?;
+    let (once, more) = (once as usize, more as usize);
     let mut errors = lock(&peer.errors).clone();
     for (k, v) in lock(&load.errors).iter() {
         *errors.entry(k.clone()).or_default() += v;

@@ -24,6 +24,7 @@ use voicecare_telephony::leg::CallLeg;
 use super::driver::{self, CallSpec};
 use super::engine::Engine;
 use super::line::{LineSlot, ring_phone, setup_failure};
+use super::memory;
 use super::record;
 
 /// The ladder and what it asked for next, kept in `calls.ladder` between attempts.
@@ -269,11 +270,13 @@ impl Attempts<'_> {
             }
         };
         let flow_id = c.flow.as_deref().unwrap_or(CHECKIN_FLOW);
-        let inputs = policy::flow_inputs(&self.callee.full_name, &engine.cfg.service_name);
+        let mut inputs = policy::flow_inputs(&self.callee.full_name, &engine.cfg.service_name);
+        let asked = memory::follow_ups(engine, &self.callee, self.callee.lang(), &mut inputs).await;
         // A telephone may be answered by a machine or the carrier's
         // recording: the session listens first (session::screen).
         let screen = device.is_none() && phone.is_some();
         let end = self.session(attempt, flow_id, inputs, leg, screen).await;
+        memory::record_answers(engine, c.id, &asked, end.report.as_ref()).await;
         if end.lost {
             return Ok((AttemptOutcome::Answered, Some(end)));
         }

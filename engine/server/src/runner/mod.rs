@@ -40,6 +40,7 @@ pub mod ladder;
 pub mod lease;
 pub mod line;
 pub mod live;
+pub mod memory;
 pub mod phone_in;
 pub mod record;
 pub mod spool;
