@@ -517,6 +517,112 @@ do = "hang_up"
     assert!(esc[0].1);
 }
 
+/// Day one, as if yesterday: the elder said their knee hurt (stored as a
+/// reply and assessed by the real classifier, which opens the concern).
+/// Returns yesterday's call.
+async fn said_yesterday(pool: &PgPool, elder: i64, text: &str) -> i64 {
+    let yesterday = chrono::Utc::now() - chrono::Duration::days(1);
+    let call: i64 = sqlx::query_scalar(
+        "INSERT INTO calls (elder_id, direction, purpose, status, due_at, ended_at)
+         VALUES ($1, 'outbound', 'checkin', 'completed', $2, $2) RETURNING id",
+    )
+    .bind(elder)
+    .bind(yesterday)
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let a = voicecare_core::distress::Classifier::shared()
+        .assess(&voicecare_core::distress::Utterance::new(text));
+    voicecare_store::calls::record_utterance(
+        pool,
+        &voicecare_store::calls::NewUtterance {
+            call_id: call,
+            attempt_id: None,
+            seq: 1,
+            flow_step: Some("how_are_you"),
+            transcript: text,
+            language: Some(voicecare_core::Lang::Zh),
+            confidence: Some(0.9),
+            audio_path: None,
+            audio_ms: None,
+            asr_queue_ms: None,
+            asr_decode_ms: None,
+        },
+        &voicecare_store::calls::AssessmentRecord::from_assessment(&a),
+        yesterday,
+    )
+    .await
+    .unwrap();
+    call
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yesterdays_knee_pain_is_asked_about_and_worse_raises_it() {
+    let _one = SERIAL.lock().await;
+    let db = TestDb::new().await;
+    let pool = db.pool.clone();
+    let tmp = tempdir("memory");
+    let c = community(&pool).await;
+    let elder = enrol(&pool, c, "tab-memory", "zh", 0).await;
+    let day1 = said_yesterday(&pool, elder.id, "我膝盖疼，走路不方便").await;
+    let engine = Engine::start(&db, &tmp.join("data"), "node-a", &[]);
+    // The greeting runs straight into the follow-up question; the elder
+    // presses 3 (worse) when it ends, then hangs up at the next question.
+    let script = r#"
+max_call_ms = 120000
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 2500
+timeout_ms = 90000
+[[step]]
+do = "digits"
+keys = "3"
+[[step]]
+do = "wait_for_prompt"
+quiet_ms = 1500
+timeout_ms = 60000
+[[step]]
+do = "hang_up"
+"#;
+    let mut sim = phone(&engine, &elder, script, &tmp).await;
+    schedule_now(&pool, elder.id, 3, 10).await;
+    tokio::time::timeout(Duration::from_secs(180), sim.run_call())
+        .await
+        .expect("the call ran")
+        .unwrap();
+    let call: i64 = wait_for(
+        &pool,
+        "today's call to end",
+        60,
+        "SELECT id FROM calls WHERE id > $1 AND status = 'completed' ORDER BY id LIMIT 1",
+        day1,
+    )
+    .await;
+    let row = call_row(&pool, call).await;
+    assert!(
+        row.flow_path.iter().any(|s| s == "ask_follow_up_1"),
+        "the follow-up was asked: {:?}",
+        row.flow_path
+    );
+    let (change, level): (String, String) = sqlx::query_as(
+        "SELECT m.change, k.level FROM concern_mentions m JOIN concerns k ON k.id = m.concern_id
+          WHERE m.call_id = $1 AND k.slot = '膝盖'",
+    )
+    .bind(call)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!((change.as_str(), level.as_str()), ("worse", "urgent"));
+    let esc = escalations(&pool, call).await;
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].0, "urgent");
+    let reasons = esc[0].2.to_string();
+    assert!(
+        reasons.contains("memory.trend") && reasons.contains("膝盖疼今天更重了"),
+        "{reasons}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_elder_calling_in_for_help_reaches_the_queue_on_the_line() {
     let _one = SERIAL.lock().await;

@@ -830,8 +830,7 @@ async fn score(
     let mut flagged: Vec<i64> = lock(&peer.flagged).keys().copied().collect();
     flagged.extend(lock(&load.flagged).keys().copied());
     // The audit trail, not the consoles' word, says how often each was resolved.
-    let (once, more, left_open) =
-        voicecare_store::bench::resolution_counts(pool, &flagged).await?;
+    let (once, more, left_open) = voicecare_store::bench::resolution_counts(pool, &flagged).await?;
     let (once, more) = (once as usize, more as usize);
     let mut errors = lock(&peer.errors).clone();
     for (k, v) in lock(&load.errors).iter() {
