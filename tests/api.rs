@@ -477,6 +477,26 @@ async fn an_elders_record_shows_what_they_said_was_wrong_to_their_unit_only() {
     assert_eq!(pain["slot"], "knee");
     assert_eq!(pain["level"], "watch");
     assert_eq!(pain["history"][0]["change"], "new");
+    // An item raised on the elder's call shows the same on its page.
+    let esc = queue::flag(
+        &app.db.pool,
+        &Flag {
+            call_id: call,
+            level: Level::Urgent,
+            categories: vec!["pain".into()],
+            reasons: json!([]),
+            elder_on_line: false,
+        },
+        &SlaPolicy::default(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    let (s, d) = app
+        .get(&ann, &format!("/api/v1/escalations/{}", esc.id))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(d["concerns"][0]["slot"], "knee", "{d}");
     // Another street's operator sees neither the elder nor the concern.
     let (s, v) = app.get(&bob, &format!("/api/v1/elders/{elder}")).await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{v}");

@@ -255,6 +255,8 @@ pub async fn escalation_detail(
     let notes = queue::notes(&state.pool, id).await?;
     let trail = audit::trail(&state.pool, "escalation", id).await?;
     let talks = talks::for_escalation(&state.pool, id).await?;
+    // What the elder has been saying was wrong, call by call.
+    let concerns = voicecare_store::concerns::open(&state.pool, e.elder_id).await?;
     // Whether this node holds the call for an operator right now: the page
     // offers "talk" only then, and "call back" once the elder has left.
     let holding_here = state
@@ -270,6 +272,7 @@ pub async fn escalation_detail(
         "notes": notes,
         "audit": trail,
         "talks": talks,
+        "concerns": concerns,
         "live": {
             "calls_here": state.engine.is_some(),
             "holding_here": holding_here,

@@ -759,6 +759,15 @@ function renderDetail(view, d) {
         ? h('audio', { controls: true, preload: 'metadata', src: `/api/v1/utterances/${u.id}/audio`, dataset: { utterance: String(u.id) } })
         : h('span', { class: 'muted' }, t('detail.noAudio'))))));
 
+  // Open concerns with their history: what led here when a trend was raised.
+  const concerns = (d.concerns || []).length
+    ? section(t('detail.concerns'), h('ul', { class: 'concerns', id: 'concerns' },
+      d.concerns.map((k) => h('li', { dataset: { concern: String(k.id) } },
+        levelBadge(k.level), ' ',
+        h('strong', {}, k.slot ? `${k.slot} · ${k.category}` : k.category), ' ',
+        h('span', { class: 'muted' }, (k.history || []).map((m) => `${m.date} ${t(`concern.${m.change}`)}`).join(' → '))))))
+    : null;
+
   const history = section(t('detail.history'), h('ol', { class: 'trend', id: 'trend' },
     [...(d.history || [])].reverse().map((x) => h('li', { class: x.call_id === e.call_id ? 'current' : '' },
       h('time', {}, localTime(x.created_at)), ' ',
@@ -778,7 +787,7 @@ function renderDetail(view, d) {
   view.append(head, actions,
     h('div', { class: 'cols' },
       h('div', { class: 'col-main' }, talk, reasonsCard, transcript, talksCard, form, notes),
-      h('div', { class: 'col-side' }, elderCard, callCard, history, audit)));
+      h('div', { class: 'col-side' }, elderCard, concerns, callCard, history, audit)));
   tick();
 }
 
