@@ -93,8 +93,9 @@ pub fn decode_cpu() -> DecodeCpu {
     }
 }
 
-/// CPU time of the calling thread, nanoseconds; 0 where unknown.
-fn thread_cpu_ns() -> u64 {
+/// CPU time of the calling thread so far, nanoseconds (Linux:
+/// `CLOCK_THREAD_CPUTIME_ID`); 0 where unknown.
+pub fn thread_cpu_ns() -> u64 {
     #[cfg(target_os = "linux")]
     {
         let mut ts = libc::timespec {

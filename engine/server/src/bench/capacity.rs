@@ -149,8 +149,10 @@ pub struct CpuPerCall {
     pub tts_s: f64,
     /// The embedded PostgreSQL; null with an external server (DATABASE_URL).
     pub database_s: Option<f64>,
-    /// The engine's other threads: media and codecs, VAD and endpointing,
-    /// prompt playback, signalling, database client, the runtime.
+    /// VAD and endpointing of the elder's audio, timed per frame.
+    pub endpointing_s: f64,
+    /// The engine's other threads: media and codecs, prompt playback,
+    /// signalling, database client, the runtime.
     pub rest_s: f64,
     /// The simulated phones and the idle peer legs (not the engine).
     pub phones_s: f64,
@@ -165,7 +167,7 @@ impl CpuPerCall {
                 f64::NAN
             }
         };
-        let rest = (spent.engine_threads() - spent.asr).max(0.0);
+        let rest = (spent.engine_threads() - spent.asr - spent.endpointing).max(0.0);
         let db = spent.database.unwrap_or(0.0);
         CpuPerCall {
             engine_s: per(spent.engine_threads() + spent.children + db),
@@ -175,6 +177,7 @@ impl CpuPerCall {
             asr_partial_s: per(spent.decode.partial_s),
             tts_s: per(spent.children),
             database_s: spent.database.map(per),
+            endpointing_s: per(spent.endpointing),
             rest_s: per(rest),
             phones_s: per(spent.phones),
         }
@@ -207,6 +210,7 @@ impl CpuPerCall {
             asr_partial_s: sum(|c| c.asr_partial_s),
             tts_s: sum(|c| c.tts_s),
             database_s: db.then(|| sum(|c| c.database_s.unwrap_or(0.0))),
+            endpointing_s: sum(|c| c.endpointing_s),
             rest_s: sum(|c| c.rest_s),
             phones_s: sum(|c| c.phones_s),
         }
@@ -734,13 +738,14 @@ fn cpu_line(c: &CpuPerCall) -> String {
         .database_s
         .map_or_else(|| "n/a (external)".to_string(), |d| format!("{d:.2}"));
     format!(
-        "core-s per check-in: engine {:.2} = asr {:.2} (final {:.2}, speculative {:.2}, partial {:.2}) + tts {:.2} + database {db} + media/vad/rest {:.2}; phones {:.2} apart",
+        "core-s per check-in: engine {:.2} = asr {:.2} (final {:.2}, speculative {:.2}, partial {:.2}) + tts {:.2} + database {db} + vad {:.3} + media/rest {:.2}; phones {:.2} apart",
         c.engine_s,
         c.asr_s,
         c.asr_final_s,
         c.asr_speculative_s,
         c.asr_partial_s,
         c.tts_s,
+        c.endpointing_s,
         c.rest_s,
         c.phones_s
     )

@@ -127,6 +127,9 @@ pub(crate) struct Totals {
     pub children: f64,
     pub database: Option<f64>,
     pub decode: DecodeCpu,
+    /// Every call's VAD and endpointing, timed per frame (in the engine's
+    /// threads).
+    pub endpointing: f64,
 }
 
 impl Totals {
@@ -140,6 +143,7 @@ impl Totals {
             asr: d(self.asr, later.asr),
             sampler: d(self.sampler, later.sampler),
             children: d(self.children, later.children),
+            endpointing: d(self.endpointing, later.endpointing),
             database: match (self.database, later.database) {
                 (Some(x), Some(y)) => Some(d(x, y)),
                 _ => None,
@@ -200,6 +204,7 @@ impl Sampler {
         let mut t = Totals {
             database: database_ticks().map(|x| x as f64 / TICKS_PER_S),
             decode: voicecare_speech::decode_cpu(),
+            endpointing: crate::runner::hearing::endpointing_cpu_s(),
             ..Totals::default()
         };
         if let Some(s) = std::fs::read_to_string("/proc/self/stat")
