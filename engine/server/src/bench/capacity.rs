@@ -151,8 +151,11 @@ pub struct CpuPerCall {
     pub database_s: Option<f64>,
     /// VAD and endpointing of the elder's audio, timed per frame.
     pub endpointing_s: f64,
-    /// The engine's other threads: media and codecs, prompt playback,
-    /// signalling, database client, the runtime.
+    /// The engine's encoding and decoding of frames (Opus, G.711 and its
+    /// resampling), timed per frame.
+    pub codecs_s: f64,
+    /// The engine's other threads: media transport (RTP, SRTP, jitter
+    /// buffers), prompt playback, signalling, database client, the runtime.
     pub rest_s: f64,
     /// The simulated phones and the idle peer legs (not the engine).
     pub phones_s: f64,
@@ -167,7 +170,7 @@ impl CpuPerCall {
                 f64::NAN
             }
         };
-        let rest = (spent.engine_threads() - spent.asr - spent.endpointing).max(0.0);
+        let rest = (spent.engine_threads() - spent.asr - spent.endpointing - spent.codecs).max(0.0);
         let db = spent.database.unwrap_or(0.0);
         CpuPerCall {
             engine_s: per(spent.engine_threads() + spent.children + db),
@@ -178,6 +181,7 @@ impl CpuPerCall {
             tts_s: per(spent.children),
             database_s: spent.database.map(per),
             endpointing_s: per(spent.endpointing),
+            codecs_s: per(spent.codecs),
             rest_s: per(rest),
             phones_s: per(spent.phones),
         }
@@ -211,6 +215,7 @@ impl CpuPerCall {
             tts_s: sum(|c| c.tts_s),
             database_s: db.then(|| sum(|c| c.database_s.unwrap_or(0.0))),
             endpointing_s: sum(|c| c.endpointing_s),
+            codecs_s: sum(|c| c.codecs_s),
             rest_s: sum(|c| c.rest_s),
             phones_s: sum(|c| c.phones_s),
         }
@@ -738,7 +743,7 @@ fn cpu_line(c: &CpuPerCall) -> String {
         .database_s
         .map_or_else(|| "n/a (external)".to_string(), |d| format!("{d:.2}"));
     format!(
-        "core-s per check-in: engine {:.2} = asr {:.2} (final {:.2}, speculative {:.2}, partial {:.2}) + tts {:.2} + database {db} + vad {:.3} + media/rest {:.2}; phones {:.2} apart",
+        "core-s per check-in: engine {:.2} = asr {:.2} (final {:.2}, speculative {:.2}, partial {:.2}) + tts {:.2} + database {db} + vad {:.3} + codecs {:.2} + media/rest {:.2}; phones {:.2} apart",
         c.engine_s,
         c.asr_s,
         c.asr_final_s,
@@ -746,6 +751,7 @@ fn cpu_line(c: &CpuPerCall) -> String {
         c.asr_partial_s,
         c.tts_s,
         c.endpointing_s,
+        c.codecs_s,
         c.rest_s,
         c.phones_s
     )

@@ -130,6 +130,9 @@ pub(crate) struct Totals {
     /// Every call's VAD and endpointing, timed per frame (in the engine's
     /// threads).
     pub endpointing: f64,
+    /// The engine's encoding and decoding, timed per frame (the phones'
+    /// are left out).
+    pub codecs: f64,
 }
 
 impl Totals {
@@ -144,6 +147,7 @@ impl Totals {
             sampler: d(self.sampler, later.sampler),
             children: d(self.children, later.children),
             endpointing: d(self.endpointing, later.endpointing),
+            codecs: d(self.codecs, later.codecs),
             database: match (self.database, later.database) {
                 (Some(x), Some(y)) => Some(d(x, y)),
                 _ => None,
@@ -205,6 +209,7 @@ impl Sampler {
             database: database_ticks().map(|x| x as f64 / TICKS_PER_S),
             decode: voicecare_speech::decode_cpu(),
             endpointing: crate::runner::hearing::endpointing_cpu_s(),
+            codecs: voicecare_telephony::codec::codec_cpu_s(),
             ..Totals::default()
         };
         if let Some(s) = std::fs::read_to_string("/proc/self/stat")
@@ -268,6 +273,7 @@ impl PhoneRuntime {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(PHONE_THREAD)
+            .on_thread_start(voicecare_telephony::codec::leave_codec_cpu_uncounted)
             .enable_all()
             .build()?;
         Ok(PhoneRuntime { rt: Some(rt) })
