@@ -21,7 +21,7 @@ pub mod pool;
 pub mod recognizer;
 pub mod text;
 
-pub use pool::{AsrPool, Speculation, TranscribeRequest};
+pub use pool::{AsrPool, DecodeCpu, Speculation, TranscribeRequest, decode_cpu, thread_cpu_ns};
 pub use recognizer::{
     DecodeOptions, Lang, LoadOptions, LoopRetry, Model, PromptMode, Recognizer, Transcript,
 };

@@ -17,7 +17,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -55,6 +55,60 @@ fn lower_thread_priority(nice: i32) {
     }
     #[cfg(not(target_os = "linux"))]
     let _ = nice;
+}
+
+/// CPU time the decodes of every pool in this process have taken so far,
+/// by kind. Measured on the worker thread around each decode (Linux:
+/// `CLOCK_THREAD_CPUTIME_ID`), so it is exact with one whisper thread per
+/// worker (the default); with more, whisper's helper threads are not in it.
+/// Cancelled decodes count for what they ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DecodeCpu {
+    /// [`AsrPool::transcribe`]: the words that must be heard.
+    pub final_s: f64,
+    pub final_n: u64,
+    /// [`AsrPool::speculate`]: the words heard before a pause.
+    pub speculative_s: f64,
+    pub speculative_n: u64,
+    /// [`AsrPool::speculate_if_idle`]: readings while the elder still speaks.
+    pub partial_s: f64,
+    pub partial_n: u64,
+}
+
+/// Nanoseconds and count of decodes, per kind: final, speculative, partial.
+static DECODE_NS: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+static DECODE_N: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
+
+/// The decode CPU of this process so far (see [`DecodeCpu`]).
+pub fn decode_cpu() -> DecodeCpu {
+    let s = |k: usize| DECODE_NS[k].load(Ordering::Relaxed) as f64 / 1e9;
+    let n = |k: usize| DECODE_N[k].load(Ordering::Relaxed);
+    DecodeCpu {
+        final_s: s(0),
+        final_n: n(0),
+        speculative_s: s(1),
+        speculative_n: n(1),
+        partial_s: s(2),
+        partial_n: n(2),
+    }
+}
+
+/// CPU time of the calling thread so far, nanoseconds (Linux:
+/// `CLOCK_THREAD_CPUTIME_ID`); 0 where unknown.
+pub fn thread_cpu_ns() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec we own; no other memory is touched.
+        let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+        if rc == 0 {
+            return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        }
+    }
+    0
 }
 
 /// One utterance to transcribe.
@@ -176,6 +230,12 @@ impl AsrPool {
                         let r = &job.req;
                         let yields = job.cancel.as_ref().filter(|_| job.yields);
                         rec.set_cancel(job.cancel.clone());
+                        let kind = match (&job.cancel, job.yields) {
+                            (None, _) => 0,
+                            (Some(_), false) => 1,
+                            (Some(_), true) => 2,
+                        };
+                        let cpu0 = thread_cpu_ns();
                         let result = rec
                             .transcribe(&r.samples_16k, r.lang, r.prompt.as_deref(), &opts)
                             .map(|mut t| {
@@ -183,6 +243,9 @@ impl AsrPool {
                                 t
                             });
                         rec.set_cancel(None);
+                        DECODE_NS[kind]
+                            .fetch_add(thread_cpu_ns().saturating_sub(cpu0), Ordering::Relaxed);
+                        DECODE_N[kind].fetch_add(1, Ordering::Relaxed);
                         if let (Some(flag), Ok(mut y)) = (yields, yielding.lock()) {
                             y.retain(|f| !Arc::ptr_eq(f, flag));
                         }

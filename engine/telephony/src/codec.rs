@@ -1,6 +1,9 @@
 //! Voice codecs a leg can negotiate, with their RTP parameters, and the
 //! per-leg encoder/decoder state converting to and from 16 kHz PCM frames.
 
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::audio::{Downsampler2x, FRAME_SAMPLES, Upsampler2x};
 use crate::error::TelephonyError;
 use voicecare_media::g711;
@@ -127,6 +130,10 @@ impl Encoder {
 
     pub fn encode(&mut self, frame: &[i16]) -> Result<Vec<u8>, TelephonyError> {
         debug_assert_eq!(frame.len(), FRAME_SAMPLES);
+        timed(|| self.encode_untimed(frame))
+    }
+
+    fn encode_untimed(&mut self, frame: &[i16]) -> Result<Vec<u8>, TelephonyError> {
         match self {
             Encoder::Pcmu(down) => Ok(g711::encode_ulaw(&down.process(frame))),
             Encoder::Pcma(down) => Ok(g711::encode_alaw(&down.process(frame))),
@@ -141,6 +148,53 @@ impl Encoder {
             }
         }
     }
+}
+
+/// CPU time spent encoding and decoding in this process, nanoseconds, on
+/// the threads that count (see [`leave_codec_cpu_uncounted`]).
+static CODEC_NS: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static UNCOUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Leave the calling thread's encoding and decoding out of
+/// [`codec_cpu_s`]: for the threads of simulated phones in the same process
+/// as the engine they call.
+pub fn leave_codec_cpu_uncounted() {
+    UNCOUNTED.with(|u| u.set(true));
+}
+
+/// CPU seconds this process has spent encoding and decoding frames (G.711
+/// with its resampling, Opus), timed on the thread that did it.
+pub fn codec_cpu_s() -> f64 {
+    CODEC_NS.load(Ordering::Relaxed) as f64 / 1e9
+}
+
+fn timed<T>(f: impl FnOnce() -> T) -> T {
+    if UNCOUNTED.with(Cell::get) {
+        return f();
+    }
+    let t0 = thread_cpu_ns();
+    let r = f();
+    CODEC_NS.fetch_add(thread_cpu_ns().saturating_sub(t0), Ordering::Relaxed);
+    r
+}
+
+/// CPU time of the calling thread, nanoseconds; 0 where unknown.
+fn thread_cpu_ns() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: writes one timespec we own; no other memory is touched.
+        if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } == 0 {
+            return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+        }
+    }
+    0
 }
 
 /// Decodes RTP payloads into 16 kHz PCM.
@@ -166,6 +220,10 @@ impl Decoder {
 
     /// Decode one payload. A corrupt payload is an error for this packet only.
     pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<i16>, TelephonyError> {
+        timed(|| self.decode_untimed(payload))
+    }
+
+    fn decode_untimed(&mut self, payload: &[u8]) -> Result<Vec<i16>, TelephonyError> {
         match self {
             Decoder::Pcmu(up) => Ok(up.process(&g711::decode_ulaw(payload))),
             Decoder::Pcma(up) => Ok(up.process(&g711::decode_alaw(payload))),

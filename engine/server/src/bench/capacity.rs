@@ -17,6 +17,13 @@
 //!   engine's reply, minus the flow's end-of-utterance silence (the
 //!   endpointer must hear that much quiet before it may take the turn).
 //!
+//! The phones run on their own runtime, on threads of their own, so the
+//! engine's CPU is measured apart from theirs (see [`super::cpu`]): per step,
+//! core-seconds per check-in for the engine, by stage (whisper final,
+//! speculative and partial readings, espeak-ng prompts, the embedded
+//! database, and the rest: media, codecs, VAD and endpointing, signalling),
+//! and the phones' own.
+//!
 //! A step passes when p99 jitter < 5 ms and p95 turn latency <= 800 ms. The
 //! largest passing step, over the mean call length, gives calls per hour per
 //! core. With `--via both` the two transports' results are also given as
@@ -43,6 +50,8 @@ use crate::cmd::demo::Via;
 use crate::config::DbArgs;
 use crate::demo::cohort::{self, Behaviour, Clip, Member, Particulars};
 use crate::demo::sip_phones::PhoneBank;
+
+use super::cpu::{PhoneRuntime, Sampler, Totals};
 
 #[derive(Debug, Clone, Args)]
 pub struct CapacityBenchArgs {
@@ -113,8 +122,104 @@ pub struct Step {
     pub jitter_ratio: f64,
     /// Mean answered call length, seconds.
     pub call_secs: f64,
+    /// The whole process (engine and phones), % of one core over the step.
     pub cpu_pct: f64,
+    /// The engine alone (its threads, TTS children and embedded database),
+    /// % of one core over the step.
+    pub engine_cpu_pct: f64,
+    /// Core-seconds per completed check-in, by stage.
+    pub cpu_per_call: CpuPerCall,
     pub passed: bool,
+}
+
+/// Core-seconds per completed check-in; NaN (null) when none completed.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct CpuPerCall {
+    /// The engine: the sum of the stages below (phones excluded).
+    pub engine_s: f64,
+    /// whisper worker threads, all kinds of reading.
+    pub asr_s: f64,
+    /// Of which, timed per decode: the turn's final reading, the
+    /// speculative reading of the words before a pause, and partial
+    /// readings while the elder still speaks.
+    pub asr_final_s: f64,
+    pub asr_speculative_s: f64,
+    pub asr_partial_s: f64,
+    /// espeak-ng rendering prompts (cached prompts cost nothing here).
+    pub tts_s: f64,
+    /// The embedded PostgreSQL; null with an external server (DATABASE_URL).
+    pub database_s: Option<f64>,
+    /// VAD and endpointing of the elder's audio, timed per frame.
+    pub endpointing_s: f64,
+    /// The engine's encoding and decoding of frames (Opus, G.711 and its
+    /// resampling), timed per frame.
+    pub codecs_s: f64,
+    /// The engine's other threads: media transport (RTP, SRTP, jitter
+    /// buffers), prompt playback, signalling, database client, the runtime.
+    pub rest_s: f64,
+    /// The simulated phones and the idle peer legs (not the engine).
+    pub phones_s: f64,
+}
+
+impl CpuPerCall {
+    fn of(spent: &Totals, calls: u32) -> CpuPerCall {
+        let per = |x: f64| {
+            if calls > 0 {
+                x / f64::from(calls)
+            } else {
+                f64::NAN
+            }
+        };
+        let rest = (spent.engine_threads() - spent.asr - spent.endpointing - spent.codecs).max(0.0);
+        let db = spent.database.unwrap_or(0.0);
+        CpuPerCall {
+            engine_s: per(spent.engine_threads() + spent.children + db),
+            asr_s: per(spent.asr),
+            asr_final_s: per(spent.decode.final_s),
+            asr_speculative_s: per(spent.decode.speculative_s),
+            asr_partial_s: per(spent.decode.partial_s),
+            tts_s: per(spent.children),
+            database_s: spent.database.map(per),
+            endpointing_s: per(spent.endpointing),
+            codecs_s: per(spent.codecs),
+            rest_s: per(rest),
+            phones_s: per(spent.phones),
+        }
+    }
+
+    /// The mean over steps, weighted by their completed check-ins.
+    fn mean(steps: &[Step]) -> CpuPerCall {
+        let done: u32 = steps.iter().map(|s| s.completed).sum();
+        let sum = |f: fn(&CpuPerCall) -> f64| {
+            let total: f64 = steps
+                .iter()
+                .filter(|s| s.completed > 0)
+                .map(|s| f(&s.cpu_per_call) * f64::from(s.completed))
+                .sum();
+            if done > 0 {
+                total / f64::from(done)
+            } else {
+                f64::NAN
+            }
+        };
+        let db = steps
+            .iter()
+            .filter(|s| s.completed > 0)
+            .all(|s| s.cpu_per_call.database_s.is_some());
+        CpuPerCall {
+            engine_s: sum(|c| c.engine_s),
+            asr_s: sum(|c| c.asr_s),
+            asr_final_s: sum(|c| c.asr_final_s),
+            asr_speculative_s: sum(|c| c.asr_speculative_s),
+            asr_partial_s: sum(|c| c.asr_partial_s),
+            tts_s: sum(|c| c.tts_s),
+            database_s: db.then(|| sum(|c| c.database_s.unwrap_or(0.0))),
+            endpointing_s: sum(|c| c.endpointing_s),
+            codecs_s: sum(|c| c.codecs_s),
+            rest_s: sum(|c| c.rest_s),
+            phones_s: sum(|c| c.phones_s),
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -130,6 +235,8 @@ pub struct Capacity {
     pub sustained_calls: u32,
     pub calls_per_hour: f64,
     pub calls_per_hour_per_core: f64,
+    /// Core-seconds per check-in over every step, weighted by check-ins.
+    pub cpu_per_call: CpuPerCall,
 }
 
 /// `--via both`: each transport's result, and SIP's over WebRTC's.
@@ -181,6 +288,10 @@ pub(crate) struct Bench {
     ws: String,
     /// The telephones behind the loopback trunk, when SIP is measured.
     sip: Option<SipPhones>,
+    /// Where the CPU goes.
+    cpu: Sampler,
+    /// The phones' own runtime; last, so it stops after the phones.
+    phones: PhoneRuntime,
 }
 
 type PhoneTask = tokio::task::JoinHandle<anyhow::Result<CallTiming>>;
@@ -200,9 +311,10 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
     let db = crate::db::open(&db_args, 10).await?;
     let pool = db.pool.clone();
 
+    let phones = PhoneRuntime::start()?;
     let sip = match args.via {
         Transports::Webrtc => None,
-        Transports::Sip | Transports::Both => Some(SipPhones::start().await?),
+        Transports::Sip | Transports::Both => Some(phones.spawn(SipPhones::start()).await??),
     };
     let max = *args.steps.iter().max().unwrap_or(&1);
     let engine = crate::demo::start_engine(crate::demo::EngineOpts {
@@ -225,6 +337,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
         &args.fixtures,
         eou_ms,
         engine.listen,
+        phones,
         sip,
     )
     .await?;
@@ -273,6 +386,7 @@ pub async fn run(mut db_args: DbArgs, args: CapacityBenchArgs) -> anyhow::Result
                 r.calls_per_hour,
                 r.calls_per_hour_per_core
             );
+            println!("  over all steps, {}", cpu_line(&r.cpu_per_call));
         }
     }
     match <[Capacity; 2]>::try_from(results) {
@@ -313,6 +427,7 @@ impl Bench {
         fixtures: &std::path::Path,
         eou_ms: f64,
         listen: std::net::SocketAddr,
+        phones: PhoneRuntime,
         sip: Option<SipPhones>,
     ) -> anyhow::Result<Bench> {
         let wav_dir = data_dir.join("demo-clips");
@@ -339,6 +454,8 @@ impl Bench {
             eou_ms,
             ws: format!("ws://{listen}/v1/devices/ws"),
             sip,
+            cpu: Sampler::start()?,
+            phones,
         })
     }
 
@@ -361,12 +478,12 @@ impl Bench {
             ids.push(id);
             phones.push(phone);
         }
-        let cpu0 = cpu_ticks();
+        let cpu0 = self.cpu.totals();
         let t0 = Instant::now();
         for id in &ids {
             cohort::schedule(&self.pool, *id, "Europe/London", 2).await?;
         }
-        let idle = tokio::spawn(idle_legs());
+        let idle = self.phones.spawn(idle_legs());
         let mut timings = Vec::new();
         for p in phones {
             match tokio::time::timeout(Duration::from_secs(300), p).await {
@@ -377,10 +494,7 @@ impl Bench {
             }
         }
         let wall = t0.elapsed().as_secs_f64();
-        let cpu_pct = match (cpu0, cpu_ticks()) {
-            (Some(a), Some(b)) => (b.saturating_sub(a)) as f64 / 100.0 / wall * 100.0,
-            _ => 0.0,
-        };
+        let spent = cpu0.until(&self.cpu.totals());
         idle.abort();
         let idle_gaps = match idle.await {
             Ok(g) => g,
@@ -390,7 +504,7 @@ impl Bench {
                 .unwrap_or_default(),
         };
         cohort::unschedule(&self.pool, &ids).await?;
-        Ok(score(n, &timings, &idle_gaps, cpu_pct, args))
+        Ok(score(n, &timings, &idle_gaps, &spent, wall, args))
     }
 
     fn member(&self, device: String, particulars: Option<Particulars>, i: u32) -> Member {
@@ -411,10 +525,13 @@ impl Bench {
         let id = cohort::enrol(&self.pool, self.community, &m).await?;
         let mut cfg = ClientConfig::new(self.ws.clone(), &m.device, DeviceToken::new(&m.token));
         cfg.leg = LegConfig::loopback();
-        let (client, rings) = DeviceClient::connect(cfg)
-            .await
+        // Registered from the phones' runtime, so its connection lives there.
+        let (client, rings) = self
+            .phones
+            .spawn(DeviceClient::connect(cfg))
+            .await?
             .with_context(|| format!("simulated phone {} did not register", m.device))?;
-        let task = tokio::spawn(webrtc_call(
+        let task = self.phones.spawn(webrtc_call(
             client,
             rings,
             self.replies.clone(),
@@ -439,7 +556,9 @@ impl Bench {
         // Reached at the number, as an elder without a device is.
         voicecare_store::dialer::phone_only(&self.pool, id).await?;
         let call = sip.expect(number);
-        let task = tokio::spawn(sip_call(call, self.replies.clone(), self.eou_ms));
+        let task = self
+            .phones
+            .spawn(sip_call(call, self.replies.clone(), self.eou_ms));
         Ok((id, task))
     }
 }
@@ -506,10 +625,11 @@ fn summary(via: Via, cores: usize, args: &CapacityBenchArgs, steps: Vec<Step>) -
         asr_workers: args.asr_workers,
         target_jitter_p99_ms: args.jitter_p99_ms,
         target_turn_p95_ms: args.turn_p95_ms,
-        steps,
         sustained_calls: sustained,
         calls_per_hour: per_hour,
         calls_per_hour_per_core: per_hour / cores as f64,
+        cpu_per_call: CpuPerCall::mean(&steps),
+        steps,
     }
 }
 
@@ -590,7 +710,7 @@ fn print_header(label: bool) {
         "jit ratio",
         "call s",
         "cpu %",
-        ""
+        "eng %"
     );
 }
 
@@ -599,7 +719,7 @@ fn print_row(via: Option<Via>, s: &Step) {
         print!("{:<7}", v.as_str());
     }
     println!(
-        "{:>5} {:>5} {:>5} {:>6} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>7.0} {:>6}  {}",
+        "{:>5} {:>5} {:>5} {:>6} {:>8.0} {:>8.0} {:>9.2} {:>9.2} {:>9.2} {:>7.1} {:>7.0} {:>6.0}  {}",
         s.calls,
         s.concurrent,
         s.completed,
@@ -611,16 +731,38 @@ fn print_row(via: Option<Via>, s: &Step) {
         s.jitter_ratio,
         s.call_secs,
         s.cpu_pct,
-        "",
+        s.engine_cpu_pct,
         if s.passed { "pass" } else { "MISS" }
     );
+    println!("      {}", cpu_line(&s.cpu_per_call));
+}
+
+/// Core-seconds per check-in, by stage, on one line.
+fn cpu_line(c: &CpuPerCall) -> String {
+    let db = c
+        .database_s
+        .map_or_else(|| "n/a (external)".to_string(), |d| format!("{d:.2}"));
+    format!(
+        "core-s per check-in: engine {:.2} = asr {:.2} (final {:.2}, speculative {:.2}, partial {:.2}) + tts {:.2} + database {db} + vad {:.3} + codecs {:.2} + media/rest {:.2}; phones {:.2} apart",
+        c.engine_s,
+        c.asr_s,
+        c.asr_final_s,
+        c.asr_speculative_s,
+        c.asr_partial_s,
+        c.tts_s,
+        c.endpointing_s,
+        c.codecs_s,
+        c.rest_s,
+        c.phones_s
+    )
 }
 
 fn score(
     n: u32,
     t: &[CallTiming],
     idle_gaps: &[f64],
-    cpu_pct: f64,
+    spent: &Totals,
+    wall: f64,
     args: &CapacityBenchArgs,
 ) -> Step {
     let mut jit: Vec<f64> = t
@@ -671,13 +813,27 @@ fn score(
         } else {
             lens.iter().sum::<f64>() / lens.len() as f64
         },
-        cpu_pct,
+        cpu_pct: pct(spent.process, wall),
+        engine_cpu_pct: pct(
+            spent.engine_threads() + spent.children + spent.database.unwrap_or(0.0),
+            wall,
+        ),
+        cpu_per_call: CpuPerCall::of(spent, completed),
         // Every call must have happened, all at once, and been measured.
         passed: completed == n
             && concurrent as u32 == n
             && !turns.is_empty()
             && jitter_p99 < args.jitter_p99_ms
             && turn_p95 <= args.turn_p95_ms,
+    }
+}
+
+/// Core-seconds over `wall` seconds, as % of one core.
+fn pct(core_s: f64, wall: f64) -> f64 {
+    if wall > 0.0 {
+        core_s / wall * 100.0
+    } else {
+        0.0
     }
 }
 
@@ -913,14 +1069,6 @@ async fn idle_legs() -> Vec<f64> {
         .unwrap_or_default()
 }
 
-/// utime + stime of this process (engine and phones), in clock ticks.
-fn cpu_ticks() -> Option<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -976,6 +1124,8 @@ mod tests {
             jitter_ratio: 1.0,
             call_secs: 50.0,
             cpu_pct,
+            engine_cpu_pct: cpu_pct * 0.8,
+            cpu_per_call: CpuPerCall::default(),
             passed,
         }
     }

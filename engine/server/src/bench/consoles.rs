@@ -326,6 +326,7 @@ pub async fn run(mut db_args: DbArgs, args: ConsolesBenchArgs) -> anyhow::Result
             &args.fixtures,
             eou_ms,
             engine.listen,
+            super::cpu::PhoneRuntime::start()?,
             None,
         )
         .await?;

@@ -8,6 +8,7 @@ pub mod asr;
 pub mod calls;
 pub mod capacity;
 pub mod consoles;
+pub mod cpu;
 pub mod flow;
 pub mod queue;
 pub mod sip;

@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use tokio::sync::mpsc;
@@ -62,6 +63,16 @@ struct Finished {
 }
 
 const RATE: u32 = 16_000;
+
+/// CPU time every call's endpointer has taken in this process (VAD and
+/// endpointing of each frame), nanoseconds, timed on the thread that ran it.
+static ENDPOINTING_NS: AtomicU64 = AtomicU64::new(0);
+
+/// CPU seconds the endpointers of every call have taken so far, for
+/// `voicecare bench capacity`.
+pub fn endpointing_cpu_s() -> f64 {
+    ENDPOINTING_NS.load(Ordering::Relaxed) as f64 / 1e9
+}
 /// Speech an utterance cut off by a hang-up needs before it is read.
 const CUT_OFF_MIN_SPEECH_MS: u32 = 500;
 
@@ -150,8 +161,14 @@ impl Hearing {
         let at = self.media_ms;
         self.media_ms += 20;
         let ep = self.endpointer.as_mut()?;
+        let cpu0 = voicecare_speech::thread_cpu_ns();
         let f: Vec<f32> = frame.iter().map(|&s| s as f32 / 32768.0).collect();
-        match ep.push(&f, at) {
+        let event = ep.push(&f, at);
+        ENDPOINTING_NS.fetch_add(
+            voicecare_speech::thread_cpu_ns().saturating_sub(cpu0),
+            Ordering::Relaxed,
+        );
+        match event {
             Some(VadEvent::SpeechStarted { .. }) => {
                 self.partial_next = self.partial_step();
                 Some(Input::SpeechStarted)
