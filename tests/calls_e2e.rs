@@ -301,8 +301,12 @@ async fn checkin_with_distress_stores_transcript_assessment_and_escalates() {
         ("outbound", "checkin")
     );
     assert!(
-        row.flow_path
-            .starts_with(&["greeting".to_string(), "how_are_you".to_string()]),
+        // With nothing to follow up, the branch goes straight on.
+        row.flow_path.starts_with(&[
+            "greeting".to_string(),
+            "follow_up_1".to_string(),
+            "how_are_you".to_string()
+        ]),
         "{:?}",
         row.flow_path
     );
