@@ -4,12 +4,10 @@
 //! pings is marked down and passed over. One test at a time, like
 //! `trunk.rs`: each SIPp run is its own process with its own ports.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::Mutex;
 use voicecare_core::session::SetupFailure;
 use voicecare_sip::{CallFailure, HealthPolicy, SipGateway, Trunk, TrunkGroup};
@@ -17,83 +15,27 @@ use voicecare_telephony::{CallLeg, EndReason, LegConfig, LegEvent};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// Most a SIPp run or a call may take before the test fails instead of hanging.
-const PEER_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
-}
-
 #[path = "../../../tests/support/ports.rs"]
 mod ports;
-use ports::free_ports;
 
-/// SIPp playing one trunk.
-struct Sipp {
-    child: Child,
-    addr: SocketAddr,
-    logs: tempfile::TempDir,
-}
+#[path = "peer/sipp.rs"]
+mod sipp;
+use sipp::{PEER_TIMEOUT, Ports, Sipp, scenarios};
 
 impl Sipp {
-    /// `extra` e.g. `["-m", "1"]` for one call, `["-aa"]` to answer pings.
+    /// SIPp playing one trunk. `extra` e.g. `["-m", "1"]` for one call,
+    /// `["-aa"]` to answer pings.
     async fn start(scenario: &str, extra: &[&str]) -> Self {
-        let ok = std::process::Command::new("sipp")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            ok,
-            "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-        );
-        let logs = tempfile::tempdir().unwrap();
-        let port = free_ports(51_000, 53_000, 1);
-        let media = free_ports(53_000, 54_000, 4);
-        let child = Command::new("sipp")
-            .current_dir(scenarios())
-            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-nostdin", "-timeout", "50s", "-timeout_error"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(logs.path().join("messages.log"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sipp");
-        let sipp = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            logs,
+        let ports = Ports {
+            signalling: (51_000, 53_000),
+            media: (53_000, 54_000),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(sipp.addr).is_ok() {
-            assert!(Instant::now() < deadline, "sipp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        sipp
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
+        Sipp::spawn(scenario, ports, extra).await
     }
 
     /// INVITEs this trunk received.
     fn invites(&self) -> usize {
         self.messages().matches("INVITE sip:").count()
-    }
-
-    /// SIPp's exit code once its one call is over (0: the scenario ran through).
-    async fn finish(&mut self) -> i32 {
-        match tokio::time::timeout(PEER_TIMEOUT, self.child.wait()).await {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
-        }
     }
 }
 

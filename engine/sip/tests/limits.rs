@@ -5,13 +5,8 @@
 //! `trunk.rs`: each SIPp run is its own process with its own ports.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use voicecare_core::session::SetupFailure;
 use voicecare_sip::{SipGateway, Trunk};
@@ -19,80 +14,21 @@ use voicecare_telephony::{EndReason, LegConfig, LegEvent};
 
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-/// Most a SIPp run or a call may take before the test fails instead of hanging.
-const PEER_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
-}
-
 #[path = "../../../tests/support/ports.rs"]
 mod ports;
-use ports::free_ports;
 
-/// SIPp playing the trunk for `calls` calls, side by side as they come.
-struct Sipp {
-    child: Child,
-    addr: SocketAddr,
-    logs: tempfile::TempDir,
-}
+#[path = "peer/sipp.rs"]
+mod sipp;
+use sipp::{PEER_TIMEOUT, Ports, Sipp};
 
 impl Sipp {
+    /// SIPp playing the trunk for `calls` calls, side by side as they come.
     async fn start(scenario: &str, calls: usize) -> Self {
-        let found = std::process::Command::new("sipp")
-            .arg("-v")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        assert!(
-            found,
-            "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-        );
-        let logs = tempfile::tempdir().unwrap();
-        let port = free_ports(40_000, 43_000, 1);
-        // SIPp takes the media port and the two after it.
-        let media = free_ports(43_000, 45_000, 4);
-        let child = Command::new("sipp")
-            .current_dir(scenarios())
-            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", &calls.to_string()])
-            .args(["-nostdin", "-timeout", "50s", "-timeout_error"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(logs.path().join("messages.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sipp");
-        let sipp = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            logs,
+        let ports = Ports {
+            signalling: (40_000, 43_000),
+            media: (43_000, 45_000),
         };
-        // Ready once it holds its signalling port.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(sipp.addr).is_ok() {
-            assert!(Instant::now() < deadline, "sipp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        sipp
-    }
-
-    fn messages(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
-    }
-
-    /// SIPp's exit code once its calls are over (0: every call ran its
-    /// scenario to the end).
-    async fn finish(&mut self) -> i32 {
-        match tokio::time::timeout(PEER_TIMEOUT, self.child.wait()).await {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
-        }
+        Sipp::spawn(scenario, ports, &["-m", &calls.to_string()]).await
     }
 
     /// What SIPp logged, message by message.

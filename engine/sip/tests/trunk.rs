@@ -4,11 +4,8 @@
 //! its own ports, and two cores are better spent on one call at a time.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use voicecare_core::session::SetupFailure;
 use voicecare_sip::{CallFailure, Credentials, Secret, SipGateway, Transport, Trunk};
@@ -23,94 +20,28 @@ use baresip::Baresip;
 /// The number baresip answers as.
 const PHONE: &str = "13800138000";
 
-/// Most a SIPp run may take before the test fails instead of hanging.
-const PEER_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn scenarios() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios")
-}
-
-fn sipp_binary() -> &'static str {
-    let found = std::process::Command::new("sipp")
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
-    assert!(
-        found,
-        "sipp is not installed: run scripts/prepare.sh (it installs the sip-tester package)"
-    );
-    "sipp"
-}
-
 #[path = "../../../tests/support/ports.rs"]
 mod ports;
 use ports::free_ports;
 
-/// SIPp serving one call of a scenario.
-struct Sipp {
-    child: Child,
-    addr: SocketAddr,
-    logs: tempfile::TempDir,
-}
+#[path = "peer/sipp.rs"]
+mod sipp;
+use sipp::{PEER_TIMEOUT, Ports, Sipp, scenarios};
+
+/// This file's share of ports for SIPp.
+const PORTS: Ports = Ports {
+    signalling: (40_000, 43_000),
+    media: (43_000, 45_000),
+};
 
 impl Sipp {
+    /// SIPp serving one call of a scenario.
     async fn start(scenario: &str) -> Self {
         Self::start_with(scenario, &[]).await
     }
 
     async fn start_with(scenario: &str, extra: &[&str]) -> Self {
-        let bin = sipp_binary();
-        let logs = tempfile::tempdir().unwrap();
-        let port = free_ports(40_000, 43_000, 1);
-        // SIPp takes the media port and the two after it.
-        let media = free_ports(43_000, 45_000, 4);
-        let child = Command::new(bin)
-            .current_dir(scenarios())
-            .args(["-sf", scenario, "-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-mp", &media.to_string()])
-            .args(["-m", "1", "-nostdin", "-timeout", "50s", "-timeout_error"])
-            .arg("-trace_msg")
-            .arg("-message_file")
-            .arg(logs.path().join("messages.log"))
-            .arg("-trace_err")
-            .arg("-error_file")
-            .arg(logs.path().join("errors.log"))
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start sipp");
-        let sipp = Self {
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-            logs,
-        };
-        // Ready once it holds its signalling port.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::UdpSocket::bind(sipp.addr).is_ok()
-            && std::net::TcpListener::bind(sipp.addr).is_ok()
-        {
-            assert!(Instant::now() < deadline, "sipp did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        sipp
-    }
-
-    /// The SIP messages SIPp sent and received.
-    fn messages(&self) -> String {
-        std::fs::read_to_string(self.logs.path().join("messages.log")).unwrap_or_default()
-    }
-
-    /// SIPp's exit code once its call is over (0: the scenario ran to the end).
-    async fn finish(&mut self) -> i32 {
-        match tokio::time::timeout(PEER_TIMEOUT, self.child.wait()).await {
-            Ok(status) => status.unwrap().code().unwrap_or(-1),
-            Err(_) => panic!("sipp still running; messages:\n{}", self.messages()),
-        }
+        Sipp::spawn(scenario, PORTS, &[&["-m", "1"], extra].concat()).await
     }
 }
 
