@@ -10,7 +10,7 @@
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use voicecare_core::distress::{Category, Reason};
 use voicecare_core::memory::{self, Change, Concern, Mention, Merge};
@@ -38,7 +38,8 @@ pub(crate) async fn from_reply(
     now: DateTime<Utc>,
 ) -> Result<()> {
     let Some(lang) = lang else { return Ok(()) };
-    let reasons: Vec<Reason> = serde_json::from_value(reasons.clone()).unwrap_or_default();
+    // Reasons stored by other means may lack fields: then nothing is remembered.
+    let reasons = Vec::<Reason>::deserialize(reasons).unwrap_or_default();
     if !reasons
         .iter()
         .any(|r| matches!(r.level, Level::Watch | Level::Urgent) && memory::remembered(r.category))
@@ -141,38 +142,44 @@ async fn mention(
 
 /// An elder's open concerns with their history, oldest first.
 pub async fn open_for(db: &mut PgConnection, elder_id: i64) -> Result<Vec<StoredConcern>> {
-    let rows: Vec<(i64, String, Option<String>, String)> = sqlx::query_as(
-        "SELECT id, category, slot, level FROM concerns
-          WHERE elder_id = $1 AND status = 'open' ORDER BY opened_at, id",
+    // One row per mention, concerns in the order they were opened.
+    let rows: Vec<(
+        i64,
+        String,
+        Option<String>,
+        String,
+        Option<NaiveDate>,
+        Option<String>,
+    )> = sqlx::query_as(
+        "SELECT k.id, k.category, k.slot, k.level, m.on_date, m.change
+               FROM concerns k LEFT JOIN concern_mentions m ON m.concern_id = k.id
+              WHERE k.elder_id = $1 AND k.status = 'open'
+              ORDER BY k.opened_at, k.id, m.on_date, m.id",
     )
     .bind(elder_id)
     .fetch_all(&mut *db)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for (id, category, slot, level) in rows {
-        let history: Vec<(NaiveDate, String)> = sqlx::query_as(
-            "SELECT on_date, change FROM concern_mentions WHERE concern_id = $1 ORDER BY on_date, id",
-        )
-        .bind(id)
-        .fetch_all(&mut *db)
-        .await?;
-        out.push(StoredConcern {
-            id,
-            concern: Concern {
-                category: Category::from_str(&category)
-                    .map_err(|e| StoreError::invalid("category", e))?,
-                slot,
-                level: Level::from_str(&level)
-                    .map_err(|e| StoreError::invalid("level", e.to_string()))?,
-                history: history
-                    .into_iter()
-                    .map(|(date, change)| Mention {
-                        date,
-                        change: parse_change(&change),
-                    })
-                    .collect(),
-            },
-        });
+    let mut out: Vec<StoredConcern> = Vec::new();
+    for (id, category, slot, level, date, change) in rows {
+        if out.last().is_none_or(|s| s.id != id) {
+            out.push(StoredConcern {
+                id,
+                concern: Concern {
+                    category: Category::from_str(&category)
+                        .map_err(|e| StoreError::invalid("category", e))?,
+                    slot,
+                    level: Level::from_str(&level)
+                        .map_err(|e| StoreError::invalid("level", e.to_string()))?,
+                    history: Vec::new(),
+                },
+            });
+        }
+        if let (Some(date), Some(change), Some(s)) = (date, change, out.last_mut()) {
+            s.concern.history.push(Mention {
+                date,
+                change: parse_change(&change),
+            });
+        }
     }
     Ok(out)
 }

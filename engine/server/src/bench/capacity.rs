@@ -838,7 +838,7 @@ fn pct(core_s: f64, wall: f64) -> f64 {
 }
 
 /// Nearest-rank quantile; NaN for no data.
-fn quantile(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }

@@ -38,7 +38,7 @@ use voicecare_core::Level;
 use voicecare_store::operators::{self, NewOperator, Password, Role};
 use voicecare_store::queue::{self, Flag, SlaPolicy};
 
-use super::capacity::{self, CapacityBenchArgs, Step, Transports};
+use super::capacity::{self, CapacityBenchArgs, Step, Transports, quantile};
 use crate::cmd::demo::Via;
 use crate::config::DbArgs;
 use crate::demo::sampler::Sampler;
@@ -895,14 +895,6 @@ async fn shared_reads(base: &str) -> u64 {
         .filter(|l| l.starts_with("voicecare_queue_reads_shared_total"))
         .filter_map(|l| l.split_whitespace().last()?.parse::<f64>().ok())
         .sum::<f64>() as u64
-}
-
-fn quantile(v: &mut [f64], q: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 - 1.0) * q).round() as usize]
 }
 
 fn print(r: &Report) {
