@@ -140,27 +140,38 @@ async fn mention(
     Ok(())
 }
 
+#[derive(sqlx::FromRow)]
+struct MentionRow {
+    id: i64,
+    category: String,
+    slot: Option<String>,
+    level: String,
+    on_date: Option<NaiveDate>,
+    change: Option<String>,
+}
+
 /// An elder's open concerns with their history, oldest first.
 pub async fn open_for(db: &mut PgConnection, elder_id: i64) -> Result<Vec<StoredConcern>> {
     // One row per mention, concerns in the order they were opened.
-    let rows: Vec<(
-        i64,
-        String,
-        Option<String>,
-        String,
-        Option<NaiveDate>,
-        Option<String>,
-    )> = sqlx::query_as(
+    let rows: Vec<MentionRow> = sqlx::query_as(
         "SELECT k.id, k.category, k.slot, k.level, m.on_date, m.change
-               FROM concerns k LEFT JOIN concern_mentions m ON m.concern_id = k.id
-              WHERE k.elder_id = $1 AND k.status = 'open'
-              ORDER BY k.opened_at, k.id, m.on_date, m.id",
+           FROM concerns k LEFT JOIN concern_mentions m ON m.concern_id = k.id
+          WHERE k.elder_id = $1 AND k.status = 'open'
+          ORDER BY k.opened_at, k.id, m.on_date, m.id",
     )
     .bind(elder_id)
     .fetch_all(&mut *db)
     .await?;
     let mut out: Vec<StoredConcern> = Vec::new();
-    for (id, category, slot, level, date, change) in rows {
+    for MentionRow {
+        id,
+        category,
+        slot,
+        level,
+        on_date: date,
+        change,
+    } in rows
+    {
         if out.last().is_none_or(|s| s.id != id) {
             out.push(StoredConcern {
                 id,
